@@ -1,0 +1,257 @@
+"""Typed, validated run configuration: TOML files plus ``--set section.key=value``.
+
+Every key is a dataclass field below with its default, type, allowed range and a
+one-line description; `describe()` renders them for the README and ``dtb run
+--help-config``. A bad value raises `ConfigError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from dtb.errors import ConfigError
+
+SEED_MAX = 2**32 - 1
+
+
+def _key(default, doc, *, gt=None, ge=None, le=None, lt=None, choices=None):
+    return field(default=default, metadata=dict(doc=doc, gt=gt, ge=ge, le=le, lt=lt, choices=choices))
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    t_ms: float = _key(1000.0, "biological time to simulate (ms)", gt=0.0, le=1e9)
+    dt_ms: float = _key(0.1, "integration time step (ms)", gt=0.0, le=1.0)
+    seed: int = _key(1, "seed of every random draw (network, initial state, noise)", ge=0, le=SEED_MAX)
+    backend: str = _key("cpu", "compute backend", choices=("cpu",))
+    threads: int = _key(0, "CPU threads for the kernels; 0 = all cores", ge=0, le=4096)
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    spikes: bool = _key(True, "record every spike (SONATA layout)")
+    rate_bin_ms: float = _key(1.0, "bin width of the recorded population rates (ms)", gt=0.0, le=1e6)
+    flush_ms: float = _key(100.0, "write recording buffers to the run file every this much biological time (ms)",
+                           gt=0.0, le=1e9)
+    progress: bool = _key(True, "show a progress bar on long phases (stderr)")
+
+
+@dataclass(frozen=True)
+class WholebrainConfig:
+    n_neurons: int = _key(100_000, "total neurons over all regions", ge=200, le=10**12)
+    in_degree: int = _key(100, "incoming synapses per neuron (fixed in-degree K)", ge=7, le=100_000)
+    subject: str = _key("101309", "subject id inside the connectome file")
+    connectome: str = _key("", "connectome HDF5 file (relative to the config file); empty = bundled HCP/AAL2")
+    sc_normalisation: str = _key("row", "how sc becomes long-range source probabilities: 'row' = sc[i, j] / sum_j "
+                                 "sc[i, j]; 'waytotal' = sc[i, j] / waytotal[j], then row-normalised",
+                                 choices=("row", "waytotal"))
+    e_fraction: float = _key(0.8, "fraction of each region's neurons that are excitatory", gt=0.0, lt=1.0)
+    k_local_e: float = _key(4 / 7, "share of K from the own region's E population", ge=0.0, le=1.0)
+    k_local_i: float = _key(1 / 7, "share of K from the own region's I population (long-range gets the rest)",
+                            ge=0.0, le=1.0)
+    conduction_velocity_m_s: float = _key(5.0, "axonal conduction velocity for long-range delays (m/s = mm/ms)",
+                                          gt=0.0, le=1000.0)
+    local_delay_ms: float = _key(1.0, "delay of synapses inside a region (ms)", gt=0.0, le=1000.0)
+    w_e: float = _key(0.6, "weight of an excitatory synapse: jump of the AMPA and NMDA traces (1)", ge=0.0, le=1e3)
+    w_i: float = _key(1.0, "weight of an inhibitory synapse: jump of the GABA-A and GABA-B traces (1)",
+                      ge=0.0, le=1e3)
+    bg_mu: float = _key(0.52, "mean of the OU background current (mV/ms, C = 1)", ge=-100.0, le=100.0)
+    bg_sigma: float = _key(0.16, "stationary s.d. of the OU background current (mV/ms)", ge=0.0, le=100.0)
+    bg_tau_ms: float = _key(5.0, "time constant of the OU background current (ms)", gt=0.0, le=1e4)
+
+
+@dataclass(frozen=True)
+class PD14Config:
+    n_scale: float = _key(0.1, "fraction of the full-scale neuron counts", gt=0.0, le=1.0)
+    k_scale: float = _key(1.0, "fraction of the full-scale in-degrees (DC compensation below 1)", gt=0.0, le=1.0)
+    background: str = _key("poisson", "external drive: Poisson spikes or the equivalent DC current",
+                           choices=("poisson", "dc"))
+    bg_rate_hz: float = _key(8.0, "rate of each external Poisson source (Hz)", ge=0.0, le=1e4)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A complete, validated run configuration.
+
+    Build one with `load_config`; the resolved values are written into every run file.
+    """
+
+    model: str = _key("wholebrain", "which network to build", choices=("wholebrain", "pd14"))
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
+    wholebrain: WholebrainConfig = field(default_factory=WholebrainConfig)
+    pd14: PD14Config = field(default_factory=PD14Config)
+    #: folder that relative paths in the config are resolved against (not a key)
+    base_dir: str = field(default=".", metadata=dict(internal=True), compare=False)
+
+    def to_dict(self) -> dict:
+        """Plain nested dict of every key (no internal fields)."""
+        out = {}
+        for f in _public_fields(Config):
+            val = getattr(self, f.name)
+            out[f.name] = dataclasses.asdict(val) if dataclasses.is_dataclass(val) else val
+        return out
+
+    def to_toml(self) -> str:
+        """The resolved configuration as TOML text (what run files store)."""
+        return tomli_w.dumps(self.to_dict())
+
+    def connectome_path(self) -> Path | None:
+        """Absolute path of the user's connectome file, or None for the bundled one."""
+        if not self.wholebrain.connectome:
+            return None
+        return (Path(self.base_dir) / self.wholebrain.connectome).resolve()
+
+
+def _public_fields(cls):
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+
+
+_SECTION_TYPES = {"simulation": SimulationConfig, "recording": RecordingConfig,
+                  "wholebrain": WholebrainConfig, "pd14": PD14Config}
+
+
+def _allowed(meta, kind) -> str:
+    if meta.get("choices"):
+        return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    parts = []
+    for op, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+        if meta.get(op) is not None:
+            parts.append(f"{sym} {meta[op]:g}")
+    name = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
+    return name + (" " + " and ".join(parts) if parts else "")
+
+
+def _coerce(name: str, value: Any, f: dataclasses.Field) -> Any:
+    kind = type(f.default)
+    meta = f.metadata
+    ok = True
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind is str:
+        ok = isinstance(value, str)
+    if ok and meta.get("choices") is not None:
+        ok = value in meta["choices"]
+    if ok and kind in (int, float):
+        ok = ((meta.get("gt") is None or value > meta["gt"]) and (meta.get("ge") is None or value >= meta["ge"])
+              and (meta.get("lt") is None or value < meta["lt"]) and (meta.get("le") is None or value <= meta["le"]))
+        ok = ok and value == value  # NaN
+    if not ok:
+        raise ConfigError(f"{name} = {value!r}: must be {_allowed(meta, kind)}")
+    return value
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()  # a bare word is a string: --set model=pd14
+    return key.split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read, merge and validate a run configuration.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        TOML file; missing keys take their defaults. None: defaults only.
+    overrides : list of str
+        ``"section.key=value"`` items applied after the file, in order; values are
+        TOML literals (``1e5``, ``true``, ``"x"``) or bare strings.
+
+    Returns
+    -------
+    Config
+
+    Raises
+    ------
+    ConfigError
+        Unknown key, wrong type, value out of range, unreadable file.
+    """
+    raw: dict = {}
+    base_dir = Path.cwd()
+    where = "--set"
+    if path is not None:
+        path = Path(path)
+        base_dir = path.resolve().parent
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+        where = str(path)
+    values: dict[str, Any] = {}  # "section.key" -> value
+
+    def put(parts: list[str], value: Any, origin: str) -> None:
+        name = ".".join(parts)
+        if parts == ["model"]:
+            values[name] = value
+            return
+        if len(parts) != 2 or parts[0] not in _SECTION_TYPES:
+            raise ConfigError(f"{origin}: unknown key {name!r} (sections: model, {', '.join(_SECTION_TYPES)})")
+        known = {f.name for f in dataclasses.fields(_SECTION_TYPES[parts[0]])}
+        if parts[1] not in known:
+            raise ConfigError(f"{origin}: unknown key {name!r} (known in [{parts[0]}]: {', '.join(sorted(known))})")
+        values[name] = value
+
+    for top, val in raw.items():
+        if isinstance(val, dict):
+            for k, v in val.items():
+                put([top, k], v, where)
+        else:
+            put([top], val, where)
+    for item in overrides:
+        parts, value = _parse_override(item)
+        put(parts, value, "--set")
+
+    model_field = next(f for f in dataclasses.fields(Config) if f.name == "model")
+    model = _coerce("model", values.get("model", model_field.default), model_field)
+    sections = {}
+    for sec, cls in _SECTION_TYPES.items():
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            name = f"{sec}.{f.name}"
+            if name in values:
+                kwargs[f.name] = _coerce(name, values[name], f)
+        sections[sec] = cls(**kwargs)
+    cfg = Config(model=model, base_dir=str(base_dir), **sections)
+    wb = cfg.wholebrain
+    if wb.k_local_e + wb.k_local_i > 1.0 + 1e-12:
+        raise ConfigError(f"wholebrain.k_local_e + wholebrain.k_local_i = {wb.k_local_e + wb.k_local_i:g}: "
+                          "must be <= 1")
+    return cfg
+
+
+def describe() -> str:
+    """Markdown table of every key: name, default, allowed values, meaning."""
+    rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    model_field = next(f for f in dataclasses.fields(Config) if f.name == "model")
+    entries = [("model", model_field)]
+    for sec, cls in _SECTION_TYPES.items():
+        entries += [(f"{sec}.{f.name}", f) for f in dataclasses.fields(cls)]
+    for name, f in entries:
+        default = f.default
+        shown = f"{default:.6g}" if isinstance(default, float) else repr(default).replace("'", '"')
+        if isinstance(default, bool):
+            shown = str(default).lower()
+        rows.append(f"| `{name}` | `{shown}` | {_allowed(f.metadata, type(default))} | {f.metadata['doc']} |")
+    return "\n".join(rows)

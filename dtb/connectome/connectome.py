@@ -1,0 +1,161 @@
+"""The Connectome: region labels, sizes, coupling and fibre lengths, read and validated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from dtb.errors import DataError
+
+
+def bundled_connectome_path() -> Path:
+    """Path of the HCP/AAL2 connectome shipped inside the package (see dtb/data/PROVENANCE.md)."""
+    return Path(str(resources.files("dtb") / "data" / "hcp_aal2.h5"))
+
+
+@dataclass(frozen=True)
+class Connectome:
+    """One subject's structural connectome.
+
+    Attributes
+    ----------
+    labels : list of str, length R
+        Region names.
+    nvoxel : ndarray, shape (R,), int64
+        Region sizes (voxels); neurons are allotted in proportion.
+    sc : ndarray, shape (R, R), float64
+        Structural coupling (DTI streamline counts), symmetric, zero diagonal.
+    len_mm : ndarray, shape (R, R), float64
+        Mean fibre length (mm); positive wherever sc is positive.
+    waytotal : ndarray, shape (R,), float64
+        Streamlines started per region (a tractography normaliser).
+    subject : str
+    source : str
+        File the data came from.
+    """
+
+    labels: list
+    nvoxel: np.ndarray
+    sc: np.ndarray
+    len_mm: np.ndarray
+    waytotal: np.ndarray
+    subject: str
+    source: str
+
+    @property
+    def n_regions(self) -> int:
+        return len(self.labels)
+
+    def long_range_probabilities(self, normalisation: str) -> np.ndarray:
+        """Row-stochastic matrix P[target, source] of long-range source regions.
+
+        Parameters
+        ----------
+        normalisation : {'row', 'waytotal'}
+            'row': P[i, j] = sc[i, j] / sum_j sc[i, j]. 'waytotal': sc[i, j] / waytotal[j]
+            (streamlines per streamline seeded in the source), then row-normalised.
+
+        Returns
+        -------
+        ndarray, shape (R, R), float64
+            Rows sum to 1, zero diagonal.
+        """
+        w = np.array(self.sc, dtype=np.float64)
+        if normalisation == "waytotal":
+            w = w / np.maximum(self.waytotal, 1.0)[None, :]
+        elif normalisation != "row":
+            raise ValueError(normalisation)
+        np.fill_diagonal(w, 0.0)
+        return w / w.sum(axis=1, keepdims=True)
+
+
+def list_subjects(path: str | Path) -> list[str]:
+    """Subject ids in a connectome file."""
+    with _open(Path(path)) as f:
+        return sorted(f["subjects"].keys()) if "subjects" in f else []
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise DataError(f"connectome file {str(path)!r} does not exist")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"connectome file {str(path)!r} is not a readable HDF5 file ({err})") from None
+
+
+def load_connectome(path: str | Path | None = None, subject: str = "101309") -> Connectome:
+    """Read and validate one subject from a file with the layout of the bundled one.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        HDF5 file with ``/labels`` and ``/subjects/<id>/{sc,len_mm,nvoxel,waytotal}``;
+        None reads the bundled HCP/AAL2 file.
+    subject : str
+        Subject id.
+
+    Returns
+    -------
+    Connectome
+
+    Raises
+    ------
+    DataError
+        Missing file or dataset, unknown subject, wrong shapes, NaN/inf, negative
+        values, an empty region, an asymmetric sc, a region with no connections, or
+        a connection with no fibre length.
+    """
+    path = Path(path) if path is not None else bundled_connectome_path()
+    name = str(path)
+    with _open(path) as f:
+        if "labels" not in f:
+            raise DataError(f"{name}: missing dataset '/labels'")
+        subjects = sorted(f["subjects"].keys()) if "subjects" in f else []
+        if subject not in subjects:
+            raise DataError(f"{name}: subject {subject!r} not in file (has: {', '.join(subjects) or 'none'})")
+        grp = f["subjects"][subject]
+        data = {}
+        for key in ("sc", "len_mm", "nvoxel", "waytotal"):
+            if key not in grp:
+                raise DataError(f"{name}: missing dataset '/subjects/{subject}/{key}'")
+            try:
+                data[key] = np.asarray(grp[key][()], dtype=np.float64)
+            except (TypeError, ValueError, OSError) as err:
+                raise DataError(f"{name}: '/subjects/{subject}/{key}' is not numeric ({err})") from None
+        labels = [lab.decode() if isinstance(lab, bytes) else str(lab) for lab in np.atleast_1d(f["labels"][()])]
+    n = len(labels)
+    where = f"{name}: /subjects/{subject}"
+    expect = {"sc": (n, n), "len_mm": (n, n), "nvoxel": (n,), "waytotal": (n,)}
+    for key, shape in expect.items():
+        arr = data[key]
+        if arr.shape != shape:
+            raise DataError(f"{where}/{key} has shape {arr.shape}, expected {shape} ({n} labels)")
+        if not np.all(np.isfinite(arr)):
+            raise DataError(f"{where}/{key} contains NaN or inf at {_first(~np.isfinite(arr))}")
+        if np.any(arr < 0):
+            raise DataError(f"{where}/{key} has negative values at {_first(arr < 0)}")
+    sc, len_mm = data["sc"], data["len_mm"]
+    if n < 2:
+        raise DataError(f"{name}: needs at least 2 regions, has {n}")
+    if np.any(data["nvoxel"] == 0):
+        raise DataError(f"{where}/nvoxel: region {labels[int(np.argmax(data['nvoxel'] == 0))]!r} is empty (0 voxels)")
+    if not np.allclose(sc, sc.T, rtol=1e-6, atol=0.0):
+        raise DataError(f"{where}/sc is not symmetric (largest difference at {_first(np.abs(sc - sc.T) == np.abs(sc - sc.T).max())})")
+    off = sc - np.diag(np.diag(sc))
+    if np.any(off.sum(axis=1) == 0):
+        raise DataError(f"{where}/sc: region {labels[int(np.argmax(off.sum(axis=1) == 0))]!r} has no connections")
+    bad = (off > 0) & (len_mm <= 0)
+    if np.any(bad):
+        raise DataError(f"{where}/len_mm is 0 where sc > 0 at {_first(bad)}")
+    return Connectome(labels=labels, nvoxel=data["nvoxel"].astype(np.int64), sc=sc, len_mm=len_mm,
+                      waytotal=data["waytotal"], subject=subject, source=name)
+
+
+def _first(mask: np.ndarray) -> str:
+    idx = tuple(int(i) for i in np.argwhere(mask)[0])
+    return "index " + str(idx if len(idx) > 1 else idx[0])

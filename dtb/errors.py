@@ -1,0 +1,20 @@
+"""The DTBError hierarchy: errors meant for people, one line each."""
+
+
+class DTBError(Exception):
+    """Base class of every error dtb raises on purpose.
+
+    The CLI prints ``str(err)`` on one line and exits with status 2.
+    """
+
+
+class ConfigError(DTBError):
+    """A run configuration key is unknown, mistyped or out of range."""
+
+
+class DataError(DTBError):
+    """An input data file (connectome, run file) is missing, malformed or inconsistent."""
+
+
+class ResourceError(DTBError):
+    """A run needs more memory, devices or ranks than it has, or an output exists."""

@@ -1,0 +1,243 @@
+"""CPU kernels that draw synapses on the post-synaptic side.
+
+Every synapse ``j`` of target neuron ``g`` in projection ``p`` is a pure function
+of (seed, p, g, j): its source from purpose SOURCE, its weight from WEIGHT, its
+delay from DELAY. The number of synapses of each target is the projection's
+in-degree, or, for a fixed total number, the target's share of a multinomial split
+drawn down a binary tree over the target population whose nodes are keyed by
+their index range. So any subset of targets is generated identically in one piece
+or in several, on any rank.
+
+Work is cut into *units*: a run of consecutive targets of one projection with a
+bounded number of synapses. Units are independent, so they run in parallel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from dtb.kernels import rng
+
+
+@nb.njit(cache=True)
+def split_counts(seed, proj_id, total, n_targets, lo_idx, hi_idx, out):
+    """Synapse counts of targets ``lo_idx .. hi_idx - 1`` under a fixed total number.
+
+    The ``total`` synapses fall on ``n_targets`` targets uniformly (multinomial); the
+    count of each target is found by splitting the total binomially down a binary
+    tree over target indices. Only branches that overlap the asked range are walked.
+
+    Parameters
+    ----------
+    seed, proj_id : int
+    total : int
+        Synapses of the projection.
+    n_targets : int
+        Size of the target population.
+    lo_idx, hi_idx : int
+        Asked range of target indices (relative to the population).
+    out : ndarray, shape (hi_idx - lo_idx,), int64
+        Filled with the counts.
+    """
+    k0, k1 = rng.key(seed, rng.SPLIT, proj_id)
+    stack = np.empty((128, 3), dtype=np.int64)
+    stack[0, 0] = 0
+    stack[0, 1] = n_targets
+    stack[0, 2] = total
+    top = 1
+    while top > 0:
+        top -= 1
+        lo = stack[top, 0]
+        hi = stack[top, 1]
+        n = stack[top, 2]
+        if hi <= lo_idx or lo >= hi_idx:
+            continue
+        if hi - lo == 1:
+            out[lo - lo_idx] = n
+            continue
+        mid = (lo + hi) // 2
+        if n == 0:
+            nl = 0
+        else:
+            w0, w1, _, _ = rng.draw(k0, k1, lo, hi)
+            nl = rng.binomial(n, (mid - lo) / (hi - lo), rng.u01_53(w0, w1))
+        stack[top, 0] = mid
+        stack[top, 1] = hi
+        stack[top, 2] = n - nl
+        stack[top + 1, 0] = lo
+        stack[top + 1, 1] = mid
+        stack[top + 1, 2] = nl
+        top += 2
+
+
+@nb.njit(inline="always", cache=True)
+def _source(k0, k1, g, j, s0, s1, src_off, src_size, src_cum):
+    """Source gid and source-population slot (index into the flat source arrays) of synapse j of g."""
+    w0, w1, w2, _ = rng.draw(k0, k1, g, j)
+    s = s0
+    if s1 - s0 > 1:
+        u = rng.u01(w0)
+        while s < s1 - 1 and src_cum[s] < u:
+            s += 1
+    n = src_size[s]
+    i = np.int64(math.floor(rng.u01_53(w1, w2) * n))
+    if i >= n:
+        i = n - 1
+    return src_off[s] + i, s
+
+
+@nb.njit(inline="always", cache=True)
+def _normal_redrawn(k0, k1, g, j, z, mean, sd, lo, hi):
+    """mean + sd * z if it lies in [lo, hi], else redrawn from (g, j, attempt >= 1) until it does."""
+    x = mean + sd * z
+    attempt = np.uint64(1)
+    while not (lo <= x <= hi):
+        w0, w1, w2, w3 = rng.draw(k0, k1, g, np.uint64(j) | (attempt << np.uint64(32)))
+        x = mean + sd * rng.normal_pair(w0, w1, w2, w3)[0]
+        attempt += np.uint64(1)
+    return x
+
+
+@nb.njit(parallel=True, cache=True)
+def unit_sources(seed, unit_proj, unit_g0, unit_tptr, tgt_counts, unit_sptr, proj_sptr, src_off, src_size, src_cum,
+                 out_src):
+    """Pass 1: the source gid of every synapse of a batch of units.
+
+    Parameters
+    ----------
+    unit_proj, unit_g0 : ndarray, shape (U,), int64
+        Projection and first target gid of each unit.
+    unit_tptr : ndarray, shape (U + 1,), int64
+        Unit u's targets' counts are ``tgt_counts[unit_tptr[u]:unit_tptr[u + 1]]``.
+    unit_sptr : ndarray, shape (U + 1,), int64
+        Unit u's synapses go to ``out_src[unit_sptr[u] - unit_sptr[0] : ...]``.
+    proj_sptr : ndarray, shape (P + 1,), int64
+        Projection p's source populations are entries ``proj_sptr[p]:proj_sptr[p + 1]`` of
+        ``src_off`` (first gid), ``src_size`` and ``src_cum`` (cumulative probability).
+    out_src : ndarray, int64
+    """
+    base = unit_sptr[0]
+    for u in nb.prange(unit_proj.shape[0]):
+        p = unit_proj[u]
+        k0, k1 = rng.key(seed, rng.SOURCE, p)
+        pos = unit_sptr[u] - base
+        for t in range(unit_tptr[u], unit_tptr[u + 1]):
+            g = unit_g0[u] + (t - unit_tptr[u])
+            for j in range(tgt_counts[t]):
+                out_src[pos], _ = _source(k0, k1, g, j, proj_sptr[p], proj_sptr[p + 1], src_off, src_size, src_cum)
+                pos += 1
+
+
+@nb.njit(parallel=True, cache=True)
+def unique_counts(values, ptr, out_vals, out_counts, out_ptr):
+    """Sorted unique values and their counts of each segment ``values[ptr[i]:ptr[i+1]]``.
+
+    ``out_ptr`` (shape (n_seg + 1,)) receives segment i's results at
+    ``out_vals[out_ptr[i]:out_ptr[i+1]]``; it must come in with ``out_ptr[i] = ptr[i]``
+    and is compacted by the caller.
+    """
+    n_seg = ptr.shape[0] - 1
+    sizes = np.zeros(n_seg, dtype=np.int64)
+    for i in nb.prange(n_seg):
+        seg = np.sort(values[ptr[i]:ptr[i + 1]])
+        k = -1
+        base = ptr[i]
+        for v in seg:
+            if k < 0 or out_vals[base + k] != v:
+                k += 1
+                out_vals[base + k] = v
+                out_counts[base + k] = 0
+            out_counts[base + k] += 1
+        sizes[i] = k + 1
+    for i in range(n_seg):
+        out_ptr[i + 1] = out_ptr[i] + sizes[i]
+    return sizes
+
+
+@nb.njit(parallel=True, cache=True)
+def unit_scatter(seed, dt_ms, unit_proj, unit_g0, unit_tptr, tgt_counts, unit_lid0, unit_uptr, u_src, u_pos,
+                 proj_sptr, src_off, src_size, src_cum, src_delay_steps, proj_w_mean, proj_w_sd, proj_d_mean_ms,
+                 proj_d_sd_ms, out_post, out_weight, out_delay):
+    """Pass 2: draw every synapse of a batch of units and write it at its final place.
+
+    ``u_src[unit_uptr[u]:unit_uptr[u+1]]`` are unit u's sorted distinct sources and
+    ``u_pos`` (same layout) the next free position of each in the output arrays;
+    ``u_pos`` is advanced in place. Units own disjoint positions, so they run in parallel.
+
+    Outputs: ``out_post`` uint32 local target id, ``out_weight`` float32,
+    ``out_delay`` uint16 delay in steps.
+    """
+    for u in nb.prange(unit_proj.shape[0]):
+        p = unit_proj[u]
+        ks0, ks1 = rng.key(seed, rng.SOURCE, p)
+        kw0, kw1 = rng.key(seed, rng.WEIGHT, p)
+        kd0, kd1 = rng.key(seed, rng.DELAY, p)
+        w_mean = proj_w_mean[p]
+        w_sd = proj_w_sd[p]
+        d_sd = proj_d_sd_ms[p]
+        w_lo = 0.0 if w_mean >= 0 else -np.inf
+        w_hi = np.inf if w_mean >= 0 else 0.0
+        srcs = u_src[unit_uptr[u]:unit_uptr[u + 1]]
+        for t in range(unit_tptr[u], unit_tptr[u + 1]):
+            g = unit_g0[u] + (t - unit_tptr[u])
+            lid = unit_lid0[u] + (t - unit_tptr[u])
+            for j in range(tgt_counts[t]):
+                src, s = _source(ks0, ks1, g, j, proj_sptr[p], proj_sptr[p + 1], src_off, src_size, src_cum)
+                k = unit_uptr[u] + np.searchsorted(srcs, src)
+                pos = u_pos[k]
+                u_pos[k] = pos + 1
+                out_post[pos] = lid
+                if w_sd > 0 or d_sd > 0:
+                    # one draw gives the weight's and the delay's normal; rare redraws use their own keys
+                    w0, w1, w2, w3 = rng.draw(kw0, kw1, g, j)
+                    zw, zd = rng.normal_pair(w0, w1, w2, w3)
+                if w_sd > 0:
+                    out_weight[pos] = _normal_redrawn(kw0, kw1, g, j, zw, w_mean, w_sd, w_lo, w_hi)
+                else:
+                    out_weight[pos] = w_mean
+                if d_sd > 0:
+                    d = _normal_redrawn(kd0, kd1, g, j, zd, proj_d_mean_ms[p], d_sd, dt_ms, np.inf)
+                    out_delay[pos] = max(1, int(np.rint(d / dt_ms)))
+                else:
+                    out_delay[pos] = src_delay_steps[s]
+
+
+@nb.njit(parallel=True, cache=True)
+def sort_slots_by_delay(slot_ptr, post, weight, delay, row_count):
+    """Stable-sort each slot's synapses by delay, in place; count distinct delays per slot.
+
+    Parameters
+    ----------
+    slot_ptr : ndarray, shape (S + 1,), int64
+    post, weight, delay : ndarray, shape (n_syn,)
+    row_count : ndarray, shape (S,), int64
+        Out: number of distinct delays of each slot.
+    """
+    for s in nb.prange(slot_ptr.shape[0] - 1):
+        a = slot_ptr[s]
+        b = slot_ptr[s + 1]
+        if b - a > 1:
+            order = np.argsort(delay[a:b], kind="mergesort")
+            post[a:b] = post[a:b][order]
+            weight[a:b] = weight[a:b][order]
+            delay[a:b] = delay[a:b][order]
+        n = 0
+        for q in range(a, b):
+            if q == a or delay[q] != delay[q - 1]:
+                n += 1
+        row_count[s] = n
+
+
+@nb.njit(parallel=True, cache=True)
+def fill_rows(slot_ptr, delay, slot_row_ptr, row_ptr, row_delay):
+    """Row boundaries (one row per distinct delay of a slot) from delay-sorted synapses."""
+    for s in nb.prange(slot_ptr.shape[0] - 1):
+        r = slot_row_ptr[s]
+        for q in range(slot_ptr[s], slot_ptr[s + 1]):
+            if q == slot_ptr[s] or delay[q] != delay[q - 1]:
+                row_ptr[r] = q
+                row_delay[r] = delay[q]
+                r += 1

@@ -1,0 +1,287 @@
+"""CPU kernels (numba) for one epoch of neuron updates and for spike delivery.
+
+Conventions shared with the CUDA kernels:
+
+- A neuron that crosses threshold during step ``t`` (advancing from ``t dt`` to
+  ``(t + 1) dt``) emits a spike *at step t*, recorded at ``(t + 1) dt`` ms.
+- A spike of step ``t`` through a synapse of delay ``d`` is added to the target's
+  input of step ``t + d``: the synaptic current/trace jumps at the end of that step
+  and V feels it from step ``t + d + 1`` on (as in NEST).
+- ``inbuf[k, receptor, lid]`` (float32) holds the input of step ``e0 + k`` of the
+  current epoch; receptor 0 is excitatory, 1 inhibitory.
+- Spikes leave an epoch ordered by (step, lid), which on every rank is (step, gid) order.
+
+Neurons are processed in blocks (one per thread); each block advances its neurons
+through all steps of the epoch and keeps a bit per (neuron, step) that fired, so
+the epoch's spikes can be written out in (step, lid) order in parallel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from dtb.kernels import rng
+
+MAX_EPOCH_STEPS = 64  # one bit per step in a uint64 mask
+
+
+@nb.njit(cache=True)
+def _compact(t0, m, lo_hi, mask, blk_counts, out_lid, out_step):
+    """Write the fired (neuron, step) pairs of all blocks in (step, lid) order; return the count."""
+    nblk = lo_hi.shape[0]
+    offs = np.empty((m, nblk), dtype=np.int64)
+    total = 0
+    for s in range(m):
+        for b in range(nblk):
+            offs[s, b] = total
+            total += blk_counts[b, s]
+    _compact_write(t0, m, lo_hi, mask, offs, out_lid, out_step)
+    return total
+
+
+@nb.njit(parallel=True, cache=True)
+def _compact_write(t0, m, lo_hi, mask, offs, out_lid, out_step):
+    for b in nb.prange(lo_hi.shape[0]):
+        for s in range(m):
+            pos = offs[s, b]
+            bit = np.uint64(1) << np.uint64(s)
+            for n in range(lo_hi[b, 0], lo_hi[b, 1]):
+                if mask[n] & bit:
+                    out_lid[pos] = n
+                    out_step[pos] = t0 + s
+                    pos += 1
+
+
+def blocks(n: int, n_blocks: int) -> np.ndarray:
+    """[lo, hi) neuron ranges of ``n_blocks`` near-equal blocks, shape (n_blocks, 2), int64."""
+    b = (np.arange(n_blocks + 1, dtype=np.int64) * n) // n_blocks
+    return np.stack([b[:-1], b[1:]], axis=1)
+
+
+@nb.njit(parallel=True, cache=True)
+def advance_iaf_psc_exp(t0, m, seed, gids, pop, params, v, i_ex, i_in, ref, inbuf, lo_hi, mask, blk_counts,
+                        out_lid, out_step):
+    """Advance ``iaf_psc_exp`` neurons by ``m`` steps from step ``t0`` (exact integration).
+
+    Parameters
+    ----------
+    t0, m : int
+        First step and number of steps (m <= 64).
+    seed : int
+    gids : ndarray, shape (N,), int64
+    pop : ndarray, shape (N,), int32
+    params : ndarray, shape (n_pop, len(IAF_COLUMNS)), float64
+    v : ndarray, shape (N,), float64
+        Membrane potential relative to E_L (mV); updated in place.
+    i_ex, i_in : ndarray, shape (N,), float64
+        Synaptic currents (pA); updated in place.
+    ref : ndarray, shape (N,), int32
+        Refractory steps left; updated in place.
+    inbuf : ndarray, shape (>= m, 2, N), float32
+        Synaptic input per step (pA).
+    lo_hi : ndarray, shape (n_blocks, 2), int64
+    mask : ndarray, shape (N,), uint64
+        Scratch: fired steps of each neuron.
+    blk_counts : ndarray, shape (n_blocks, >= m), int64
+        Scratch.
+    out_lid, out_step : ndarray, int64
+        Spikes out, in (step, lid) order; capacity ``N * ceil(m / (ref_steps + 1))``.
+
+    Returns
+    -------
+    int
+        Number of spikes.
+    """
+    k0, k1 = rng.key(seed, rng.POISSON, 0)
+    for b in nb.prange(lo_hi.shape[0]):
+        for s in range(m):
+            blk_counts[b, s] = 0
+        for n in range(lo_hi[b, 0], lo_hi[b, 1]):
+            pr = params[pop[n]]
+            p22, p21ex, p21in, p20, p11ex, p11in = pr[0], pr[1], pr[2], pr[3], pr[4], pr[5]
+            theta, v_reset, i_e, ref_steps, lam, w_ext = pr[6], pr[7], pr[8], np.int32(pr[9]), pr[10], pr[11]
+            vn = v[n]
+            ie = i_ex[n]
+            ii = i_in[n]
+            r = ref[n]
+            bits = np.uint64(0)
+            for s in range(m):
+                if r == 0:
+                    vn = p22 * vn + p21ex * ie + p21in * ii + p20 * i_e
+                else:
+                    r -= 1
+                x_ex = np.float64(inbuf[s, 0, n])
+                if lam > 0.0:
+                    w0, w1, _, _ = rng.draw(k0, k1, gids[n], t0 + s)
+                    x_ex += rng.poisson(lam, rng.u01_53(w0, w1)) * w_ext
+                ie = ie * p11ex + x_ex
+                ii = ii * p11in + np.float64(inbuf[s, 1, n])
+                if vn >= theta:
+                    r = ref_steps
+                    vn = v_reset
+                    bits |= np.uint64(1) << np.uint64(s)
+                    blk_counts[b, s] += 1
+            v[n] = vn
+            i_ex[n] = ie
+            i_in[n] = ii
+            ref[n] = r
+            mask[n] = bits
+    return _compact(t0, m, lo_hi, mask, blk_counts, out_lid, out_step)
+
+
+@nb.njit(parallel=True, cache=True)
+def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_hi, mask, blk_counts,
+                     out_lid, out_step):
+    """Advance DTB ``lif_cond`` neurons by ``m`` steps from step ``t0``.
+
+    V takes an exponential-Euler step (exact for the conductances held over the
+    step); the receptor traces decay exactly and jump by the arriving weights; the
+    OU background current takes its exact update with one normal per step.
+
+    Parameters
+    ----------
+    v : ndarray, shape (N,), float64
+        Membrane potential (mV).
+    j : ndarray, shape (4, N), float64
+        Receptor traces AMPA, NMDA, GABA-A, GABA-B (1).
+    i_bg : ndarray, shape (N,), float64
+        OU background current (mV/ms).
+    params : ndarray, shape (n_pop, len(LIF_COLUMNS)), float64
+
+    The other parameters are as in `advance_iaf_psc_exp`.
+
+    Returns
+    -------
+    int
+        Number of spikes.
+    """
+    k0, k1 = rng.key(seed, rng.NOISE, 0)
+    for b in nb.prange(lo_hi.shape[0]):
+        for s in range(m):
+            blk_counts[b, s] = 0
+        for n in range(lo_hi[b, 0], lo_hi[b, 1]):
+            pr = params[pop[n]]
+            g_l, v_l, v_th, v_reset, ref_steps, i_ext = pr[0], pr[1], pr[2], pr[3], np.int32(pr[4]), pr[5]
+            ga, gn, gga, ggb = pr[6], pr[7], pr[8], pr[9]
+            ea, en, ega, egb = pr[10], pr[11], pr[12], pr[13]
+            da, dn, dga, dgb = pr[14], pr[15], pr[16], pr[17]
+            mu, ou_decay, ou_noise, dt_c = pr[18], pr[19], pr[20], pr[21]
+            vn = v[n]
+            ja = j[0, n]
+            jn = j[1, n]
+            jga = j[2, n]
+            jgb = j[3, n]
+            ib = i_bg[n]
+            r = ref[n]
+            bits = np.uint64(0)
+            for s in range(m):
+                if r == 0:
+                    gsum = g_l + ga * ja + gn * jn + gga * jga + ggb * jgb
+                    veq = (g_l * v_l + ga * ja * ea + gn * jn * en + gga * jga * ega + ggb * jgb * egb
+                           + i_ext + ib) / gsum
+                    vn = veq + (vn - veq) * math.exp(-gsum * dt_c)
+                else:
+                    r -= 1
+                w0, w1, w2, w3 = rng.draw(k0, k1, gids[n], t0 + s)
+                z = rng.normal_pair(w0, w1, w2, w3)[0]
+                ib = mu + (ib - mu) * ou_decay + ou_noise * z
+                x_e = np.float64(inbuf[s, 0, n])
+                x_i = np.float64(inbuf[s, 1, n])
+                ja = ja * da + x_e
+                jn = jn * dn + x_e
+                jga = jga * dga + x_i
+                jgb = jgb * dgb + x_i
+                if vn >= v_th:
+                    r = ref_steps
+                    vn = v_reset
+                    bits |= np.uint64(1) << np.uint64(s)
+                    blk_counts[b, s] += 1
+            v[n] = vn
+            j[0, n] = ja
+            j[1, n] = jn
+            j[2, n] = jga
+            j[3, n] = jgb
+            i_bg[n] = ib
+            ref[n] = r
+            mask[n] = bits
+    return _compact(t0, m, lo_hi, mask, blk_counts, out_lid, out_step)
+
+
+@nb.njit(cache=True)
+def deliver(e0, m, n_pend, pend_slot, pend_step, pend_row, slot_row_ptr, row_ptr, row_delay, post, weight,
+            slot_receptor, inbuf):
+    """Deliver every pending spike's rows that arrive inside the epoch ``[e0, e0 + m)``.
+
+    Pending spikes are kept in arrival order (epoch received, then step, then source
+    gid), which is the same on every partition, and each spike's rows in increasing
+    delay, so every target's input sums in the same order on any number of ranks.
+    Spikes with rows left stay pending (compacted in place, order kept).
+
+    Parameters
+    ----------
+    e0, m : int
+        Epoch start step and length.
+    n_pend : int
+        Pending spikes: ``pend_slot`` (slot), ``pend_step`` (emission step),
+        ``pend_row`` (next row to deliver), arrays of int64.
+    inbuf : ndarray, shape (>= m, 2, N), float32
+        Input of the epoch's steps; added to.
+
+    Returns
+    -------
+    int
+        Pending spikes left.
+    """
+    end = e0 + m
+    k = 0
+    for p in range(n_pend):
+        s = pend_slot[p]
+        t = pend_step[p]
+        r = pend_row[p]
+        r_end = slot_row_ptr[s + 1]
+        rc = slot_receptor[s]
+        while r < r_end:
+            arrival = t + np.int64(row_delay[r])
+            if arrival >= end:
+                break
+            off = arrival - e0
+            for q in range(row_ptr[r], row_ptr[r + 1]):
+                inbuf[off, rc, post[q]] += weight[q]
+            r += 1
+        if r < r_end:
+            pend_slot[k] = s
+            pend_step[k] = t
+            pend_row[k] = r
+            k += 1
+    return k
+
+
+@nb.njit(cache=True)
+def enqueue(steps, gids, slot_gids, slot_row_ptr, n_pend, pend_slot, pend_step, pend_row):
+    """Append received spikes that have local targets to the pending queue.
+
+    Parameters
+    ----------
+    steps, gids : ndarray, int64
+        Received spikes in (step, gid) order.
+    slot_gids : ndarray, shape (S,), int64
+        Sorted source gids with local targets.
+
+    Returns
+    -------
+    int
+        New number of pending spikes (the arrays must have room for all of ``gids``).
+    """
+    k = n_pend
+    n_slots = slot_gids.shape[0]
+    for i in range(gids.shape[0]):
+        s = np.searchsorted(slot_gids, gids[i])
+        if s < n_slots and slot_gids[s] == gids[i]:
+            pend_slot[k] = s
+            pend_step[k] = steps[i]
+            pend_row[k] = slot_row_ptr[s]
+            k += 1
+    return k

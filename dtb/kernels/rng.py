@@ -1,0 +1,227 @@
+"""Counter-based random numbers: Philox4x32-10 (Salmon et al., SC'11) in numba.
+
+Every random draw in dtb is a pure function of (seed, purpose, stream, gid, index):
+
+- key   = (seed, purpose | stream << 8)   -- stream is e.g. the projection id
+- counter = (gid low 32, gid high 32, index low 32, index high 32)  -- index is the
+  time step, or the draw number inside a synapse-generation stream
+
+so any rank can draw any neuron's numbers without talking to anyone, and the same
+seed gives the same network and spikes on any number of ranks. The same scheme is
+meant to be reproduced bit for bit by the CUDA kernels.
+
+All values are carried in uint64 lanes holding 32-bit words, which keeps numba's
+integer promotion rules out of the way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+_M0 = np.uint64(0xD2511F53)
+_M1 = np.uint64(0xCD9E8D57)
+_W0 = np.uint64(0x9E3779B9)
+_W1 = np.uint64(0xBB67AE85)
+_MASK = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+_INV32 = 1.0 / 4294967296.0
+_INV53 = 1.0 / 9007199254740992.0
+
+# Purposes: each kind of draw has its own key so that streams never overlap.
+SOURCE = 1      # presynaptic source of a synapse
+WEIGHT = 2      # synaptic weight
+DELAY = 3       # synaptic delay
+SPLIT = 4       # multinomial split of a fixed total number of synapses over targets
+INIT = 5        # initial membrane potential / state
+NOISE = 6       # per-step OU background noise
+POISSON = 7     # per-step Poisson background input
+
+
+@nb.njit(inline="always", cache=True)
+def philox(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 of a 128-bit counter under a 64-bit key.
+
+    Parameters
+    ----------
+    c0, c1, c2, c3, k0, k1 : uint64
+        32-bit words (upper halves must be zero).
+
+    Returns
+    -------
+    tuple of 4 uint64
+        Four independent 32-bit random words.
+    """
+    for _ in range(10):
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        n0 = ((p1 >> _S32) ^ c1 ^ k0) & _MASK
+        n2 = ((p0 >> _S32) ^ c3 ^ k1) & _MASK
+        c0, c1, c2, c3 = n0, p1 & _MASK, n2, p0 & _MASK
+        k0 = (k0 + _W0) & _MASK
+        k1 = (k1 + _W1) & _MASK
+    return c0, c1, c2, c3
+
+
+@nb.njit(inline="always", cache=True)
+def key(seed, purpose, stream):
+    """The Philox key of (seed, purpose, stream) as two uint64 words."""
+    return np.uint64(seed) & _MASK, (np.uint64(purpose) | (np.uint64(stream) << np.uint64(8))) & _MASK
+
+
+@nb.njit(inline="always", cache=True)
+def draw(k0, k1, gid, index):
+    """Four random 32-bit words for (gid, index) under key (k0, k1)."""
+    g = np.uint64(gid)
+    i = np.uint64(index)
+    return philox(g & _MASK, g >> _S32, i & _MASK, i >> _S32, k0, k1)
+
+
+@nb.njit(inline="always", cache=True)
+def u01(word):
+    """Uniform in the open interval (0, 1) from one 32-bit word."""
+    return (np.float64(word) + 0.5) * _INV32
+
+
+@nb.njit(inline="always", cache=True)
+def u01_53(hi, lo):
+    """Uniform in (0, 1) with 53 random bits from two 32-bit words."""
+    return (np.float64((hi << np.uint64(21)) ^ (lo >> np.uint64(11))) + 0.5) * _INV53
+
+
+@nb.njit(inline="always", cache=True)
+def normal_pair(w0, w1, w2, w3):
+    """Two independent standard normals (Box-Muller) from four 32-bit words."""
+    u = u01_53(w0, w1)
+    v = u01_53(w2, w3)
+    r = math.sqrt(-2.0 * math.log(u))
+    return r * math.cos(2.0 * math.pi * v), r * math.sin(2.0 * math.pi * v)
+
+
+@nb.njit(inline="always", cache=True)
+def below(word, n):
+    """Integer uniform in [0, n) from one 32-bit word (Lemire's multiply-shift; n < 2**32)."""
+    return (word * np.uint64(n)) >> _S32
+
+
+@nb.njit(cache=True)
+def poisson(lam, u):
+    """Poisson(lam) by inversion with the chop-down search started at the mode.
+
+    Exact up to float64 rounding; expected cost O(1 + sqrt(lam)). ``u`` is a uniform in (0, 1).
+    """
+    if lam <= 0.0:
+        return 0
+    m = int(math.floor(lam))
+    pm = math.exp(m * math.log(lam) - lam - math.lgamma(m + 1.0))
+    u -= pm
+    if u <= 0.0:
+        return m
+    lo = m
+    hi = m
+    plo = pm
+    phi = pm
+    while True:
+        if lo > 0:
+            plo *= lo / lam
+            lo -= 1
+            u -= plo
+            if u <= 0.0:
+                return lo
+        phi *= lam / (hi + 1)
+        hi += 1
+        u -= phi
+        if u <= 0.0:
+            return hi
+        if lo == 0 and phi < 1e-300:
+            return m
+
+
+@nb.njit(cache=True)
+def binomial(n, p, u):
+    """Binomial(n, p) by inversion with the chop-down search started at the mode.
+
+    Exact up to float64 rounding; expected cost O(1 + sqrt(n p (1 - p))).
+    ``u`` is a uniform in (0, 1).
+    """
+    if n <= 0 or p <= 0.0:
+        return 0
+    if p >= 1.0:
+        return n
+    q = 1.0 - p
+    m = int(math.floor((n + 1) * p))
+    if m > n:
+        m = n
+    pm = math.exp(math.lgamma(n + 1.0) - math.lgamma(m + 1.0) - math.lgamma(n - m + 1.0)
+                  + m * math.log(p) + (n - m) * math.log(q))
+    u -= pm
+    if u <= 0.0:
+        return m
+    lo = m
+    hi = m
+    plo = pm
+    phi = pm
+    r = p / q
+    while True:
+        if lo > 0:
+            plo *= lo / ((n - lo + 1) * r)
+            lo -= 1
+            u -= plo
+            if u <= 0.0:
+                return lo
+        if hi < n:
+            phi *= (n - hi) * r / (hi + 1)
+            hi += 1
+            u -= phi
+            if u <= 0.0:
+                return hi
+        elif lo == 0:
+            return m
+
+
+@nb.njit(cache=True)
+def _words(seed, purpose, stream, gids, index, out):
+    k0, k1 = key(seed, purpose, stream)
+    for i in range(gids.shape[0]):
+        w0, w1, w2, w3 = draw(k0, k1, gids[i], index)
+        out[i, 0] = w0
+        out[i, 1] = w1
+        out[i, 2] = w2
+        out[i, 3] = w3
+
+
+def random_words(seed: int, purpose: int, stream: int, gids: np.ndarray, index: int) -> np.ndarray:
+    """Philox output for many gids at one index (host helper for tests and set-up).
+
+    Returns
+    -------
+    ndarray, shape (len(gids), 4), uint64
+        32-bit words.
+    """
+    gids = np.ascontiguousarray(gids, dtype=np.int64)
+    out = np.empty((gids.shape[0], 4), dtype=np.uint64)
+    _words(seed, purpose, stream, gids, index, out)
+    return out
+
+
+@nb.njit(cache=True)
+def _normals(seed, purpose, stream, gids, index, out):
+    k0, k1 = key(seed, purpose, stream)
+    for i in range(gids.shape[0]):
+        w0, w1, w2, w3 = draw(k0, k1, gids[i], index)
+        out[i] = normal_pair(w0, w1, w2, w3)[0]
+
+
+def normals(seed: int, purpose: int, stream: int, gids: np.ndarray, index: int = 0) -> np.ndarray:
+    """One standard normal per gid at one index.
+
+    Returns
+    -------
+    ndarray, shape (len(gids),), float64
+    """
+    gids = np.ascontiguousarray(gids, dtype=np.int64)
+    out = np.empty(gids.shape[0], dtype=np.float64)
+    _normals(seed, purpose, stream, gids, index, out)
+    return out

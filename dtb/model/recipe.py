@@ -1,0 +1,137 @@
+"""The Recipe: a network described by populations and projections, never by synapses.
+
+A recipe is small (it scales with the number of populations, not neurons) and is
+the same on every rank; `dtb.network.build_local` turns the part of it a rank owns
+into synapses. Gids are canonical: population ``p`` holds gids
+``offsets[p] .. offsets[p + 1] - 1`` whatever the partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Population:
+    """A homogeneous group of neurons.
+
+    Attributes
+    ----------
+    name : str
+    size : int
+        Number of neurons.
+    excitatory : bool
+        Whether its synapses target the excitatory receptors.
+    region : int
+        Index into ``Recipe.regions`` (the layer for PD14).
+    """
+
+    name: str
+    size: int
+    excitatory: bool
+    region: int
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Synapses onto one target population from one or more source populations.
+
+    Exactly one of ``indegree`` (every target neuron gets that many synapses) and
+    ``total`` (that many synapses, targets drawn uniformly) is non-zero. Each
+    synapse picks its source population with probability ``source_p`` and a source
+    neuron uniformly inside it (multapses and autapses allowed).
+
+    Attributes
+    ----------
+    target : int
+        Target population index.
+    sources : ndarray, shape (S,), int64
+        Source population indices.
+    source_p : ndarray, shape (S,), float64
+        Probability of each source population; sums to 1.
+    indegree, total : int
+    weight_mean, weight_sd : float
+        Normal weight distribution, redrawn to keep the sign of the mean (model units:
+        pA for iaf_psc_exp, trace jump for lif_cond). ``weight_sd`` 0: constant.
+    delay_ms : ndarray, shape (S,), float64
+        Mean delay from each source population (ms).
+    delay_sd_ms : float
+        Normal delay spread (ms), redrawn below one time step; 0: constant delays.
+    """
+
+    target: int
+    sources: np.ndarray
+    source_p: np.ndarray
+    indegree: int = 0
+    total: int = 0
+    weight_mean: float = 0.0
+    weight_sd: float = 0.0
+    delay_ms: np.ndarray = field(default_factory=lambda: np.zeros(1))
+    delay_sd_ms: float = 0.0
+
+    def min_delay_steps(self, dt_ms: float) -> int:
+        """Smallest delay (in steps) any synapse of this projection can have."""
+        if self.delay_sd_ms > 0:
+            return 1
+        return int(max(1, np.round(self.delay_ms / dt_ms).min()))
+
+    def max_delay_steps_bound(self, dt_ms: float) -> int:
+        """A delay (steps) that no synapse exceeds except with negligible probability (< 1e-15)."""
+        return int(max(1, np.round((self.delay_ms.max() + 8.0 * self.delay_sd_ms) / dt_ms)))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A whole network: populations, projections, neuron parameters, initial state.
+
+    Attributes
+    ----------
+    model : str
+        Network name ('wholebrain' or 'pd14').
+    neuron_model : str
+        'lif_cond' or 'iaf_psc_exp'; one model per network.
+    populations : tuple of Population
+    projections : tuple of Projection
+    params : ndarray, shape (n_populations, n_columns), float64
+        Per-population kernel parameters (see `dtb.model.neurons`).
+    v0_mean_mv, v0_sd_mv : ndarray, shape (n_populations,), float64
+        Initial membrane potential, normal per population.
+    regions : tuple of str
+        Region (or layer) names that ``Population.region`` indexes.
+    dt_ms : float
+    """
+
+    model: str
+    neuron_model: str
+    populations: tuple
+    projections: tuple
+    params: np.ndarray
+    v0_mean_mv: np.ndarray
+    v0_sd_mv: np.ndarray
+    regions: tuple
+    dt_ms: float
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """First gid of each population plus the total, shape (n_populations + 1,), int64."""
+        return np.concatenate([[0], np.cumsum([p.size for p in self.populations])]).astype(np.int64)
+
+    @property
+    def n_neurons(self) -> int:
+        return int(sum(p.size for p in self.populations))
+
+    @property
+    def min_delay_steps(self) -> int:
+        """Smallest synaptic delay in the network (steps): the longest allowed epoch."""
+        return min(p.min_delay_steps(self.dt_ms) for p in self.projections)
+
+    def expected_synapses(self) -> np.ndarray:
+        """Expected synapse counts between populations, shape (n_pop, n_pop) [target, source], float64."""
+        n = len(self.populations)
+        out = np.zeros((n, n))
+        for proj in self.projections:
+            count = proj.total if proj.total else proj.indegree * self.populations[proj.target].size
+            out[proj.target, proj.sources] += count * proj.source_p
+        return out

@@ -1,0 +1,288 @@
+"""build_local: the part of a network one rank owns, built on that rank alone.
+
+Storage is CSR over *presynaptic slots*: each distinct source gid with at least
+one target here is a slot; a slot's synapses are grouped into *rows*, one per
+distinct delay, so that a spike's deliveries can be scheduled row by row. Per
+synapse only the local target id (uint32) and the weight (float32) are stored:
+8 bytes. The delay lives on the row (uint16) and the receptor on the slot (uint8),
+since every synapse of a source uses the receptors of the source's type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from dtb.context import Context
+from dtb.errors import ConfigError
+from dtb.kernels import connect
+from dtb.model.recipe import Recipe
+from dtb.partition import Partition
+
+#: synapses per work unit (parallel grain) and per batch (bounds the temporary memory)
+UNIT_SYNAPSES = 1 << 18
+BATCH_SYNAPSES = 1 << 24
+MAX_DELAY_STEPS = np.iinfo(np.uint16).max
+
+
+@dataclass
+class LocalNetwork:
+    """One rank's neurons and their incoming synapses.
+
+    Attributes
+    ----------
+    recipe : Recipe
+    gids : ndarray, shape (n_local,), int64
+        Gids of the local neurons, increasing; local id (lid) = index here.
+    pop : ndarray, shape (n_local,), int32
+        Population of each local neuron.
+    slot_gids : ndarray, shape (S,), int64
+        Source gid of each presynaptic slot, increasing.
+    slot_receptor : ndarray, shape (S,), uint8
+        0: excitatory receptors, 1: inhibitory.
+    slot_row_ptr : ndarray, shape (S + 1,), int64
+        Slot s owns rows ``slot_row_ptr[s]:slot_row_ptr[s + 1]``, in increasing delay.
+    row_ptr : ndarray, shape (n_rows + 1,), int64
+        Row r owns synapses ``row_ptr[r]:row_ptr[r + 1]``.
+    row_delay : ndarray, shape (n_rows,), uint16
+        Delay of every synapse of the row (steps).
+    post : ndarray, shape (n_syn,), uint32
+        Local id of each synapse's target.
+    weight : ndarray, shape (n_syn,), float32
+        Weight (pA for iaf_psc_exp, trace jump for lif_cond).
+    synapse_counts : ndarray, shape (n_pop, n_pop), int64
+        Local synapses by [target population, source population].
+    """
+
+    recipe: Recipe
+    gids: np.ndarray
+    pop: np.ndarray
+    slot_gids: np.ndarray
+    slot_receptor: np.ndarray
+    slot_row_ptr: np.ndarray
+    row_ptr: np.ndarray
+    row_delay: np.ndarray
+    post: np.ndarray
+    weight: np.ndarray
+    synapse_counts: np.ndarray
+
+    @property
+    def n_local(self) -> int:
+        return int(self.gids.shape[0])
+
+    @property
+    def n_synapses(self) -> int:
+        return int(self.post.shape[0])
+
+    @property
+    def max_delay_steps(self) -> int:
+        return int(self.row_delay.max()) if self.row_delay.size else 1
+
+    @property
+    def synapse_bytes(self) -> int:
+        """Bytes of all connectivity storage (synapses, rows, slots)."""
+        arrays = (self.slot_gids, self.slot_receptor, self.slot_row_ptr, self.row_ptr, self.row_delay,
+                  self.post, self.weight)
+        return int(sum(a.nbytes for a in arrays))
+
+    @property
+    def bytes_per_synapse(self) -> float:
+        """Connectivity bytes per stored synapse, row and slot overhead included."""
+        return self.synapse_bytes / max(self.n_synapses, 1)
+
+
+def _flat_projections(recipe: Recipe):
+    """Projection data as flat arrays the kernels take (see `connect.unit_scatter`)."""
+    offsets = recipe.offsets
+    sizes = np.diff(offsets)
+    dt = recipe.dt_ms
+    ptr, off, size, cum, dsteps = [0], [], [], [], []
+    w_mean, w_sd, d_mean, d_sd = [], [], [], []
+    for proj in recipe.projections:
+        if proj.max_delay_steps_bound(dt) > MAX_DELAY_STEPS:
+            raise ConfigError(f"a delay of {proj.delay_ms.max():g} ms is {proj.max_delay_steps_bound(dt)} steps at "
+                              f"dt_ms = {dt:g}; at most {MAX_DELAY_STEPS} steps are supported")
+        off.append(offsets[proj.sources])
+        size.append(sizes[proj.sources])
+        c = np.cumsum(proj.source_p)
+        c[-1] = 1.0
+        cum.append(c)
+        dsteps.append(np.maximum(1, np.rint(proj.delay_ms / dt)).astype(np.uint16))
+        ptr.append(ptr[-1] + len(proj.sources))
+        w_mean.append(proj.weight_mean)
+        w_sd.append(proj.weight_sd)
+        d_mean.append(float(proj.delay_ms[0]))
+        d_sd.append(proj.delay_sd_ms)
+    cat = np.concatenate
+    return dict(proj_sptr=np.array(ptr, dtype=np.int64), src_off=cat(off).astype(np.int64),
+                src_size=cat(size).astype(np.int64), src_cum=cat(cum), src_delay_steps=cat(dsteps),
+                proj_w_mean=np.array(w_mean), proj_w_sd=np.array(w_sd), proj_d_mean_ms=np.array(d_mean),
+                proj_d_sd_ms=np.array(d_sd))
+
+
+def _units(recipe: Recipe, ranges: np.ndarray, seed: int):
+    """Cut every projection's local targets into work units.
+
+    Returns
+    -------
+    dict of ndarray
+        unit_proj, unit_g0, unit_lid0 (U,), unit_tptr, unit_sptr (U + 1,), tgt_counts.
+    """
+    offsets = recipe.offsets
+    range_lid0 = np.concatenate([[0], np.cumsum(ranges[:, 1] - ranges[:, 0])])
+    proj_l, g0_l, lid0_l, counts_l = [], [], [], []
+    for p, proj in enumerate(recipe.projections):
+        o, n = offsets[proj.target], recipe.populations[proj.target].size
+        for (a, b), lid_a in zip(ranges, range_lid0):
+            lo, hi = max(a, o), min(b, o + n)
+            if lo >= hi:
+                continue
+            if proj.indegree:
+                counts = np.full(hi - lo, proj.indegree, dtype=np.int64)
+            else:
+                counts = np.empty(hi - lo, dtype=np.int64)
+                connect.split_counts(seed, p, proj.total, n, lo - o, hi - o, counts)
+            # cut where the running synapse count crosses a multiple of UNIT_SYNAPSES
+            csum = np.cumsum(counts)
+            cuts = np.unique(np.searchsorted(csum, np.arange(1, csum[-1] // UNIT_SYNAPSES + 1) * UNIT_SYNAPSES,
+                                             side="right"))
+            starts = np.concatenate([[0], cuts[cuts < hi - lo]])
+            for s, e in zip(starts, np.append(starts[1:], hi - lo)):
+                proj_l.append(p)
+                g0_l.append(lo + s)
+                lid0_l.append(lid_a + lo - a + s)
+                counts_l.append(counts[s:e])
+    sizes_t = np.array([len(c) for c in counts_l], dtype=np.int64)
+    sizes_s = np.array([c.sum() for c in counts_l], dtype=np.int64)
+    return dict(unit_proj=np.array(proj_l, dtype=np.int64), unit_g0=np.array(g0_l, dtype=np.int64),
+                unit_lid0=np.array(lid0_l, dtype=np.int64),
+                unit_tptr=np.concatenate([[0], np.cumsum(sizes_t)]).astype(np.int64),
+                unit_sptr=np.concatenate([[0], np.cumsum(sizes_s)]).astype(np.int64),
+                tgt_counts=np.concatenate(counts_l) if counts_l else np.zeros(0, np.int64))
+
+
+def _batches(unit_sptr: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive unit ranges holding at most about BATCH_SYNAPSES synapses each."""
+    out, start = [], 0
+    n = len(unit_sptr) - 1
+    while start < n:
+        stop = int(np.searchsorted(unit_sptr, unit_sptr[start] + BATCH_SYNAPSES, side="right")) - 1
+        stop = max(stop, start + 1)
+        out.append((start, min(stop, n)))
+        start = stop
+    return out
+
+
+def _assign_positions(u_slot: np.ndarray, u_cnt: np.ndarray) -> np.ndarray:
+    """First output position of each (unit, source) pair.
+
+    Pairs sorted stably by slot keep unit order inside a slot, and the exclusive
+    running sum of their counts is then exactly the CSR position.
+    """
+    order = np.argsort(u_slot, kind="stable")
+    cnt_sorted = u_cnt[order]
+    pos = np.empty_like(u_cnt)
+    pos[order] = np.cumsum(cnt_sorted) - cnt_sorted
+    return pos
+
+
+def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
+                progress: Callable[[str, int], Callable[[int], None]] | None = None) -> LocalNetwork:
+    """Build this rank's neurons and incoming synapses (no communication).
+
+    Parameters
+    ----------
+    ctx : Context
+    recipe : Recipe
+    partition : Partition
+    seed : int
+    progress : callable, optional
+        ``progress(label, total)`` returns an ``update(n)`` callable; used to report
+        synapses generated.
+
+    Returns
+    -------
+    LocalNetwork
+    """
+    ranges = partition.local_ranges(ctx.rank)
+    gids = partition.local_gids(ctx.rank)
+    offsets = recipe.offsets
+    pop = (np.searchsorted(offsets, gids, side="right") - 1).astype(np.int32)
+    flat = _flat_projections(recipe)
+    units = _units(recipe, ranges, seed)
+    n_syn = int(units["unit_sptr"][-1])
+    batches = _batches(units["unit_sptr"])
+    update = progress("synapses", 2 * n_syn) if progress else (lambda n: None)
+    kw_units = {k: units[k] for k in ("unit_proj", "unit_g0", "unit_tptr")}
+    flat_src = {k: flat[k] for k in ("proj_sptr", "src_off", "src_size", "src_cum")}
+
+    # pass 1: distinct sources of every unit and how many synapses each has there
+    u_src_l, u_cnt_l, u_len_l = [], [], []
+    for a, b in batches:
+        sptr = units["unit_sptr"][a:b + 1]
+        src = np.empty(sptr[-1] - sptr[0], dtype=np.int64)
+        connect.unit_sources(seed, units["unit_proj"][a:b], units["unit_g0"][a:b], units["unit_tptr"][a:b + 1],
+                             units["tgt_counts"], sptr, out_src=src, **flat_src)
+        vals = np.empty_like(src)
+        cnts = np.empty_like(src)
+        optr = np.zeros(b - a + 1, dtype=np.int64)
+        sizes = connect.unique_counts(src, sptr - sptr[0], vals, cnts, optr)
+        keep = np.concatenate([np.arange(s, s + n) for s, n in zip(sptr[:-1] - sptr[0], sizes)]) \
+            if b > a else np.zeros(0, np.int64)
+        u_src_l.append(vals[keep])
+        u_cnt_l.append(cnts[keep])
+        u_len_l.append(sizes)
+        update(len(src))
+        del src, vals, cnts
+    u_src = np.concatenate(u_src_l) if u_src_l else np.zeros(0, np.int64)
+    u_cnt = np.concatenate(u_cnt_l) if u_cnt_l else np.zeros(0, np.int64)
+    unit_uptr = np.concatenate([[0], np.cumsum(np.concatenate(u_len_l))]).astype(np.int64) if u_len_l \
+        else np.zeros(1, np.int64)
+    del u_src_l, u_cnt_l
+
+    slot_gids = np.unique(u_src)
+    u_slot = np.searchsorted(slot_gids, u_src)
+    slot_ptr = np.zeros(len(slot_gids) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(u_slot, weights=u_cnt, minlength=len(slot_gids)).astype(np.int64), out=slot_ptr[1:])
+    u_pos = _assign_positions(u_slot, u_cnt)
+
+    # local synapse counts by [target population, source population]
+    n_pop = len(recipe.populations)
+    proj_target = np.array([p.target for p in recipe.projections], dtype=np.int64)
+    unit_of_pair = np.repeat(np.arange(len(unit_uptr) - 1), np.diff(unit_uptr))
+    synapse_counts = np.zeros((n_pop, n_pop), dtype=np.int64)
+    np.add.at(synapse_counts, (proj_target[units["unit_proj"][unit_of_pair]],
+                               np.searchsorted(offsets, u_src, side="right") - 1), u_cnt)
+    del u_slot, unit_of_pair
+
+    # pass 2: draw again, this time weights and delays too, and write each synapse in place
+    post = np.empty(n_syn, dtype=np.uint32)
+    weight = np.empty(n_syn, dtype=np.float32)
+    delay = np.empty(n_syn, dtype=np.uint16)
+    for a, b in batches:
+        connect.unit_scatter(seed, recipe.dt_ms, units["unit_proj"][a:b], units["unit_g0"][a:b],
+                             units["unit_tptr"][a:b + 1], units["tgt_counts"], units["unit_lid0"][a:b],
+                             unit_uptr[a:b + 1], u_src, u_pos, flat["proj_sptr"], flat["src_off"], flat["src_size"],
+                             flat["src_cum"], flat["src_delay_steps"], flat["proj_w_mean"], flat["proj_w_sd"],
+                             flat["proj_d_mean_ms"], flat["proj_d_sd_ms"], post, weight, delay)
+        update(int(units["unit_sptr"][b] - units["unit_sptr"][a]))
+    del u_src, u_pos, u_cnt
+
+    row_count = np.empty(len(slot_gids), dtype=np.int64)
+    connect.sort_slots_by_delay(slot_ptr, post, weight, delay, row_count)
+    slot_row_ptr = np.zeros(len(slot_gids) + 1, dtype=np.int64)
+    np.cumsum(row_count, out=slot_row_ptr[1:])
+    row_ptr = np.empty(slot_row_ptr[-1] + 1, dtype=np.int64)
+    row_ptr[-1] = n_syn
+    row_delay = np.empty(slot_row_ptr[-1], dtype=np.uint16)
+    connect.fill_rows(slot_ptr, delay, slot_row_ptr, row_ptr, row_delay)
+    del delay
+
+    excitatory = np.array([p.excitatory for p in recipe.populations])
+    slot_pop = np.searchsorted(offsets, slot_gids, side="right") - 1
+    slot_receptor = np.where(excitatory[slot_pop], 0, 1).astype(np.uint8)
+    return LocalNetwork(recipe=recipe, gids=gids, pop=pop, slot_gids=slot_gids, slot_receptor=slot_receptor,
+                        slot_row_ptr=slot_row_ptr, row_ptr=row_ptr, row_delay=row_delay, post=post, weight=weight,
+                        synapse_counts=synapse_counts)

@@ -1,0 +1,153 @@
+"""Simulation: the epoch loop of one rank (update, exchange, deliver, record).
+
+One epoch is ``min(min_delay, 64)`` steps. At its start, every pending spike's
+deliveries that fall inside it are written into a small input buffer
+``[epoch, receptor, neuron]``; the neurons then advance through the epoch; the
+epoch's spikes go through the exchange once and are queued for delivery. Because
+every delay is at least one epoch, nothing emitted in an epoch is needed in it.
+
+Pending spikes replace a ring buffer of ``max_delay`` input slots per neuron: with
+fibre-length delays of tens of ms such a ring would outweigh the synapses.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import numpy as np
+
+from dtb.context import Context
+from dtb.kernels import cpu, rng
+from dtb.network import LocalNetwork
+
+
+class SpikeSink(Protocol):
+    def spikes(self, steps: np.ndarray, gids: np.ndarray) -> None:
+        """Receive one epoch's local spikes (emission step, gid), in (step, gid) order."""
+
+
+class Simulation:
+    """Advance one rank's part of a network.
+
+    Parameters
+    ----------
+    ctx : Context
+    net : LocalNetwork
+    exchange : object with ``exchange(steps, gids)``
+        A spike exchange strategy (`dtb.exchange`).
+    seed : int
+        Seed of the initial state and per-step noise.
+
+    Attributes
+    ----------
+    step : int
+        Steps done so far.
+    epoch_steps : int
+    """
+
+    def __init__(self, ctx: Context, net: LocalNetwork, exchange, seed: int):
+        recipe = net.recipe
+        self.ctx = ctx
+        self.net = net
+        self.exchange = exchange
+        self.seed = seed
+        self.dt_ms = recipe.dt_ms
+        self.step = 0
+        self.epoch_steps = min(recipe.min_delay_steps, cpu.MAX_EPOCH_STEPS)
+        n = net.n_local
+        self.state = self._initial_state()
+        self.inbuf = np.zeros((self.epoch_steps, 2, n), dtype=np.float32)
+        self.lo_hi = cpu.blocks(n, max(1, min(n, 4 * ctx.threads)))
+        self.mask = np.zeros(n, dtype=np.uint64)
+        self.blk_counts = np.zeros((len(self.lo_hi), self.epoch_steps), dtype=np.int64)
+        ref_steps = int(recipe.params[:, self._ref_column()].min())
+        cap = max(1, n * -(-self.epoch_steps // (ref_steps + 1)))
+        self.out_lid = np.empty(cap, dtype=np.int64)
+        self.out_step = np.empty(cap, dtype=np.int64)
+        self.n_pend = 0
+        self.pend = np.empty((3, 1024), dtype=np.int64)  # slot, step, next row
+
+    def _ref_column(self) -> int:
+        from dtb.model.neurons import IAF_COLUMNS, LIF_COLUMNS
+
+        cols = IAF_COLUMNS if self.net.recipe.neuron_model == "iaf_psc_exp" else LIF_COLUMNS
+        return cols.index("ref_steps")
+
+    def _initial_state(self) -> dict:
+        """Initial state drawn from (seed, INIT, gid): the same on any partition."""
+        recipe, net = self.net.recipe, self.net
+        z = rng.normals(self.seed, rng.INIT, 0, net.gids)
+        v = recipe.v0_mean_mv[net.pop] + recipe.v0_sd_mv[net.pop] * z
+        n = net.n_local
+        ref = np.zeros(n, dtype=np.int32)
+        if recipe.neuron_model == "iaf_psc_exp":
+            from dtb.model.neurons import IAF_COLUMNS
+
+            e_l = recipe.params[net.pop, IAF_COLUMNS.index("e_l_mv")]
+            return dict(v=v - e_l, i_ex=np.zeros(n), i_in=np.zeros(n), ref=ref)
+        from dtb.model.neurons import LIF_COLUMNS
+
+        cols = {c: recipe.params[net.pop, i] for i, c in enumerate(LIF_COLUMNS)}
+        v = np.minimum(v, cols["v_th_mv"] - 0.1)
+        # OU current starts in its stationary distribution
+        sigma = cols["ou_noise"] / np.sqrt(np.maximum(1.0 - cols["ou_decay"] ** 2, 1e-300))
+        i_bg = cols["ou_mu"] + sigma * rng.normals(self.seed, rng.INIT, 1, net.gids)
+        return dict(v=v, j=np.zeros((4, n)), i_bg=i_bg, ref=ref)
+
+    def membrane_potential_mv(self) -> np.ndarray:
+        """Membrane potentials of the local neurons (mV), shape (n_local,), float64."""
+        v = self.state["v"]
+        if self.net.recipe.neuron_model == "iaf_psc_exp":
+            from dtb.model.neurons import IAF_COLUMNS
+
+            v = v + self.net.recipe.params[self.net.pop, IAF_COLUMNS.index("e_l_mv")]
+        return v.copy()
+
+    def _advance(self, m: int) -> int:
+        net, st = self.net, self.state
+        common = (self.step, m, self.seed, net.gids, net.pop, net.recipe.params)
+        tail = (self.inbuf, self.lo_hi, self.mask, self.blk_counts, self.out_lid, self.out_step)
+        if net.recipe.neuron_model == "iaf_psc_exp":
+            return cpu.advance_iaf_psc_exp(*common, st["v"], st["i_ex"], st["i_in"], st["ref"], *tail)
+        return cpu.advance_lif_cond(*common, st["v"], st["j"], st["i_bg"], st["ref"], *tail)
+
+    def _enqueue(self, steps: np.ndarray, gids: np.ndarray) -> None:
+        need = self.n_pend + len(gids)
+        if need > self.pend.shape[1]:
+            grown = np.empty((3, max(need, 2 * self.pend.shape[1])), dtype=np.int64)
+            grown[:, : self.n_pend] = self.pend[:, : self.n_pend]
+            self.pend = grown
+        net = self.net
+        self.n_pend = cpu.enqueue(steps, gids, net.slot_gids, net.slot_row_ptr, self.n_pend, self.pend[0],
+                                  self.pend[1], self.pend[2])
+
+    def run(self, n_steps: int, sink: SpikeSink | None = None,
+            on_progress: Callable[[int], None] | None = None) -> None:
+        """Collective: advance ``n_steps`` steps, epoch by epoch.
+
+        Parameters
+        ----------
+        n_steps : int
+        sink : SpikeSink, optional
+            Receives each epoch's local spikes.
+        on_progress : callable, optional
+            Called with the number of steps done after each epoch.
+        """
+        net = self.net
+        stop = self.step + n_steps
+        while self.step < stop:
+            m = min(self.epoch_steps, stop - self.step)
+            self.inbuf[:m] = 0.0
+            self.n_pend = cpu.deliver(self.step, m, self.n_pend, self.pend[0], self.pend[1], self.pend[2],
+                                      net.slot_row_ptr, net.row_ptr, net.row_delay, net.post, net.weight,
+                                      net.slot_receptor, self.inbuf)
+            n_spk = self._advance(m)
+            steps = self.out_step[:n_spk].copy()
+            gids = net.gids[self.out_lid[:n_spk]]
+            r_steps, r_gids = self.exchange.exchange(steps, gids)
+            self._enqueue(r_steps, r_gids)
+            if sink is not None:
+                sink.spikes(steps, gids)
+            self.step += m
+            if on_progress is not None:
+                on_progress(m)
