@@ -177,6 +177,8 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_
             ib = i_bg[n]
             r = ref[n]
             bits = np.uint64(0)
+            z0 = 0.0
+            z1 = 0.0
             for s in range(m):
                 if r == 0:
                     gsum = g_l + ga * ja + gn * jn + gga * jga + ggb * jgb
@@ -185,8 +187,12 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_
                     vn = veq + (vn - veq) * math.exp(-gsum * dt_c)
                 else:
                     r -= 1
-                w0, w1, w2, w3 = rng.draw(k0, k1, gids[n], t0 + s)
-                z = rng.normal_pair(w0, w1, w2, w3)[0]
+                t = t0 + s
+                if s == 0 or (t & 1) == 0:
+                    # one Box-Muller pair serves steps 2i and 2i + 1 (keyed by i): half the cost
+                    w0, w1, w2, w3 = rng.draw(k0, k1, gids[n], t >> 1)
+                    z0, z1 = rng.normal_pair(w0, w1, w2, w3)
+                z = z0 if (t & 1) == 0 else z1
                 ib = mu + (ib - mu) * ou_decay + ou_noise * z
                 x_e = np.float64(inbuf[s, 0, n])
                 x_i = np.float64(inbuf[s, 1, n])

@@ -1,0 +1,110 @@
+"""Command line: ``dtb run | inspect | config``. Thin: parses, calls, prints.
+
+A `DTBError` prints one line ``dtb: error: ...`` and exits with status 2
+(``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+
+from dtb.errors import DTBError
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="dtb", description="Digital twin brain: spiking whole-brain simulation.")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="build and simulate a network, write a run file")
+    run.add_argument("config", nargs="?", help="TOML run configuration (defaults: the bundled HCP brain)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override one key (repeatable), e.g. --set simulation.t_ms=500")
+    run.add_argument("--out", default="dtb_run.h5", help="run file to write (default: %(default)s)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    ins = sub.add_parser("inspect", help="print the facts of a run file")
+    ins.add_argument("run_file")
+    ins.add_argument("--json", action="store_true", help="machine-readable output")
+    ins.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    cfg = sub.add_parser("config", help="print the resolved configuration as TOML (or every key with --keys)")
+    cfg.add_argument("config", nargs="?")
+    cfg.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    cfg.add_argument("--keys", action="store_true", help="a table of every key, its default and allowed values")
+    cfg.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return ap
+
+
+def format_summary(s: dict) -> str:
+    """Human-readable run summary (what ``dtb run`` and ``dtb inspect`` print)."""
+    lines = [
+        f"dtb {s['dtb_version']} | {s['model']} ({s['neuron_model']}) | seed {s['seed']} | "
+        f"{s['n_ranks']} rank(s) x {s['threads']} thread(s), {s['backend']}",
+        f"network    {s['n_neurons']:,} neurons, {s['n_synapses']:,} synapses, "
+        f"{s['bytes_per_synapse']:.2f} bytes/synapse",
+        f"build      {s['build_s']:.2f} s",
+        f"simulation {s['t_ms']:g} ms in {s['sim_s']:.2f} s (real-time factor {s['rtf']:.2f}), "
+        f"{s['n_spikes']:,} spikes",
+        f"rates      E {s['rate_e_hz']:.2f} Hz, I {s['rate_i_hz']:.2f} Hz, all {s['mean_rate_hz']:.2f} Hz",
+    ]
+    rates = s["rates_hz"]
+    if len(rates) <= 16:
+        lines.append("           " + ", ".join(f"{k} {v:.2f}" for k, v in rates.items()))
+    else:
+        vals = sorted(rates.values())
+        lines.append(f"           {len(rates)} populations: min {vals[0]:.2f} Hz, median "
+                     f"{vals[len(vals) // 2]:.2f} Hz, max {vals[-1]:.2f} Hz")
+    if "path" in s:
+        lines.append(f"run file   {s['path']}")
+    return "\n".join(lines)
+
+
+def _run(args) -> int:
+    from dtb import driver
+    from dtb.config import load_config
+
+    overrides = list(args.overrides) + (["recording.progress=false"] if args.quiet else [])
+    cfg = load_config(args.config, overrides)
+    summary = driver.run(cfg, args.out, overwrite=args.overwrite)
+    summary["path"] = args.out
+    print(format_summary(summary))
+    return 0
+
+
+def _inspect(args) -> int:
+    from dtb.io.runfile import read_summary
+
+    facts = read_summary(args.run_file)
+    print(json.dumps(facts, indent=1) if args.json else format_summary(facts))
+    return 0
+
+
+def _config(args) -> int:
+    from dtb.config import describe, load_config
+
+    if args.keys:
+        print(describe())
+    else:
+        print(load_config(args.config, args.overrides).to_toml(), end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dtb`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return {"run": _run, "inspect": _inspect, "config": _config}[args.command](args)
+    except DTBError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"dtb: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dtb: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,150 @@
+"""run: the main job, from a configuration to a complete run file."""
+
+from __future__ import annotations
+
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from dtb.config import Config
+from dtb.connectome.connectome import load_connectome
+from dtb.connectome.pd14 import pd14_recipe
+from dtb.connectome.wholebrain import wholebrain_recipe
+from dtb.context import Context
+from dtb.errors import ConfigError
+from dtb.exchange import SerialExchange
+from dtb.io.runfile import Recorder, RunWriter
+from dtb.model.recipe import Recipe
+from dtb.network import build_local
+from dtb.partition import contiguous
+from dtb.simulation import Simulation
+
+
+def version() -> str:
+    try:
+        return metadata.version("dtb")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def make_recipe(cfg: Config) -> Recipe:
+    """The network a configuration asks for (reads the connectome for 'wholebrain')."""
+    if cfg.model == "pd14":
+        return pd14_recipe(cfg)
+    con = load_connectome(cfg.connectome_path(), cfg.wholebrain.subject)
+    return wholebrain_recipe(cfg, con)
+
+
+def steps_of(name: str, value_ms: float, dt_ms: float) -> int:
+    """``value_ms`` in steps of ``dt_ms``; a `ConfigError` unless it is a whole number of steps."""
+    n = value_ms / dt_ms
+    if abs(n - round(n)) > 1e-9 * max(1.0, n) or round(n) < 1:
+        raise ConfigError(f"{name} = {value_ms:g}: must be a positive multiple of simulation.dt_ms = {dt_ms:g}")
+    return int(round(n))
+
+
+class _Progress:
+    """tqdm bars on stderr, or nothing."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bars = []
+
+    def __call__(self, label: str, total: int, unit: str = "syn"):
+        if not self.enabled:
+            return lambda n: None
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=label, unit=unit, unit_scale=True, leave=False, dynamic_ncols=True)
+        self.bars.append(bar)
+        return bar.update
+
+    def close(self) -> None:
+        for bar in self.bars:
+            bar.close()
+        self.bars.clear()
+
+
+def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | None = None) -> dict:
+    """Build and simulate the configured network and write its run file.
+
+    Parameters
+    ----------
+    cfg : Config
+    out : str or Path
+        Run file to write (HDF5). Written as ``<out>.partial`` and renamed at the end.
+    overwrite : bool
+        Replace an existing ``out``.
+    ctx : Context, optional
+        Defaults to a serial context with ``cfg.simulation.threads`` threads.
+
+    Returns
+    -------
+    dict
+        The run's summary (as stored in ``/summary``).
+    """
+    sim_cfg = cfg.simulation
+    n_steps = steps_of("simulation.t_ms", sim_cfg.t_ms, sim_cfg.dt_ms)
+    bin_steps = steps_of("recording.rate_bin_ms", cfg.recording.rate_bin_ms, sim_cfg.dt_ms)
+    flush_steps = max(1, int(round(cfg.recording.flush_ms / sim_cfg.dt_ms)))
+    ctx = ctx or Context.serial(sim_cfg.backend, sim_cfg.threads)
+    progress = _Progress(cfg.recording.progress)
+    writer = RunWriter(out, overwrite=overwrite)
+    try:
+        t0 = time.perf_counter()
+        recipe = make_recipe(cfg)
+        partition = contiguous(recipe, ctx.size)
+        net = build_local(ctx, recipe, partition, sim_cfg.seed, progress=progress)
+        sim = Simulation(ctx, net, SerialExchange(), sim_cfg.seed)
+        build_s = time.perf_counter() - t0
+        progress.close()
+        offsets = recipe.offsets
+        writer.write_header(config_toml=cfg.to_toml(), version=version(), model=recipe.model, seed=sim_cfg.seed,
+                            dt_ms=sim_cfg.dt_ms, t_ms=sim_cfg.t_ms, spike_population=recipe.model,
+                            n_populations=len(recipe.populations))
+        pops = recipe.populations
+        writer.write_network(names=[p.name for p in pops], sizes=[p.size for p in pops], first_gids=offsets[:-1],
+                             excitatory=[p.excitatory for p in pops], regions=[p.region for p in pops],
+                             region_names=recipe.regions, synapse_counts=net.synapse_counts,
+                             neuron_model=recipe.neuron_model, min_delay_steps=recipe.min_delay_steps,
+                             max_delay_steps=net.max_delay_steps, bytes_per_synapse=net.bytes_per_synapse)
+        writer.write_partition(partition.starts, partition.stops, partition.ranks, partition.strategy,
+                               partition.n_ranks)
+        recorder = Recorder(writer, offsets, sim_cfg.dt_ms, bin_steps, cfg.recording.spikes)
+        advance = progress("simulate", n_steps, unit="step")
+        t1 = time.perf_counter()
+        while sim.step < n_steps:
+            sim.run(min(flush_steps, n_steps - sim.step), recorder, advance)
+            recorder.flush(sim.step)
+        recorder.flush(sim.step, final=True)
+        sim_s = time.perf_counter() - t1
+        progress.close()
+        summary = summarize(recipe, net, recorder, cfg, build_s=build_s, sim_s=sim_s, ctx=ctx)
+        writer.finish(summary)
+        return summary
+    except BaseException:
+        progress.close()
+        writer.abort()
+        raise
+
+
+def summarize(recipe: Recipe, net, recorder: Recorder, cfg: Config, *, build_s: float, sim_s: float,
+              ctx: Context) -> dict:
+    """The facts a run reports: sizes, timings, rates per population and per kind."""
+    t_s = cfg.simulation.t_ms * 1e-3
+    sizes = np.array([p.size for p in recipe.populations])
+    exc = np.array([p.excitatory for p in recipe.populations])
+    counts = recorder.total_counts
+    rates = counts / sizes / t_s
+    return dict(
+        model=recipe.model, neuron_model=recipe.neuron_model, dtb_version=version(),
+        n_neurons=int(sizes.sum()), n_synapses=int(net.synapse_counts.sum()), n_spikes=int(recorder.n_spikes),
+        t_ms=cfg.simulation.t_ms, dt_ms=cfg.simulation.dt_ms, seed=cfg.simulation.seed,
+        mean_rate_hz=float(counts.sum() / sizes.sum() / t_s),
+        rates_hz={p.name: float(r) for p, r in zip(recipe.populations, rates)},
+        rate_e_hz=float(counts[exc].sum() / sizes[exc].sum() / t_s),
+        rate_i_hz=float(counts[~exc].sum() / sizes[~exc].sum() / t_s),
+        build_s=build_s, sim_s=sim_s, rtf=sim_s / t_s, bytes_per_synapse=net.bytes_per_synapse,
+        n_ranks=ctx.size, threads=ctx.threads, backend=ctx.backend)

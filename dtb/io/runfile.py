@@ -1,0 +1,235 @@
+"""The run file: one HDF5 file per run (schema in the README, "Run file").
+
+Written under ``<final>.partial`` and renamed when complete, so a failed run never
+leaves a file under the final name. Spikes follow the SONATA spike-report layout;
+rates, the network description, the partition, the resolved config and timings
+sit beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from dtb.errors import DataError, ResourceError
+
+SCHEMA_VERSION = 1
+_STR = h5py.string_dtype()
+
+
+def partial_path(path: Path) -> Path:
+    """Where a run file is written before it is complete."""
+    return path.with_name(path.name + ".partial")
+
+
+class RunWriter:
+    """Writes one run file; rank 0 only.
+
+    Parameters
+    ----------
+    path : str or Path
+        Final path of the run file.
+    overwrite : bool
+        Replace an existing file at ``path``; otherwise that is a `ResourceError`.
+    """
+
+    def __init__(self, path: str | Path, overwrite: bool = False):
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise ResourceError(f"output {str(self.path)!r} exists (use --overwrite to replace it)")
+        if not self.path.parent.is_dir():
+            raise ResourceError(f"output folder {str(self.path.parent)!r} does not exist")
+        self.tmp = partial_path(self.path)
+        self.file = h5py.File(self.tmp, "w")
+        self.file.attrs["schema_version"] = SCHEMA_VERSION
+
+    def write_header(self, *, config_toml: str, version: str, model: str, seed: int, dt_ms: float, t_ms: float,
+                     spike_population: str, n_populations: int) -> None:
+        """Root attributes, the resolved config, and empty growable spike and rate datasets."""
+        f = self.file
+        f.attrs.update(dict(dtb_version=version, model=model, seed=seed, dt_ms=dt_ms, t_ms=t_ms,
+                            spike_population=spike_population))
+        f.create_dataset("config", data=config_toml, dtype=_STR)
+        grp = f.create_group(f"spikes/{spike_population}")
+        grp.attrs["sorting"] = "by_time"
+        grp.create_dataset("timestamps", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1 << 16,))
+        grp.create_dataset("node_ids", shape=(0,), maxshape=(None,), dtype=np.uint64, chunks=(1 << 16,))
+        grp["timestamps"].attrs["units"] = "ms"
+        f.create_dataset("rates/population_hz", shape=(0, n_populations), maxshape=(None, n_populations),
+                         dtype=np.float32, chunks=(max(1, (1 << 16) // max(n_populations, 1)), n_populations))
+
+    def write_network(self, *, names, sizes, first_gids, excitatory, regions, region_names, synapse_counts,
+                      neuron_model: str, min_delay_steps: int, max_delay_steps: int, bytes_per_synapse: float) -> None:
+        """The network description: populations, regions, synapse counts."""
+        g = self.file.create_group("network")
+        g.create_dataset("populations/name", data=list(names), dtype=_STR)
+        g.create_dataset("populations/size", data=np.asarray(sizes, dtype=np.int64))
+        g.create_dataset("populations/first_gid", data=np.asarray(first_gids, dtype=np.int64))
+        g.create_dataset("populations/excitatory", data=np.asarray(excitatory, dtype=bool))
+        g.create_dataset("populations/region", data=np.asarray(regions, dtype=np.int32))
+        g.create_dataset("regions", data=list(region_names), dtype=_STR)
+        g.create_dataset("synapse_counts", data=np.asarray(synapse_counts, dtype=np.int64))
+        g["synapse_counts"].attrs["axes"] = "target population, source population"
+        g.attrs.update(dict(n_neurons=int(np.sum(sizes)), n_synapses=int(np.sum(synapse_counts)),
+                            neuron_model=neuron_model, min_delay_steps=min_delay_steps,
+                            max_delay_steps=max_delay_steps, bytes_per_synapse=bytes_per_synapse))
+
+    def write_partition(self, starts, stops, ranks, strategy: str, n_ranks: int) -> None:
+        g = self.file.create_group("partition")
+        g.create_dataset("starts", data=starts)
+        g.create_dataset("stops", data=stops)
+        g.create_dataset("ranks", data=ranks)
+        g.attrs.update(dict(strategy=strategy, n_ranks=n_ranks))
+
+    def append_spikes(self, times_ms: np.ndarray, node_ids: np.ndarray) -> None:
+        """Append spikes (already in time order) to the SONATA datasets."""
+        grp = self.file[f"spikes/{self.file.attrs['spike_population']}"]
+        n0 = grp["timestamps"].shape[0]
+        n = len(times_ms)
+        for name, data in (("timestamps", times_ms), ("node_ids", node_ids)):
+            grp[name].resize((n0 + n,))
+            grp[name][n0:] = data
+
+    def append_rates(self, rows_hz: np.ndarray, bin_ms: float) -> None:
+        """Append complete rate bins, shape (n_bins, n_populations)."""
+        ds = self.file["rates/population_hz"]
+        ds.attrs["bin_ms"] = bin_ms
+        ds.attrs["units"] = "Hz"
+        n0 = ds.shape[0]
+        ds.resize((n0 + len(rows_hz), ds.shape[1]))
+        ds[n0:] = rows_hz
+
+    def finish(self, summary: dict) -> Path:
+        """Write region rates and the summary, close, and move to the final name."""
+        f = self.file
+        pop = f["rates/population_hz"]
+        sizes = f["network/populations/size"][()]
+        region = f["network/populations/region"][()]
+        n_regions = len(f["network/regions"])
+        # region rate = spikes of the region's populations / its neurons
+        weights = np.zeros((len(sizes), n_regions))
+        weights[np.arange(len(sizes)), region] = sizes
+        weights /= weights.sum(axis=0, keepdims=True)
+        reg = f.create_dataset("rates/region_hz", data=(pop[()] @ weights).astype(np.float32))
+        reg.attrs.update(dict(bin_ms=pop.attrs.get("bin_ms", 0.0), units="Hz"))
+        f.create_dataset("summary", data=json.dumps(summary), dtype=_STR)
+        for k, v in summary.items():
+            if isinstance(v, (int, float, str)):
+                f.attrs[k] = v
+        f.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Close and delete the partial file."""
+        try:
+            self.file.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+class Recorder:
+    """Buffers one rank's spikes and population spike counts; flushes them to a RunWriter.
+
+    Parameters
+    ----------
+    writer : RunWriter or None
+        None: keep counts only (no file).
+    offsets : ndarray, shape (n_pop + 1,), int64
+        Population gid offsets.
+    dt_ms : float
+    bin_steps : int
+        Rate bin width in steps.
+    record_spikes : bool
+    """
+
+    def __init__(self, writer, offsets: np.ndarray, dt_ms: float, bin_steps: int, record_spikes: bool = True):
+        self.writer = writer
+        self.offsets = offsets
+        self.sizes = np.diff(offsets)
+        self.dt_ms = dt_ms
+        self.bin_steps = bin_steps
+        self.record_spikes = record_spikes
+        self._steps: list[np.ndarray] = []
+        self._gids: list[np.ndarray] = []
+        self.bin0 = 0  # first bin still in memory
+        self.counts = np.zeros((16, len(self.sizes)), dtype=np.int64)
+        self.total_counts = np.zeros(len(self.sizes), dtype=np.int64)
+        self.n_spikes = 0
+
+    def spikes(self, steps: np.ndarray, gids: np.ndarray) -> None:
+        """Take one epoch's spikes (emission step, gid) in (step, gid) order."""
+        if len(gids) == 0:
+            return
+        pops = np.searchsorted(self.offsets, gids, side="right") - 1
+        bins = steps // self.bin_steps - self.bin0
+        need = int(bins[-1]) + 1
+        if need > len(self.counts):
+            grown = np.zeros((max(need, 2 * len(self.counts)), len(self.sizes)), dtype=np.int64)
+            grown[: len(self.counts)] = self.counts
+            self.counts = grown
+        np.add.at(self.counts, (bins, pops), 1)
+        self.total_counts += np.bincount(pops, minlength=len(self.sizes))
+        self.n_spikes += len(gids)
+        if self.record_spikes:
+            self._steps.append(steps)
+            self._gids.append(gids)
+
+    def flush(self, step: int, final: bool = False) -> None:
+        """Write buffered spikes and every rate bin complete at ``step`` (all bins if ``final``)."""
+        if self.writer is None:
+            return
+        if self._steps:
+            steps = np.concatenate(self._steps)
+            self.writer.append_spikes((steps + 1) * self.dt_ms, np.concatenate(self._gids).astype(np.uint64))
+            self._steps.clear()
+            self._gids.clear()
+        n_done = -(-step // self.bin_steps) if final else step // self.bin_steps
+        k = n_done - self.bin0
+        if k > 0:
+            rows = self.counts[:k] / self.sizes[None, :] / (self.bin_steps * self.dt_ms * 1e-3)
+            self.writer.append_rates(rows.astype(np.float32), self.bin_steps * self.dt_ms)
+            self.counts = np.concatenate([self.counts[k:], np.zeros_like(self.counts[:k])])
+            self.bin0 = n_done
+
+
+@dataclass
+class RunInfo:
+    """What `inspect` reports about a run file."""
+
+    path: str
+    facts: dict
+
+
+def read_summary(path: str | Path) -> dict:
+    """The facts ``dtb inspect`` prints, read from a run file.
+
+    Returns
+    -------
+    dict
+        n_neurons, n_synapses, n_spikes, t_ms, mean_rate_hz, rates_hz (per population),
+        build_s, sim_s, rtf, bytes_per_synapse, model, seed, dt_ms, dtb_version, ...
+
+    Raises
+    ------
+    DataError
+        Not a readable dtb run file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"run file {str(path)!r} does not exist")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"{str(path)!r} is not a readable HDF5 file ({err})") from None
+    with f:
+        if "summary" not in f or "network" not in f:
+            raise DataError(f"{str(path)!r} is not a complete dtb run file (no /summary or /network)")
+        facts = json.loads(f["summary"][()].decode() if isinstance(f["summary"][()], bytes) else f["summary"][()])
+        facts["path"] = str(path)
+        return facts
