@@ -23,7 +23,7 @@ from dtb.partition import Partition
 
 #: synapses per work unit (parallel grain) and per batch (bounds the temporary memory)
 UNIT_SYNAPSES = 1 << 18
-BATCH_SYNAPSES = 1 << 24
+BATCH_SYNAPSES = 1 << 22
 MAX_DELAY_STEPS = np.iinfo(np.uint16).max
 
 
@@ -116,7 +116,9 @@ def _flat_projections(recipe: Recipe):
         d_mean.append(float(proj.delay_ms[0]))
         d_sd.append(proj.delay_sd_ms)
     cat = np.concatenate
-    return dict(proj_sptr=np.array(ptr, dtype=np.int64), src_off=cat(off).astype(np.int64),
+    lo = np.array([o.min() for o in off], dtype=np.int64)
+    hi = np.array([(o + n).max() for o, n in zip(off, size)], dtype=np.int64)
+    return dict(proj_sptr=np.array(ptr, dtype=np.int64), src_off=cat(off).astype(np.int64), src_lo=lo, src_hi=hi,
                 src_size=cat(size).astype(np.int64), src_cum=cat(cum), src_delay_steps=cat(dsteps),
                 proj_w_mean=np.array(w_mean), proj_w_sd=np.array(w_sd), proj_d_mean_ms=np.array(d_mean),
                 proj_d_sd_ms=np.array(d_sd))
@@ -225,17 +227,15 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
         src = np.empty(sptr[-1] - sptr[0], dtype=np.int64)
         connect.unit_sources(seed, units["unit_proj"][a:b], units["unit_g0"][a:b], units["unit_tptr"][a:b + 1],
                              units["tgt_counts"], sptr, out_src=src, **flat_src)
-        vals = np.empty_like(src)
         cnts = np.empty_like(src)
-        optr = np.zeros(b - a + 1, dtype=np.int64)
-        sizes = connect.unique_counts(src, sptr - sptr[0], vals, cnts, optr)
-        keep = np.concatenate([np.arange(s, s + n) for s, n in zip(sptr[:-1] - sptr[0], sizes)]) \
-            if b > a else np.zeros(0, np.int64)
-        u_src_l.append(vals[keep])
+        proj = units["unit_proj"][a:b]
+        sizes = connect.unique_counts(src, sptr - sptr[0], flat["src_lo"][proj], flat["src_hi"][proj], cnts)
+        keep = np.concatenate([np.arange(s, s + n) for s, n in zip(sptr[:-1] - sptr[0], sizes)])
+        u_src_l.append(src[keep])
         u_cnt_l.append(cnts[keep])
         u_len_l.append(sizes)
         update(len(src))
-        del src, vals, cnts
+        del src, cnts
     u_src = np.concatenate(u_src_l) if u_src_l else np.zeros(0, np.int64)
     u_cnt = np.concatenate(u_cnt_l) if u_cnt_l else np.zeros(0, np.int64)
     unit_uptr = np.concatenate([[0], np.cumsum(np.concatenate(u_len_l))]).astype(np.int64) if u_len_l \
@@ -265,7 +265,7 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
         connect.unit_scatter(seed, recipe.dt_ms, units["unit_proj"][a:b], units["unit_g0"][a:b],
                              units["unit_tptr"][a:b + 1], units["tgt_counts"], units["unit_lid0"][a:b],
                              unit_uptr[a:b + 1], u_src, u_pos, flat["proj_sptr"], flat["src_off"], flat["src_size"],
-                             flat["src_cum"], flat["src_delay_steps"], flat["proj_w_mean"], flat["proj_w_sd"],
+                             flat["src_cum"], flat["src_lo"], flat["src_hi"], flat["src_delay_steps"], flat["proj_w_mean"], flat["proj_w_sd"],
                              flat["proj_d_mean_ms"], flat["proj_d_sd_ms"], post, weight, delay)
         update(int(units["unit_sptr"][b] - units["unit_sptr"][a]))
     del u_src, u_pos, u_cnt

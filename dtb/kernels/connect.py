@@ -131,41 +131,63 @@ def unit_sources(seed, unit_proj, unit_g0, unit_tptr, tgt_counts, unit_sptr, pro
                 pos += 1
 
 
-@nb.njit(parallel=True, cache=True)
-def unique_counts(values, ptr, out_vals, out_counts, out_ptr):
-    """Sorted unique values and their counts of each segment ``values[ptr[i]:ptr[i+1]]``.
+#: a unit whose sources span at most this many gids uses a dense table instead of sorting/searching
+DENSE_SPAN = 1 << 20
 
-    ``out_ptr`` (shape (n_seg + 1,)) receives segment i's results at
-    ``out_vals[out_ptr[i]:out_ptr[i+1]]``; it must come in with ``out_ptr[i] = ptr[i]``
-    and is compacted by the caller.
+
+@nb.njit(parallel=True, cache=True)
+def unique_counts(values, ptr, span_lo, span_hi, counts):
+    """Distinct values of each segment ``values[ptr[i]:ptr[i+1]]`` and their counts, in place.
+
+    Segment i's sorted distinct values are written over its first entries, their counts
+    into ``counts`` at the same places. Values of segment i lie in
+    ``[span_lo[i], span_hi[i])``; narrow spans are counted in a dense table, wide
+    ones sorted.
+
+    Returns
+    -------
+    ndarray, shape (n_seg,), int64
+        Number of distinct values of each segment.
     """
     n_seg = ptr.shape[0] - 1
     sizes = np.zeros(n_seg, dtype=np.int64)
     for i in nb.prange(n_seg):
-        seg = np.sort(values[ptr[i]:ptr[i + 1]])
-        k = -1
-        base = ptr[i]
-        for v in seg:
-            if k < 0 or out_vals[base + k] != v:
-                k += 1
-                out_vals[base + k] = v
-                out_counts[base + k] = 0
-            out_counts[base + k] += 1
-        sizes[i] = k + 1
-    for i in range(n_seg):
-        out_ptr[i + 1] = out_ptr[i] + sizes[i]
+        a = ptr[i]
+        b = ptr[i + 1]
+        span = span_hi[i] - span_lo[i]
+        k = 0
+        if span <= DENSE_SPAN and span <= 8 * (b - a):
+            table = np.zeros(span, dtype=np.int64)
+            for q in range(a, b):
+                table[values[q] - span_lo[i]] += 1
+            for x in range(span):
+                if table[x]:
+                    values[a + k] = span_lo[i] + x
+                    counts[a + k] = table[x]
+                    k += 1
+        else:
+            values[a:b] = np.sort(values[a:b])
+            for q in range(a, b):
+                v = values[q]
+                if k == 0 or values[a + k - 1] != v:
+                    values[a + k] = v
+                    counts[a + k] = 0
+                    k += 1
+                counts[a + k - 1] += 1
+        sizes[i] = k
     return sizes
 
 
 @nb.njit(parallel=True, cache=True)
 def unit_scatter(seed, dt_ms, unit_proj, unit_g0, unit_tptr, tgt_counts, unit_lid0, unit_uptr, u_src, u_pos,
-                 proj_sptr, src_off, src_size, src_cum, src_delay_steps, proj_w_mean, proj_w_sd, proj_d_mean_ms,
-                 proj_d_sd_ms, out_post, out_weight, out_delay):
+                 proj_sptr, src_off, src_size, src_cum, src_lo, src_hi, src_delay_steps, proj_w_mean, proj_w_sd,
+                 proj_d_mean_ms, proj_d_sd_ms, out_post, out_weight, out_delay):
     """Pass 2: draw every synapse of a batch of units and write it at its final place.
 
     ``u_src[unit_uptr[u]:unit_uptr[u+1]]`` are unit u's sorted distinct sources and
     ``u_pos`` (same layout) the next free position of each in the output arrays;
     ``u_pos`` is advanced in place. Units own disjoint positions, so they run in parallel.
+    Projection p's sources lie in gids ``[src_lo[p], src_hi[p])``.
 
     Outputs: ``out_post`` uint32 local target id, ``out_weight`` float32,
     ``out_delay`` uint16 delay in steps.
@@ -181,12 +203,19 @@ def unit_scatter(seed, dt_ms, unit_proj, unit_g0, unit_tptr, tgt_counts, unit_li
         w_lo = 0.0 if w_mean >= 0 else -np.inf
         w_hi = np.inf if w_mean >= 0 else 0.0
         srcs = u_src[unit_uptr[u]:unit_uptr[u + 1]]
+        lo = src_lo[p]
+        span = src_hi[p] - lo
+        dense = span <= DENSE_SPAN and span <= 8 * srcs.shape[0] + 1024
+        index = np.empty(span if dense else 0, dtype=np.int64)
+        if dense:
+            for k in range(srcs.shape[0]):
+                index[srcs[k] - lo] = k
         for t in range(unit_tptr[u], unit_tptr[u + 1]):
             g = unit_g0[u] + (t - unit_tptr[u])
             lid = unit_lid0[u] + (t - unit_tptr[u])
             for j in range(tgt_counts[t]):
                 src, s = _source(ks0, ks1, g, j, proj_sptr[p], proj_sptr[p + 1], src_off, src_size, src_cum)
-                k = unit_uptr[u] + np.searchsorted(srcs, src)
+                k = unit_uptr[u] + (index[src - lo] if dense else np.searchsorted(srcs, src))
                 pos = u_pos[k]
                 u_pos[k] = pos + 1
                 out_post[pos] = lid
@@ -207,7 +236,7 @@ def unit_scatter(seed, dt_ms, unit_proj, unit_g0, unit_tptr, tgt_counts, unit_li
 
 @nb.njit(parallel=True, cache=True)
 def sort_slots_by_delay(slot_ptr, post, weight, delay, row_count):
-    """Stable-sort each slot's synapses by delay, in place; count distinct delays per slot.
+    """Stable counting sort of each slot's synapses by delay, in place; count distinct delays.
 
     Parameters
     ----------
@@ -219,16 +248,35 @@ def sort_slots_by_delay(slot_ptr, post, weight, delay, row_count):
     for s in nb.prange(slot_ptr.shape[0] - 1):
         a = slot_ptr[s]
         b = slot_ptr[s + 1]
-        if b - a > 1:
-            order = np.argsort(delay[a:b], kind="mergesort")
-            post[a:b] = post[a:b][order]
-            weight[a:b] = weight[a:b][order]
-            delay[a:b] = delay[a:b][order]
-        n = 0
+        if b == a:
+            row_count[s] = 0
+            continue
+        d_lo = delay[a]
+        d_hi = delay[a]
         for q in range(a, b):
-            if q == a or delay[q] != delay[q - 1]:
-                n += 1
-        row_count[s] = n
+            d_lo = min(d_lo, delay[q])
+            d_hi = max(d_hi, delay[q])
+        hist = np.zeros(np.int64(d_hi) - np.int64(d_lo) + 2, dtype=np.int64)
+        for q in range(a, b):
+            hist[np.int64(delay[q]) - np.int64(d_lo) + 1] += 1
+        n_rows = 0
+        for x in range(1, hist.shape[0]):
+            if hist[x]:
+                n_rows += 1
+            hist[x] += hist[x - 1]
+        row_count[s] = n_rows
+        if n_rows == 1:
+            continue
+        p_tmp = post[a:b].copy()
+        w_tmp = weight[a:b].copy()
+        d_tmp = delay[a:b].copy()
+        for q in range(b - a):
+            x = np.int64(d_tmp[q]) - np.int64(d_lo)
+            dst = a + hist[x]
+            hist[x] += 1
+            post[dst] = p_tmp[q]
+            weight[dst] = w_tmp[q]
+            delay[dst] = d_tmp[q]
 
 
 @nb.njit(parallel=True, cache=True)
