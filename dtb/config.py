@@ -58,11 +58,11 @@ class WholebrainConfig:
     conduction_velocity_m_s: float = _key(5.0, "axonal conduction velocity for long-range delays (m/s = mm/ms)",
                                           gt=0.0, le=1000.0)
     local_delay_ms: float = _key(1.0, "delay of synapses inside a region (ms)", gt=0.0, le=1000.0)
-    w_e: float = _key(0.6, "weight of an excitatory synapse: jump of the AMPA and NMDA traces (1)", ge=0.0, le=1e3)
-    w_i: float = _key(1.0, "weight of an inhibitory synapse: jump of the GABA-A and GABA-B traces (1)",
+    w_e: float = _key(0.4, "weight of an excitatory synapse: jump of the AMPA and NMDA traces (1)", ge=0.0, le=1e3)
+    w_i: float = _key(2.0, "weight of an inhibitory synapse: jump of the GABA-A and GABA-B traces (1)",
                       ge=0.0, le=1e3)
-    bg_mu: float = _key(0.52, "mean of the OU background current (mV/ms, C = 1)", ge=-100.0, le=100.0)
-    bg_sigma: float = _key(0.16, "stationary s.d. of the OU background current (mV/ms)", ge=0.0, le=100.0)
+    bg_mu: float = _key(0.7, "mean of the OU background current (mV/ms, C = 1)", ge=-100.0, le=100.0)
+    bg_sigma: float = _key(0.25, "stationary s.d. of the OU background current (mV/ms)", ge=0.0, le=100.0)
     bg_tau_ms: float = _key(5.0, "time constant of the OU background current (ms)", gt=0.0, le=1e4)
 
 

@@ -87,6 +87,22 @@ class LocalNetwork:
                   self.post, self.weight)
         return int(sum(a.nbytes for a in arrays))
 
+    def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every local synapse as (source gid, target gid, weight, delay steps), in storage order.
+
+        Returns
+        -------
+        src : ndarray, shape (n_syn,), int64
+        tgt : ndarray, shape (n_syn,), int64
+        weight : ndarray, shape (n_syn,), float32
+        delay : ndarray, shape (n_syn,), uint16
+        """
+        rows_per_slot = np.diff(self.slot_row_ptr)
+        syn_per_row = np.diff(self.row_ptr)
+        src = np.repeat(np.repeat(self.slot_gids, rows_per_slot), syn_per_row)
+        delay = np.repeat(self.row_delay, syn_per_row)
+        return src, self.gids[self.post], self.weight, delay
+
     @property
     def bytes_per_synapse(self) -> float:
         """Connectivity bytes per stored synapse, row and slot overhead included."""

@@ -1,0 +1,80 @@
+import h5py
+import numpy as np
+import pytest
+
+from dtb.connectome.connectome import bundled_connectome_path, list_subjects, load_connectome
+from dtb.errors import DataError
+
+
+def test_bundled():
+    con = load_connectome()
+    assert con.n_regions == 94
+    assert con.sc.shape == (94, 94) and con.len_mm.shape == (94, 94)
+    assert con.labels[0] == "Precentral_L"
+    assert list_subjects(bundled_connectome_path()) == ["101309", "102311", "102816", "131217", "211619"]
+    p = con.long_range_probabilities("row")
+    assert np.allclose(p.sum(axis=1), 1) and np.all(np.diag(p) == 0)
+    q = con.long_range_probabilities("waytotal")
+    assert np.allclose(q.sum(axis=1), 1) and not np.allclose(p, q)
+
+
+def _write(path, n=4, subject="s1", **changes):
+    rng = np.random.default_rng(0)
+    sc = rng.uniform(1, 10, (n, n))
+    sc = sc + sc.T
+    np.fill_diagonal(sc, 0)
+    data = dict(sc=sc, len_mm=np.where(sc > 0, 20.0, 0.0), nvoxel=np.full(n, 100), waytotal=np.full(n, 1000))
+    data.update(changes)
+    with h5py.File(path, "w") as f:
+        f["labels"] = np.array([f"R{i}".encode() for i in range(n)])
+        for k, v in data.items():
+            if v is not None:
+                f[f"subjects/{subject}/{k}"] = v
+    return path
+
+
+def test_user_file(tmp_path):
+    con = load_connectome(_write(tmp_path / "c.h5"), "s1")
+    assert con.n_regions == 4 and con.subject == "s1"
+
+
+def _sc(mutate):
+    sc = np.full((4, 4), 5.0)
+    np.fill_diagonal(sc, 0)
+    mutate(sc)
+    return sc
+
+
+@pytest.mark.parametrize("changes,needle", [
+    (dict(sc=None), "missing dataset '/subjects/s1/sc'"),
+    (dict(len_mm=None), "missing dataset '/subjects/s1/len_mm'"),
+    (dict(sc=np.ones((3, 3))), "sc has shape (3, 3), expected (4, 4)"),
+    (dict(nvoxel=np.full(5, 100)), "nvoxel has shape (5,)"),
+    (dict(sc=_sc(lambda a: a.__setitem__((0, 1), np.nan))), "sc contains NaN"),
+    (dict(len_mm=np.full((4, 4), -1.0)), "len_mm has negative values"),
+    (dict(nvoxel=np.array([100, 0, 100, 100])), "region 'R1' is empty"),
+    (dict(nvoxel=np.array([100, -3, 100, 100])), "nvoxel has negative values"),
+    (dict(sc=_sc(lambda a: a.__setitem__((0, 1), 9.0))), "sc is not symmetric"),
+    (dict(sc=_sc(lambda a: (a.__setitem__((2, slice(None)), 0), a.__setitem__((slice(None), 2), 0)))),
+     "region 'R2' has no connections"),
+    (dict(len_mm=np.zeros((4, 4))), "len_mm is 0 where sc > 0"),
+])
+def test_bad_connectomes(tmp_path, changes, needle):
+    path = _write(tmp_path / "c.h5", **changes)
+    with pytest.raises(DataError) as err:
+        load_connectome(path, "s1")
+    assert needle in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_connectome(tmp_path / "nope.h5", "s1")
+    junk = tmp_path / "junk.h5"
+    junk.write_text("not hdf5")
+    with pytest.raises(DataError, match="not a readable HDF5 file"):
+        load_connectome(junk, "s1")
+    with pytest.raises(DataError, match="subject 'zzz' not in file \\(has: s1\\)"):
+        load_connectome(_write(tmp_path / "c.h5"), "zzz")
+    with pytest.raises(DataError, match="subject '1' not in file"):
+        load_connectome(None, "1")

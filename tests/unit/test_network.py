@@ -1,0 +1,136 @@
+"""Rank-local build: invariance under splitting, storage invariants, exact delivery."""
+
+import numpy as np
+import pytest
+
+from conftest import small_pd14, small_wholebrain
+from dtb.context import Context
+from dtb.kernels import cpu
+from dtb.network import build_local
+from dtb.partition import Partition, contiguous
+
+
+def _sorted_edges(nets):
+    cols = [np.concatenate(c) for c in zip(*(net.edges() for net in nets))]
+    order = np.lexsort(cols[::-1])
+    return [c[order] for c in cols]
+
+
+def _irregular(recipe):
+    n = recipe.n_neurons
+    cuts = [0, n // 7, n // 3, n // 3 + 1, (2 * n) // 3, n]
+    return Partition(starts=np.array(cuts[:-1]), stops=np.array(cuts[1:]), ranks=np.array([0, 1, 2, 1, 0], np.int32),
+                     n_ranks=3, strategy="test")
+
+
+@pytest.mark.parametrize("make", ["wholebrain", "pd14"])
+def test_generation_invariant_under_splitting(connectome, make):
+    """Building the gid space in one piece or as 3 ranks' interleaved ranges gives identical synapses."""
+    recipe = small_wholebrain(connectome) if make == "wholebrain" else small_pd14()
+    whole = build_local(Context(), recipe, contiguous(recipe, 1), seed=5)
+    part = _irregular(recipe)
+    pieces = [build_local(Context(rank=r, size=3), recipe, part, seed=5) for r in range(3)]
+    assert sum(p.n_synapses for p in pieces) == whole.n_synapses
+    for a, b in zip(_sorted_edges([whole]), _sorted_edges(pieces)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(sum(p.synapse_counts for p in pieces), whole.synapse_counts)
+    other = build_local(Context(), recipe, contiguous(recipe, 1), seed=6)
+    assert not np.array_equal(_sorted_edges([other])[0], _sorted_edges([whole])[0])
+
+
+def test_storage_invariants(connectome):
+    recipe = small_wholebrain(connectome)
+    net = build_local(Context(), recipe, contiguous(recipe, 1), seed=1)
+    assert net.post.dtype == np.uint32 and net.weight.dtype == np.float32 and net.row_delay.dtype == np.uint16
+    assert net.post.itemsize + net.weight.itemsize == 8  # per-synapse record
+    # rows (10 B) and slots (17 B) come on top of the 8 B records
+    n_rows, n_slots = len(net.row_delay), len(net.slot_gids)
+    assert net.synapse_bytes == 8 * net.n_synapses + 10 * n_rows + 8 + 17 * n_slots + 8
+    assert np.all(np.diff(net.slot_gids) > 0)
+    assert np.all(np.diff(net.row_ptr) > 0) and np.all(np.diff(net.slot_row_ptr) > 0)
+    for s in range(len(net.slot_gids)):
+        d = net.row_delay[net.slot_row_ptr[s]:net.slot_row_ptr[s + 1]]
+        assert np.all(np.diff(d.astype(int)) > 0)
+    assert net.post.max() < net.n_local
+    assert net.row_delay.min() >= recipe.min_delay_steps
+    src, tgt, _, _ = net.edges()
+    # receptor of a slot = type of its source population
+    exc = np.array([p.excitatory for p in recipe.populations])
+    slot_pop = np.searchsorted(recipe.offsets, net.slot_gids, side="right") - 1
+    np.testing.assert_array_equal(net.slot_receptor, np.where(exc[slot_pop], 0, 1))
+    # fixed in-degree: every neuron has exactly K synapses
+    assert np.all(np.bincount(tgt, minlength=recipe.n_neurons) == 40)
+
+
+def test_wholebrain_connectivity_follows_recipe(connectome):
+    recipe = small_wholebrain(connectome, n=6000, k=70)
+    net = build_local(Context(), recipe, contiguous(recipe, 1), seed=2)
+    src, tgt, w, d = net.edges()
+    pop_of = lambda g: np.searchsorted(recipe.offsets, g, side="right") - 1  # noqa: E731
+    sp, tp = pop_of(src), pop_of(tgt)
+    same_region = sp // 2 == tp // 2
+    # local E 4/7, local I 1/7, long-range 2/7 of K = 70
+    per_target = np.bincount(tgt[same_region & (sp % 2 == 0)], minlength=recipe.n_neurons)
+    assert np.all(per_target >= 40)  # 40 local-E draws (+ none: long-range sources are other regions)
+    assert np.all(np.bincount(tgt[same_region & (sp % 2 == 1)], minlength=recipe.n_neurons) == 10)
+    assert np.all(np.bincount(tgt[~same_region], minlength=recipe.n_neurons) == 20)
+    assert np.all(sp[~same_region] % 2 == 0)  # long-range sources are excitatory
+    # long-range delays = fibre length / velocity; local delays = 1 ms
+    lr = ~same_region
+    expect = np.rint(connectome.len_mm[sp[lr] // 2, tp[lr] // 2] / 5.0 / 0.1)
+    np.testing.assert_array_equal(d[lr], np.maximum(1, expect))
+    assert np.all(d[same_region] == 10)
+    # long-range source regions follow the normalised sc (chi-square-free check on one big row)
+    p = connectome.long_range_probabilities("row")
+    counts = np.zeros((94, 94))
+    np.add.at(counts, (tp[lr] // 2, sp[lr] // 2), 1)
+    frac = counts / counts.sum(axis=1, keepdims=True)
+    assert np.corrcoef(frac.ravel(), p.ravel())[0, 1] > 0.9
+
+
+def test_pd14_totals_and_distributions():
+    recipe = small_pd14(n_scale=0.05, k_scale=0.2)
+    net = build_local(Context(), recipe, contiguous(recipe, 1), seed=3)
+    for proj in recipe.projections:
+        assert net.synapse_counts[proj.target, proj.sources[0]] == proj.total
+    src, tgt, w, d = net.edges()
+    exc_src = np.array([recipe.populations[p].excitatory
+                        for p in np.searchsorted(recipe.offsets, src, side="right") - 1])
+    assert np.all(w[exc_src] > 0) and np.all(w[~exc_src] < 0)
+    assert np.all(d >= 1)
+    de = d[exc_src] * 0.1
+    # delays: normal(1.5, 0.75) redrawn below 0.1 ms, rounded to the grid
+    assert abs(de.mean() - 1.56) < 0.05 and abs(de.std() - 0.70) < 0.05
+
+
+def test_delivery_is_exact(connectome):
+    """Each spike adds exactly its synapses' weights to exactly the input of step + delay."""
+    recipe = small_wholebrain(connectome, n=2000, k=30)
+    net = build_local(Context(), recipe, contiguous(recipe, 1), seed=4)
+    src, tgt, w, d = net.edges()
+    rng = np.random.default_rng(0)
+    m = recipe.min_delay_steps
+    n_epochs = 120
+    spikes = sorted({(int(rng.integers(0, 40 * m)), int(g)) for g in rng.integers(0, recipe.n_neurons, 60)})
+    expect = np.zeros((n_epochs * m, 2, net.n_local))
+    for step, g in spikes:
+        sel = src == g
+        rc = 0 if recipe.populations[np.searchsorted(recipe.offsets, g, side="right") - 1].excitatory else 1
+        np.add.at(expect, (step + d[sel].astype(int), rc, tgt[sel]), w[sel].astype(np.float64))
+    got = np.zeros_like(expect)
+    pend = np.zeros((3, 1000), np.int64)
+    n_pend = 0
+    for e in range(n_epochs):
+        e0 = e * m
+        inbuf = np.zeros((m, 2, net.n_local), np.float32)
+        n_pend = cpu.deliver(e0, m, n_pend, pend[0], pend[1], pend[2], net.slot_row_ptr, net.row_ptr, net.row_delay,
+                             net.post, net.weight, net.slot_receptor, inbuf)
+        got[e0:e0 + m] = inbuf
+        # the epoch's spikes are queued at its end, as the exchange does
+        now = [(s, g) for s, g in spikes if e0 <= s < e0 + m]
+        if now:
+            steps, gids = (np.array(x, np.int64) for x in zip(*now))
+            n_pend = cpu.enqueue(steps, gids, net.slot_gids, net.slot_row_ptr, n_pend, pend[0], pend[1], pend[2])
+    assert n_pend == 0
+    assert np.count_nonzero(expect) > 100
+    np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-6)
