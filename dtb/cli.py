@@ -26,18 +26,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="dtb_run.h5", help="run file to write (default: %(default)s)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    run.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     ins = sub.add_parser("inspect", help="print the facts of a run file")
     ins.add_argument("run_file")
     ins.add_argument("--json", action="store_true", help="machine-readable output")
-    ins.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    ins.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     cfg = sub.add_parser("config", help="print the resolved configuration as TOML (or every key with --keys)")
     cfg.add_argument("config", nargs="?")
     cfg.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     cfg.add_argument("--keys", action="store_true", help="a table of every key, its default and allowed values")
-    cfg.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    cfg.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return ap
 
 

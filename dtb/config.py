@@ -142,6 +142,8 @@ def _coerce(name: str, value: Any, f: dataclasses.Field) -> Any:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
     elif kind is str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # subject ids look like numbers: subject = 102311
         ok = isinstance(value, str)
     if ok and meta.get("choices") is not None:
         ok = value in meta["choices"]

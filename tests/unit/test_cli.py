@@ -1,0 +1,58 @@
+"""The dtb command as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def dtb(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "dtb", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_run_and_inspect(tmp_path):
+    out = tmp_path / "r.h5"
+    p = dtb("run", "--set", "model=pd14", "--set", "pd14.n_scale=0.02", "--set", "pd14.k_scale=0.1",
+            "--set", "simulation.t_ms=100", "--out", str(out), "--quiet")
+    assert p.returncode == 0, p.stderr
+    for word in ("1,544 neurons", "synapses", "bytes/synapse", "build", "real-time factor", "L23E", "rates"):
+        assert word in p.stdout
+    j = dtb("inspect", str(out), "--json")
+    assert j.returncode == 0
+    facts = json.loads(j.stdout)
+    assert facts["n_neurons"] == 1544 and facts["t_ms"] == 100.0
+    assert set(facts["rates_hz"]) == {"L23E", "L23I", "L4E", "L4I", "L5E", "L5I", "L6E", "L6I"}
+    human = dtb("inspect", str(out))
+    assert "real-time factor" in human.stdout
+
+
+def test_config_file_and_printing(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('model = "pd14"\n[pd14]\nn_scale = 0.5\n')
+    p = dtb("config", str(cfg), "--set", "simulation.seed=4")
+    assert p.returncode == 0
+    assert 'model = "pd14"' in p.stdout and "n_scale = 0.5" in p.stdout and "seed = 4" in p.stdout
+    keys = dtb("config", "--keys")
+    assert "`wholebrain.in_degree`" in keys.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "--set", "simulation.dt_ms=0"], "simulation.dt_ms = 0.0: must be a number > 0 and <= 1"),
+    (["run", "--set", "simulation.bogus=1"], "unknown key 'simulation.bogus'"),
+    (["run", "missing.toml"], "config file 'missing.toml' does not exist"),
+    (["run", "--set", "wholebrain.subject=999"], "subject '999' not in file"),
+    (["run", "--set", "wholebrain.connectome=nope.h5"], "does not exist"),
+    (["inspect", "nothing.h5"], "run file 'nothing.h5' does not exist"),
+])
+def test_errors_are_one_line_exit_2(tmp_path, args, needle):
+    p = dtb(*args, cwd=tmp_path)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dtb: error: ") and needle in lines[0], p.stderr
+    assert not any(tmp_path.glob("*.h5")) and not any(tmp_path.glob("*.partial"))
+
+
+def test_debug_shows_traceback(tmp_path):
+    p = dtb("--debug", "run", "--set", "simulation.dt_ms=0", cwd=tmp_path)
+    assert p.returncode == 2 and "Traceback" in p.stderr
