@@ -59,7 +59,13 @@ class Simulation:
         self.inbuf = np.zeros((self.epoch_steps, 2, n), dtype=np.float32)
         self.lo_hi = cpu.blocks(n, max(1, min(n, 4 * ctx.threads)))
         self.mask = np.zeros(n, dtype=np.uint64)
-        self.blk_counts = np.zeros((len(self.lo_hi), self.epoch_steps), dtype=np.int64)
+        if recipe.neuron_model == "iaf_psc_exp":
+            from dtb.model.neurons import IAF_COLUMNS
+
+            lam = recipe.params[:, IAF_COLUMNS.index("poisson_lam")]
+            size = int(16 + lam.max() + 10 * np.sqrt(lam.max()))
+            self.poisson_cdf = cpu.poisson_tables(lam, size)
+            self.scratch = np.empty(n)
         ref_steps = int(recipe.params[:, self._ref_column()].min())
         cap = max(1, n * -(-self.epoch_steps // (ref_steps + 1)))
         self.out_lid = np.empty(cap, dtype=np.int64)
@@ -106,10 +112,12 @@ class Simulation:
     def _advance(self, m: int) -> int:
         net, st = self.net, self.state
         common = (self.step, m, self.seed, net.gids, net.pop, net.recipe.params)
-        tail = (self.inbuf, self.lo_hi, self.mask, self.blk_counts, self.out_lid, self.out_step)
         if net.recipe.neuron_model == "iaf_psc_exp":
-            return cpu.advance_iaf_psc_exp(*common, st["v"], st["i_ex"], st["i_in"], st["ref"], *tail)
-        return cpu.advance_lif_cond(*common, st["v"], st["j"], st["i_bg"], st["ref"], *tail)
+            return cpu.advance_iaf_psc_exp(*common, self.poisson_cdf, st["v"], st["i_ex"], st["i_in"], st["ref"],
+                                           self.inbuf, self.lo_hi, self.mask, self.scratch, self.out_lid,
+                                           self.out_step)
+        return cpu.advance_lif_cond(*common, st["v"], st["j"], st["i_bg"], st["ref"], self.inbuf, self.lo_hi,
+                                    self.mask, self.out_lid, self.out_step)
 
     def _enqueue(self, steps: np.ndarray, gids: np.ndarray) -> None:
         need = self.n_pend + len(gids)

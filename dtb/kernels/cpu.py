@@ -29,30 +29,50 @@ MAX_EPOCH_STEPS = 64  # one bit per step in a uint64 mask
 
 
 @nb.njit(cache=True)
-def _compact(t0, m, lo_hi, mask, blk_counts, out_lid, out_step):
-    """Write the fired (neuron, step) pairs of all blocks in (step, lid) order; return the count."""
-    nblk = lo_hi.shape[0]
-    offs = np.empty((m, nblk), dtype=np.int64)
-    total = 0
+def _compact(t0, m, n, mask, out_lid, out_step):
+    """Write the fired (neuron, step) pairs in (step, lid) order; return the count.
+
+    Serial: one pass over a bit mask per step costs far less than the update.
+    """
+    pos = 0
     for s in range(m):
-        for b in range(nblk):
-            offs[s, b] = total
-            total += blk_counts[b, s]
-    _compact_write(t0, m, lo_hi, mask, offs, out_lid, out_step)
-    return total
+        bit = np.uint64(1) << np.uint64(s)
+        for i in range(n):
+            if mask[i] & bit:
+                out_lid[pos] = i
+                out_step[pos] = t0 + s
+                pos += 1
+    return pos
 
 
-@nb.njit(parallel=True, cache=True)
-def _compact_write(t0, m, lo_hi, mask, offs, out_lid, out_step):
-    for b in nb.prange(lo_hi.shape[0]):
-        for s in range(m):
-            pos = offs[s, b]
-            bit = np.uint64(1) << np.uint64(s)
-            for n in range(lo_hi[b, 0], lo_hi[b, 1]):
-                if mask[n] & bit:
-                    out_lid[pos] = n
-                    out_step[pos] = t0 + s
-                    pos += 1
+@nb.njit(cache=True)
+def poisson_tables(lam, size):
+    """Cumulative Poisson(lam[p]) probabilities for inversion, shape (len(lam), size), float64.
+
+    Row p holds P(X <= k) for k < size; draws beyond the table fall back to `rng.poisson`.
+    """
+    out = np.ones((lam.shape[0], size))
+    for p in range(lam.shape[0]):
+        if lam[p] <= 0.0:
+            continue
+        pk = math.exp(-lam[p])
+        acc = pk
+        for k in range(size):
+            out[p, k] = acc
+            pk *= lam[p] / (k + 1)
+            acc += pk
+    return out
+
+
+@nb.njit(inline="always", cache=True)
+def _poisson_from_table(cdf, lam, u):
+    k = 0
+    n = cdf.shape[0]
+    while k < n - 1 and u > cdf[k]:
+        k += 1
+    if k == n - 1 and u > cdf[k]:
+        return rng.poisson(lam, u)
+    return k
 
 
 def blocks(n: int, n_blocks: int) -> np.ndarray:
@@ -62,8 +82,8 @@ def blocks(n: int, n_blocks: int) -> np.ndarray:
 
 
 @nb.njit(parallel=True, cache=True)
-def advance_iaf_psc_exp(t0, m, seed, gids, pop, params, v, i_ex, i_in, ref, inbuf, lo_hi, mask, blk_counts,
-                        out_lid, out_step):
+def advance_iaf_psc_exp(t0, m, seed, gids, pop, params, poisson_cdf, v, i_ex, i_in, ref, inbuf, lo_hi, mask,
+                        scratch, out_lid, out_step):
     """Advance ``iaf_psc_exp`` neurons by ``m`` steps from step ``t0`` (exact integration).
 
     Parameters
@@ -74,6 +94,8 @@ def advance_iaf_psc_exp(t0, m, seed, gids, pop, params, v, i_ex, i_in, ref, inbu
     gids : ndarray, shape (N,), int64
     pop : ndarray, shape (N,), int32
     params : ndarray, shape (n_pop, len(IAF_COLUMNS)), float64
+    poisson_cdf : ndarray, shape (n_pop, K), float64
+        `poisson_tables` of the populations' external drive.
     v : ndarray, shape (N,), float64
         Membrane potential relative to E_L (mV); updated in place.
     i_ex, i_in : ndarray, shape (N,), float64
@@ -85,8 +107,8 @@ def advance_iaf_psc_exp(t0, m, seed, gids, pop, params, v, i_ex, i_in, ref, inbu
     lo_hi : ndarray, shape (n_blocks, 2), int64
     mask : ndarray, shape (N,), uint64
         Scratch: fired steps of each neuron.
-    blk_counts : ndarray, shape (n_blocks, >= m), int64
-        Scratch.
+    scratch : ndarray, shape (N,), float64
+        Scratch: this step's uniforms.
     out_lid, out_step : ndarray, int64
         Spikes out, in (step, lid) order; capacity ``N * ceil(m / (ref_steps + 1))``.
 
@@ -96,45 +118,44 @@ def advance_iaf_psc_exp(t0, m, seed, gids, pop, params, v, i_ex, i_in, ref, inbu
         Number of spikes.
     """
     k0, k1 = rng.key(seed, rng.POISSON, 0)
+    drive = False
+    for p in range(params.shape[0]):
+        drive = drive or params[p, 10] > 0.0
     for b in nb.prange(lo_hi.shape[0]):
+        lo = lo_hi[b, 0]
+        hi = lo_hi[b, 1]
+        for n in range(lo, hi):
+            mask[n] = 0
         for s in range(m):
-            blk_counts[b, s] = 0
-        for n in range(lo_hi[b, 0], lo_hi[b, 1]):
-            pr = params[pop[n]]
-            p22, p21ex, p21in, p20, p11ex, p11in = pr[0], pr[1], pr[2], pr[3], pr[4], pr[5]
-            theta, v_reset, i_e, ref_steps, lam, w_ext = pr[6], pr[7], pr[8], np.int32(pr[9]), pr[10], pr[11]
-            vn = v[n]
-            ie = i_ex[n]
-            ii = i_in[n]
-            r = ref[n]
-            bits = np.uint64(0)
-            for s in range(m):
+            if drive:
+                # a separate, vectorisable pass draws this step's uniforms
+                for n in range(lo, hi):
+                    w0, w1, _, _ = rng.draw(k0, k1, gids[n], t0 + s)
+                    scratch[n] = rng.u01_53(w0, w1)
+            for n in range(lo, hi):
+                pr = params[pop[n]]
+                vn = v[n]
+                r = ref[n]
                 if r == 0:
-                    vn = p22 * vn + p21ex * ie + p21in * ii + p20 * i_e
+                    vn = pr[0] * vn + pr[1] * i_ex[n] + pr[2] * i_in[n] + pr[3] * pr[8]
                 else:
                     r -= 1
                 x_ex = np.float64(inbuf[s, 0, n])
-                if lam > 0.0:
-                    w0, w1, _, _ = rng.draw(k0, k1, gids[n], t0 + s)
-                    x_ex += rng.poisson(lam, rng.u01_53(w0, w1)) * w_ext
-                ie = ie * p11ex + x_ex
-                ii = ii * p11in + np.float64(inbuf[s, 1, n])
-                if vn >= theta:
-                    r = ref_steps
-                    vn = v_reset
-                    bits |= np.uint64(1) << np.uint64(s)
-                    blk_counts[b, s] += 1
-            v[n] = vn
-            i_ex[n] = ie
-            i_in[n] = ii
-            ref[n] = r
-            mask[n] = bits
-    return _compact(t0, m, lo_hi, mask, blk_counts, out_lid, out_step)
+                if pr[10] > 0.0:
+                    x_ex += _poisson_from_table(poisson_cdf[pop[n]], pr[10], scratch[n]) * pr[11]
+                i_ex[n] = i_ex[n] * pr[4] + x_ex
+                i_in[n] = i_in[n] * pr[5] + np.float64(inbuf[s, 1, n])
+                if vn >= pr[6]:
+                    r = np.int32(pr[9])
+                    vn = pr[7]
+                    mask[n] |= np.uint64(1) << np.uint64(s)
+                v[n] = vn
+                ref[n] = r
+    return _compact(t0, m, v.shape[0], mask, out_lid, out_step)
 
 
 @nb.njit(parallel=True, cache=True)
-def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_hi, mask, blk_counts,
-                     out_lid, out_step):
+def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_hi, mask, out_lid, out_step):
     """Advance DTB ``lif_cond`` neurons by ``m`` steps from step ``t0``.
 
     V takes an exponential-Euler step (exact for the conductances held over the
@@ -151,7 +172,7 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_
         OU background current (mV/ms).
     params : ndarray, shape (n_pop, len(LIF_COLUMNS)), float64
 
-    The other parameters are as in `advance_iaf_psc_exp`.
+    The other parameters are as in `advance_iaf_psc_exp` (no ``poisson_cdf``, ``scratch``).
 
     Returns
     -------
@@ -160,8 +181,6 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_
     """
     k0, k1 = rng.key(seed, rng.NOISE, 0)
     for b in nb.prange(lo_hi.shape[0]):
-        for s in range(m):
-            blk_counts[b, s] = 0
         for n in range(lo_hi[b, 0], lo_hi[b, 1]):
             pr = params[pop[n]]
             g_l, v_l, v_th, v_reset, ref_steps, i_ext = pr[0], pr[1], pr[2], pr[3], np.int32(pr[4]), pr[5]
@@ -204,7 +223,6 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_
                     r = ref_steps
                     vn = v_reset
                     bits |= np.uint64(1) << np.uint64(s)
-                    blk_counts[b, s] += 1
             v[n] = vn
             j[0, n] = ja
             j[1, n] = jn
@@ -213,7 +231,7 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_
             i_bg[n] = ib
             ref[n] = r
             mask[n] = bits
-    return _compact(t0, m, lo_hi, mask, blk_counts, out_lid, out_step)
+    return _compact(t0, m, v.shape[0], mask, out_lid, out_step)
 
 
 @nb.njit(cache=True)
