@@ -51,13 +51,15 @@ def _rates(recipe, steps, gids, t0_steps, t1_steps):
 
 
 def test_pd14_small_scale_rates_in_range():
-    """PD14 at 5 % of the neurons (full in-degrees): rates near the full-scale NEST reference."""
-    recipe = small_pd14(n_scale=0.05, k_scale=1.0)
+    """PD14 at 10 % of the neurons (full in-degrees): rates near the full-scale NEST reference.
+
+    (NEST 3.10 itself at N 0.1 gives L2/3E 1.7 Hz against 0.9 Hz at full scale.)
+    """
+    recipe = small_pd14(n_scale=0.1, k_scale=1.0)
     steps, gids = _spikes(recipe, 1, 10000)
     rates = _rates(recipe, steps, gids, 3000, 10000)
     nest = np.array([0.903, 2.965, 4.414, 5.876, 7.569, 8.633, 1.105, 7.829])
-    # small N with full in-degrees raises L2/3E (NEST at N 0.1: 1.7 Hz), hence the wide band
-    assert np.all(rates > 0.3 * nest) and np.all(rates < 3.0 * nest), rates
+    assert np.all(rates > 0.5 * nest) and np.all(rates < 2.5 * nest), rates
     assert rates[[0, 6]].max() < rates[[4, 5, 7]].min()  # L2/3E and L6E slowest, L5 and L6I fastest
 
 
