@@ -123,7 +123,7 @@ def _allowed(meta, kind) -> str:
     parts = []
     for op, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
         if meta.get(op) is not None:
-            parts.append(f"{sym} {meta[op]:g}")
+            parts.append(f"{sym} {meta[op]:,}" if kind is int else f"{sym} {meta[op]:g}")
     name = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
     return name + (" " + " and ".join(parts) if parts else "")
 

@@ -4,8 +4,10 @@ Storage is CSR over *presynaptic slots*: each distinct source gid with at least
 one target here is a slot; a slot's synapses are grouped into *rows*, one per
 distinct delay, so that a spike's deliveries can be scheduled row by row. Per
 synapse only the local target id (uint32) and the weight (float32) are stored:
-8 bytes. The delay lives on the row (uint16) and the receptor on the slot (uint8),
-since every synapse of a source uses the receptors of the source's type.
+8 bytes. Where every projection has a constant weight (the whole-brain model), the
+weight is a uint16 index into a small table instead: 6 bytes. The delay lives on
+the row (uint16) and the receptor on the slot (uint8), since every synapse of a
+source uses the receptors of the source's type.
 """
 
 from __future__ import annotations
@@ -50,8 +52,11 @@ class LocalNetwork:
         Delay of every synapse of the row (steps).
     post : ndarray, shape (n_syn,), uint32
         Local id of each synapse's target.
-    weight : ndarray, shape (n_syn,), float32
-        Weight (pA for iaf_psc_exp, trace jump for lif_cond).
+    weight : ndarray, shape (n_syn,), float32 or uint16
+        Weight (pA for iaf_psc_exp, trace jump for lif_cond), or its index into
+        ``weight_table`` when that is not empty.
+    weight_table : ndarray, shape (n_weights,), float32
+        Distinct weights, or empty when ``weight`` holds the weights themselves.
     synapse_counts : ndarray, shape (n_pop, n_pop), int64
         Local synapses by [target population, source population].
     """
@@ -66,6 +71,7 @@ class LocalNetwork:
     row_delay: np.ndarray
     post: np.ndarray
     weight: np.ndarray
+    weight_table: np.ndarray
     synapse_counts: np.ndarray
 
     @property
@@ -84,7 +90,7 @@ class LocalNetwork:
     def synapse_bytes(self) -> int:
         """Bytes of all connectivity storage (synapses, rows, slots)."""
         arrays = (self.slot_gids, self.slot_receptor, self.slot_row_ptr, self.row_ptr, self.row_delay,
-                  self.post, self.weight)
+                  self.post, self.weight, self.weight_table)
         return int(sum(a.nbytes for a in arrays))
 
     def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -97,11 +103,12 @@ class LocalNetwork:
         weight : ndarray, shape (n_syn,), float32
         delay : ndarray, shape (n_syn,), uint16
         """
+        weight = self.weight_table[self.weight] if self.weight_table.size else self.weight
         rows_per_slot = np.diff(self.slot_row_ptr)
         syn_per_row = np.diff(self.row_ptr)
         src = np.repeat(np.repeat(self.slot_gids, rows_per_slot), syn_per_row)
         delay = np.repeat(self.row_delay, syn_per_row)
-        return src, self.gids[self.post], self.weight, delay
+        return src, self.gids[self.post], weight, delay
 
     @property
     def bytes_per_synapse(self) -> float:
@@ -125,16 +132,20 @@ def _flat_projections(recipe: Recipe):
         c = np.cumsum(proj.source_p)
         c[-1] = 1.0
         cum.append(c)
-        dsteps.append(np.maximum(1, np.rint(proj.delay_ms / dt)).astype(np.uint16))
+        dsteps.append(np.maximum(1, np.rint(proj.delay_ms / dt)).astype(np.int64))
         ptr.append(ptr[-1] + len(proj.sources))
         w_mean.append(proj.weight_mean)
         w_sd.append(proj.weight_sd)
         d_mean.append(float(proj.delay_ms[0]))
         d_sd.append(proj.delay_sd_ms)
+    table = recipe.weight_table()
+    if table is not None:  # kernels then write the weight's table index (exact in float64)
+        w_mean = [float(np.searchsorted(table, np.float32(w))) for w in w_mean]
     cat = np.concatenate
     lo = np.array([o.min() for o in off], dtype=np.int64)
     hi = np.array([(o + n).max() for o, n in zip(off, size)], dtype=np.int64)
-    return dict(proj_sptr=np.array(ptr, dtype=np.int64), src_off=cat(off).astype(np.int64), src_lo=lo, src_hi=hi,
+    return dict(weight_table=table if table is not None else np.zeros(0, np.float32),
+                proj_sptr=np.array(ptr, dtype=np.int64), src_off=cat(off).astype(np.int64), src_lo=lo, src_hi=hi,
                 src_size=cat(size).astype(np.int64), src_cum=cat(cum), src_delay_steps=cat(dsteps),
                 proj_w_mean=np.array(w_mean), proj_w_sd=np.array(w_sd), proj_d_mean_ms=np.array(d_mean),
                 proj_d_sd_ms=np.array(d_sd))
@@ -275,8 +286,10 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
 
     # pass 2: draw again, this time weights and delays too, and write each synapse in place
     post = np.empty(n_syn, dtype=np.uint32)
-    weight = np.empty(n_syn, dtype=np.float32)
-    delay = np.empty(n_syn, dtype=np.uint16)
+    weight = np.empty(n_syn, dtype=np.uint16 if flat["weight_table"].size else np.float32)
+    # delays are only needed until the rows exist: the narrowest type that holds them
+    max_steps = max(p.max_delay_steps_bound(recipe.dt_ms) for p in recipe.projections)
+    delay = np.empty(n_syn, dtype=np.uint8 if max_steps <= np.iinfo(np.uint8).max else np.uint16)
     for a, b in batches:
         connect.unit_scatter(seed, recipe.dt_ms, units["unit_proj"][a:b], units["unit_g0"][a:b],
                              units["unit_tptr"][a:b + 1], units["tgt_counts"], units["unit_lid0"][a:b],
@@ -301,4 +314,4 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
     slot_receptor = np.where(excitatory[slot_pop], 0, 1).astype(np.uint8)
     return LocalNetwork(recipe=recipe, gids=gids, pop=pop, slot_gids=slot_gids, slot_receptor=slot_receptor,
                         slot_row_ptr=slot_row_ptr, row_ptr=row_ptr, row_delay=row_delay, post=post, weight=weight,
-                        synapse_counts=synapse_counts)
+                        weight_table=flat["weight_table"], synapse_counts=synapse_counts)

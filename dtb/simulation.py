@@ -57,7 +57,7 @@ class Simulation:
         n = net.n_local
         self.state = self._initial_state()
         self.inbuf = np.zeros((self.epoch_steps, 2, n), dtype=np.float32)
-        self.lo_hi = cpu.blocks(n, max(1, min(n, 4 * ctx.threads)))
+        self.lo_hi = cpu.blocks(n, max(1, min(n, max(2 * ctx.threads, -(-n // cpu.BLOCK_NEURONS)))))
         self.mask = np.zeros(n, dtype=np.uint64)
         if recipe.neuron_model == "iaf_psc_exp":
             from dtb.model.neurons import IAF_COLUMNS
@@ -65,7 +65,7 @@ class Simulation:
             lam = recipe.params[:, IAF_COLUMNS.index("poisson_lam")]
             size = int(16 + lam.max() + 10 * np.sqrt(lam.max()))
             self.poisson_cdf = cpu.poisson_tables(lam, size)
-            self.scratch = np.empty(n)
+        self.scratch = np.empty(n)
         ref_steps = int(recipe.params[:, self._ref_column()].min())
         cap = max(1, n * -(-self.epoch_steps // (ref_steps + 1)))
         self.out_lid = np.empty(cap, dtype=np.int64)
@@ -117,7 +117,7 @@ class Simulation:
                                            self.inbuf, self.lo_hi, self.mask, self.scratch, self.out_lid,
                                            self.out_step)
         return cpu.advance_lif_cond(*common, st["v"], st["j"], st["i_bg"], st["ref"], self.inbuf, self.lo_hi,
-                                    self.mask, self.out_lid, self.out_step)
+                                    self.mask, self.scratch, self.out_lid, self.out_step)
 
     def _enqueue(self, steps: np.ndarray, gids: np.ndarray) -> None:
         need = self.n_pend + len(gids)
@@ -148,7 +148,7 @@ class Simulation:
             self.inbuf[:m] = 0.0
             self.n_pend = cpu.deliver(self.step, m, self.n_pend, self.pend[0], self.pend[1], self.pend[2],
                                       net.slot_row_ptr, net.row_ptr, net.row_delay, net.post, net.weight,
-                                      net.slot_receptor, self.inbuf)
+                                      net.weight_table, net.slot_receptor, self.inbuf)
             n_spk = self._advance(m)
             steps = self.out_step[:n_spk].copy()
             gids = net.gids[self.out_lid[:n_spk]]

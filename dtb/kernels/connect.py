@@ -228,7 +228,10 @@ def unit_scatter(seed, dt_ms, unit_proj, unit_g0, unit_tptr, tgt_counts, unit_li
                 else:
                     out_weight[pos] = w_mean
                 if d_sd > 0:
-                    d = _normal_redrawn(kd0, kd1, g, j, zd, proj_d_mean_ms[p], d_sd, dt_ms, np.inf)
+                    # truncated to [dt, mean + 8 sd] (the upper cut has probability 6e-16) so that
+                    # every delay fits the bound the storage type was chosen for
+                    d = _normal_redrawn(kd0, kd1, g, j, zd, proj_d_mean_ms[p], d_sd, dt_ms,
+                                        proj_d_mean_ms[p] + 8.0 * d_sd)
                     out_delay[pos] = max(1, int(np.rint(d / dt_ms)))
                 else:
                     out_delay[pos] = src_delay_steps[s]

@@ -11,9 +11,10 @@ Conventions shared with the CUDA kernels:
   current epoch; receptor 0 is excitatory, 1 inhibitory.
 - Spikes leave an epoch ordered by (step, lid), which on every rank is (step, gid) order.
 
-Neurons are processed in blocks (one per thread); each block advances its neurons
-through all steps of the epoch and keeps a bit per (neuron, step) that fired, so
-the epoch's spikes can be written out in (step, lid) order in parallel.
+Neurons are processed in cache-sized blocks in parallel. Inside a block each step
+first draws every neuron's random numbers in a separate loop (which the compiler
+vectorises), then updates the neurons; a bit per (neuron, step) marks spikes, and
+the epoch's spikes are written out in (step, lid) order at the end.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ def _poisson_from_table(cdf, lam, u):
     if k == n - 1 and u > cdf[k]:
         return rng.poisson(lam, u)
     return k
+
+
+BLOCK_NEURONS = 4096  # a block's state stays in the core's cache for the whole epoch
 
 
 def blocks(n: int, n_blocks: int) -> np.ndarray:
@@ -155,12 +159,13 @@ def advance_iaf_psc_exp(t0, m, seed, gids, pop, params, poisson_cdf, v, i_ex, i_
 
 
 @nb.njit(parallel=True, cache=True)
-def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_hi, mask, out_lid, out_step):
+def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_hi, mask, scratch, out_lid,
+                     out_step):
     """Advance DTB ``lif_cond`` neurons by ``m`` steps from step ``t0``.
 
     V takes an exponential-Euler step (exact for the conductances held over the
     step); the receptor traces decay exactly and jump by the arriving weights; the
-    OU background current takes its exact update with one normal per step.
+    OU background current takes its exact update with one normal per (gid, step).
 
     Parameters
     ----------
@@ -171,8 +176,10 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_
     i_bg : ndarray, shape (N,), float64
         OU background current (mV/ms).
     params : ndarray, shape (n_pop, len(LIF_COLUMNS)), float64
+    scratch : ndarray, shape (N,), float64
+        Scratch: this step's normals.
 
-    The other parameters are as in `advance_iaf_psc_exp` (no ``poisson_cdf``, ``scratch``).
+    The other parameters are as in `advance_iaf_psc_exp` (no ``poisson_cdf``).
 
     Returns
     -------
@@ -181,62 +188,49 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_
     """
     k0, k1 = rng.key(seed, rng.NOISE, 0)
     for b in nb.prange(lo_hi.shape[0]):
-        for n in range(lo_hi[b, 0], lo_hi[b, 1]):
-            pr = params[pop[n]]
-            g_l, v_l, v_th, v_reset, ref_steps, i_ext = pr[0], pr[1], pr[2], pr[3], np.int32(pr[4]), pr[5]
-            ga, gn, gga, ggb = pr[6], pr[7], pr[8], pr[9]
-            ea, en, ega, egb = pr[10], pr[11], pr[12], pr[13]
-            da, dn, dga, dgb = pr[14], pr[15], pr[16], pr[17]
-            mu, ou_decay, ou_noise, dt_c = pr[18], pr[19], pr[20], pr[21]
-            vn = v[n]
-            ja = j[0, n]
-            jn = j[1, n]
-            jga = j[2, n]
-            jgb = j[3, n]
-            ib = i_bg[n]
-            r = ref[n]
-            bits = np.uint64(0)
-            z0 = 0.0
-            z1 = 0.0
-            for s in range(m):
+        lo = lo_hi[b, 0]
+        hi = lo_hi[b, 1]
+        for n in range(lo, hi):
+            mask[n] = 0
+        for s in range(m):
+            t = t0 + s
+            for n in range(lo, hi):
+                w0, w1, w2, w3 = rng.draw(k0, k1, gids[n], t)
+                scratch[n] = rng.normal(seed, rng.NOISE, gids[n], t, w0, w1, w2, w3)
+            for n in range(lo, hi):
+                pr = params[pop[n]]
+                vn = v[n]
+                ja = j[0, n]
+                jn = j[1, n]
+                jga = j[2, n]
+                jgb = j[3, n]
+                r = ref[n]
                 if r == 0:
-                    gsum = g_l + ga * ja + gn * jn + gga * jga + ggb * jgb
-                    veq = (g_l * v_l + ga * ja * ea + gn * jn * en + gga * jga * ega + ggb * jgb * egb
-                           + i_ext + ib) / gsum
-                    vn = veq + (vn - veq) * math.exp(-gsum * dt_c)
+                    gsum = pr[0] + pr[6] * ja + pr[7] * jn + pr[8] * jga + pr[9] * jgb
+                    veq = (pr[0] * pr[1] + pr[6] * ja * pr[10] + pr[7] * jn * pr[11] + pr[8] * jga * pr[12]
+                           + pr[9] * jgb * pr[13] + pr[5] + i_bg[n]) / gsum
+                    vn = veq + (vn - veq) * math.exp(-gsum * pr[21])
                 else:
                     r -= 1
-                t = t0 + s
-                if s == 0 or (t & 1) == 0:
-                    # one Box-Muller pair serves steps 2i and 2i + 1 (keyed by i): half the cost
-                    w0, w1, w2, w3 = rng.draw(k0, k1, gids[n], t >> 1)
-                    z0, z1 = rng.normal_pair(w0, w1, w2, w3)
-                z = z0 if (t & 1) == 0 else z1
-                ib = mu + (ib - mu) * ou_decay + ou_noise * z
+                i_bg[n] = pr[18] + (i_bg[n] - pr[18]) * pr[19] + pr[20] * scratch[n]
                 x_e = np.float64(inbuf[s, 0, n])
                 x_i = np.float64(inbuf[s, 1, n])
-                ja = ja * da + x_e
-                jn = jn * dn + x_e
-                jga = jga * dga + x_i
-                jgb = jgb * dgb + x_i
-                if vn >= v_th:
-                    r = ref_steps
-                    vn = v_reset
-                    bits |= np.uint64(1) << np.uint64(s)
-            v[n] = vn
-            j[0, n] = ja
-            j[1, n] = jn
-            j[2, n] = jga
-            j[3, n] = jgb
-            i_bg[n] = ib
-            ref[n] = r
-            mask[n] = bits
+                j[0, n] = ja * pr[14] + x_e
+                j[1, n] = jn * pr[15] + x_e
+                j[2, n] = jga * pr[16] + x_i
+                j[3, n] = jgb * pr[17] + x_i
+                if vn >= pr[2]:
+                    r = np.int32(pr[4])
+                    vn = pr[3]
+                    mask[n] |= np.uint64(1) << np.uint64(s)
+                v[n] = vn
+                ref[n] = r
     return _compact(t0, m, v.shape[0], mask, out_lid, out_step)
 
 
 @nb.njit(cache=True)
 def deliver(e0, m, n_pend, pend_slot, pend_step, pend_row, slot_row_ptr, row_ptr, row_delay, post, weight,
-            slot_receptor, inbuf):
+            weight_table, slot_receptor, inbuf):
     """Deliver every pending spike's rows that arrive inside the epoch ``[e0, e0 + m)``.
 
     Pending spikes are kept in arrival order (epoch received, then step, then source
@@ -251,6 +245,8 @@ def deliver(e0, m, n_pend, pend_slot, pend_step, pend_row, slot_row_ptr, row_ptr
     n_pend : int
         Pending spikes: ``pend_slot`` (slot), ``pend_step`` (emission step),
         ``pend_row`` (next row to deliver), arrays of int64.
+    weight, weight_table : ndarray
+        Synapse weights (float32), or uint16 indices into a non-empty float32 table.
     inbuf : ndarray, shape (>= m, 2, N), float32
         Input of the epoch's steps; added to.
 
@@ -272,8 +268,12 @@ def deliver(e0, m, n_pend, pend_slot, pend_step, pend_row, slot_row_ptr, row_ptr
             if arrival >= end:
                 break
             off = arrival - e0
-            for q in range(row_ptr[r], row_ptr[r + 1]):
-                inbuf[off, rc, post[q]] += weight[q]
+            if weight_table.shape[0] == 0:
+                for q in range(row_ptr[r], row_ptr[r + 1]):
+                    inbuf[off, rc, post[q]] += weight[q]
+            else:
+                for q in range(row_ptr[r], row_ptr[r + 1]):
+                    inbuf[off, rc, post[q]] += weight_table[np.int64(weight[q])]
             r += 1
         if r < r_end:
             pend_slot[k] = s

@@ -20,7 +20,8 @@ import numpy as np
 # Columns of the per-population parameter table of iaf_psc_exp (float64).
 IAF_COLUMNS = ("p22", "p21_ex", "p21_in", "p20", "p11_ex", "p11_in", "theta_mv", "v_reset_mv", "i_e_pa",
                "ref_steps", "poisson_lam", "w_ext_pa", "e_l_mv")
-# Columns of the per-population parameter table of lif_cond (float64).
+# Columns of the per-population parameter table of lif_cond (float64). The kernels index both
+# tables by position: keep the order.
 LIF_COLUMNS = ("g_l", "v_l_mv", "v_th_mv", "v_reset_mv", "ref_steps", "i_ext",
                "g_ampa", "g_nmda", "g_gaba_a", "g_gaba_b", "e_ampa_mv", "e_nmda_mv", "e_gaba_a_mv", "e_gaba_b_mv",
                "d_ampa", "d_nmda", "d_gaba_a", "d_gaba_b", "ou_mu", "ou_decay", "ou_noise", "dt_over_c")

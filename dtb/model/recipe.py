@@ -58,7 +58,7 @@ class Projection:
     delay_ms : ndarray, shape (S,), float64
         Mean delay from each source population (ms).
     delay_sd_ms : float
-        Normal delay spread (ms), redrawn below one time step; 0: constant delays.
+        Normal delay spread (ms), redrawn outside [one step, mean + 8 sd]; 0: constant delays.
     """
 
     target: int
@@ -78,7 +78,7 @@ class Projection:
         return int(max(1, np.round(self.delay_ms / dt_ms).min()))
 
     def max_delay_steps_bound(self, dt_ms: float) -> int:
-        """A delay (steps) that no synapse exceeds except with negligible probability (< 1e-15)."""
+        """The largest delay (steps) a synapse of this projection can have."""
         return int(max(1, np.round((self.delay_ms.max() + 8.0 * self.delay_sd_ms) / dt_ms)))
 
 
@@ -126,6 +126,20 @@ class Recipe:
     def min_delay_steps(self) -> int:
         """Smallest synaptic delay in the network (steps): the longest allowed epoch."""
         return min(p.min_delay_steps(self.dt_ms) for p in self.projections)
+
+    def weight_table(self) -> np.ndarray | None:
+        """Distinct weights when every projection's weight is constant (and there are <= 65536), else None.
+
+        Synapses then store a uint16 index into this table instead of a float32 weight.
+
+        Returns
+        -------
+        ndarray, shape (n_weights,), float32, sorted; or None
+        """
+        if any(p.weight_sd > 0 for p in self.projections):
+            return None
+        table = np.unique(np.array([p.weight_mean for p in self.projections], dtype=np.float32))
+        return table if len(table) <= 65536 else None
 
     def expected_synapses(self) -> np.ndarray:
         """Expected synapse counts between populations, shape (n_pop, n_pop) [target, source], float64."""

@@ -41,11 +41,12 @@ def test_generation_invariant_under_splitting(connectome, make):
 def test_storage_invariants(connectome):
     recipe = small_wholebrain(connectome)
     net = build_local(Context(), recipe, contiguous(recipe, 1), seed=1)
-    assert net.post.dtype == np.uint32 and net.weight.dtype == np.float32 and net.row_delay.dtype == np.uint16
-    assert net.post.itemsize + net.weight.itemsize == 8  # per-synapse record
-    # rows (10 B) and slots (17 B) come on top of the 8 B records
+    # constant weights: a uint16 index into a table of the distinct weights (6 B per synapse)
+    assert net.post.dtype == np.uint32 and net.weight.dtype == np.uint16 and net.row_delay.dtype == np.uint16
+    np.testing.assert_array_equal(net.weight_table, np.array([0.4, 2.0], np.float32))
+    # rows (10 B) and slots (17 B) come on top of the records
     n_rows, n_slots = len(net.row_delay), len(net.slot_gids)
-    assert net.synapse_bytes == 8 * net.n_synapses + 10 * n_rows + 8 + 17 * n_slots + 8
+    assert net.synapse_bytes == 6 * net.n_synapses + 10 * n_rows + 8 + 17 * n_slots + 8 + 8
     assert np.all(np.diff(net.slot_gids) > 0)
     assert np.all(np.diff(net.row_ptr) > 0) and np.all(np.diff(net.slot_row_ptr) > 0)
     for s in range(len(net.slot_gids)):
@@ -103,9 +104,13 @@ def test_pd14_totals_and_distributions():
     assert abs(de.mean() - 1.56) < 0.05 and abs(de.std() - 0.70) < 0.05
 
 
-def test_delivery_is_exact(connectome):
-    """Each spike adds exactly its synapses' weights to exactly the input of step + delay."""
-    recipe = small_wholebrain(connectome, n=2000, k=30)
+@pytest.mark.parametrize("model", ["wholebrain", "pd14"])
+def test_delivery_is_exact(connectome, model):
+    """Each spike adds exactly its synapses' weights to exactly the input of step + delay.
+
+    The whole brain stores weights as table indices, PD14 as float32: both are checked.
+    """
+    recipe = small_wholebrain(connectome, n=2000, k=30) if model == "wholebrain" else small_pd14()
     net = build_local(Context(), recipe, contiguous(recipe, 1), seed=4)
     src, tgt, w, d = net.edges()
     rng = np.random.default_rng(0)
@@ -117,6 +122,7 @@ def test_delivery_is_exact(connectome):
         sel = src == g
         rc = 0 if recipe.populations[np.searchsorted(recipe.offsets, g, side="right") - 1].excitatory else 1
         np.add.at(expect, (step + d[sel].astype(int), rc, tgt[sel]), w[sel].astype(np.float64))
+    assert bool(net.weight_table.size) == (model == "wholebrain")
     got = np.zeros_like(expect)
     pend = np.zeros((3, 1000), np.int64)
     n_pend = 0
@@ -124,7 +130,7 @@ def test_delivery_is_exact(connectome):
         e0 = e * m
         inbuf = np.zeros((m, 2, net.n_local), np.float32)
         n_pend = cpu.deliver(e0, m, n_pend, pend[0], pend[1], pend[2], net.slot_row_ptr, net.row_ptr, net.row_delay,
-                             net.post, net.weight, net.slot_receptor, inbuf)
+                             net.post, net.weight, net.weight_table, net.slot_receptor, inbuf)
         got[e0:e0 + m] = inbuf
         # the epoch's spikes are queued at its end, as the exchange does
         now = [(s, g) for s, g in spikes if e0 <= s < e0 + m]

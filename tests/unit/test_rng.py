@@ -85,3 +85,24 @@ def test_binomial_edges():
     assert _sample(0, 0, 0.5, 10, 1).sum() == 0
     assert (_sample(0, 5, 1.0, 10, 1) == 5).all()
     assert (_sample(0, 5, 0.0, 10, 1) == 0).all()
+
+
+def test_ziggurat_normal_distribution():
+    """The per-step noise normals: moments, Kolmogorov-Smirnov distance, both tails beyond the base strip."""
+    z = rng.ziggurat_normals(3, rng.NOISE, np.arange(1_000_000), 5)
+    assert abs(z.mean()) < 0.005 and abs(z.std() - 1) < 0.005
+    assert abs(np.mean(z**3)) < 0.02 and abs(np.mean(z**4) - 3) < 0.05
+    xs = np.sort(z)
+    cdf = 0.5 * (1 + np.array([math.erf(x / math.sqrt(2)) for x in xs[::50]]))
+    ks = np.abs(cdf - (np.arange(len(xs))[::50] + 1) / len(xs)).max()
+    assert ks < 1.63 / math.sqrt(len(xs))  # 1 % critical value
+    for cut in (2.0, 3.4426, 4.0):
+        expect = math.erfc(cut / math.sqrt(2)) / 2
+        for side in (z > cut, z < -cut):
+            assert abs(side.mean() - expect) < 5 * math.sqrt(expect / len(z))
+
+
+def test_ziggurat_is_a_function_of_its_key():
+    a = rng.ziggurat_normals(3, rng.NOISE, np.arange(1000), 5)
+    np.testing.assert_array_equal(a, rng.ziggurat_normals(3, rng.NOISE, np.arange(1000), 5))
+    assert np.mean(a == rng.ziggurat_normals(3, rng.NOISE, np.arange(1000), 6)) < 0.01
