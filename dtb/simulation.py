@@ -65,7 +65,9 @@ class Simulation:
             lam = recipe.params[:, IAF_COLUMNS.index("poisson_lam")]
             size = int(16 + lam.max() + 10 * np.sqrt(lam.max()))
             self.poisson_cdf = cpu.poisson_tables(lam, size)
-        self.scratch = np.empty(n)
+            self.scratch = np.empty(n)
+        else:
+            self.scratch = np.empty((2, n), dtype=np.uint32)
         ref_steps = int(recipe.params[:, self._ref_column()].min())
         cap = max(1, n * -(-self.epoch_steps // (ref_steps + 1)))
         self.out_lid = np.empty(cap, dtype=np.int64)

@@ -176,8 +176,8 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_
     i_bg : ndarray, shape (N,), float64
         OU background current (mV/ms).
     params : ndarray, shape (n_pop, len(LIF_COLUMNS)), float64
-    scratch : ndarray, shape (N,), float64
-        Scratch: this step's normals.
+    scratch : ndarray, shape (2, N), uint32
+        Scratch: this step's random words.
 
     The other parameters are as in `advance_iaf_psc_exp` (no ``poisson_cdf``).
 
@@ -194,10 +194,13 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_
             mask[n] = 0
         for s in range(m):
             t = t0 + s
+            # Philox alone vectorises; the ziggurat's rare slow path would stop that
             for n in range(lo, hi):
-                w0, w1, w2, w3 = rng.draw(k0, k1, gids[n], t)
-                scratch[n] = rng.normal(seed, rng.NOISE, gids[n], t, w0, w1, w2, w3)
+                w0, w1, _, _ = rng.draw(k0, k1, gids[n], t)
+                scratch[0, n] = w0
+                scratch[1, n] = w1
             for n in range(lo, hi):
+                z = rng.normal(seed, rng.NOISE, gids[n], t, np.uint64(scratch[0, n]), np.uint64(scratch[1, n]))
                 pr = params[pop[n]]
                 vn = v[n]
                 ja = j[0, n]
@@ -212,7 +215,7 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_
                     vn = veq + (vn - veq) * math.exp(-gsum * pr[21])
                 else:
                     r -= 1
-                i_bg[n] = pr[18] + (i_bg[n] - pr[18]) * pr[19] + pr[20] * scratch[n]
+                i_bg[n] = pr[18] + (i_bg[n] - pr[18]) * pr[19] + pr[20] * z
                 x_e = np.float64(inbuf[s, 0, n])
                 x_i = np.float64(inbuf[s, 1, n])
                 j[0, n] = ja * pr[14] + x_e

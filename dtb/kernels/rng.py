@@ -130,12 +130,14 @@ _ZIG_R = 3.442619855899
 
 
 @nb.njit(inline="always", cache=True)
-def normal(seed, purpose, gid, index, w0, w1, w2, w3):
-    """One standard normal from the four words of draw (seed, purpose, gid, index), by ziggurat.
+def normal(seed, purpose, gid, index, w0, w1):
+    """One standard normal of draw (seed, purpose, stream 0, gid, index), by ziggurat.
 
-    The value comes from ``w0`` (signed) and the layer from ``w1`` (independent bits,
-    as Doornik 2005 advises); about 1 % of draws need the slow path, which uses
-    ``w2``, ``w3`` and then fresh draws keyed with stream = attempt number.
+    ``w0``, ``w1`` are the draw's first two words: the value comes from ``w0``
+    (signed) and the layer from ``w1`` (independent bits, as Doornik 2005 advises),
+    so the caller can draw them in a vectorised loop. About 1 % of draws take the
+    slow path, which needs the draw's other two words and then fresh draws keyed
+    with stream = attempt number.
     """
     attempt = 0
     while True:
@@ -144,6 +146,8 @@ def normal(seed, purpose, gid, index, w0, w1, w2, w3):
         if abs(hz) < ZIG_K[iz]:
             return hz * ZIG_W[iz]
         x = hz * ZIG_W[iz]
+        k0, k1 = key(seed, purpose, attempt)
+        _, _, w2, w3 = draw(k0, k1, gid, index)
         if iz == 0:
             # tail beyond r: Marsaglia's exponential rejection
             xt = -math.log(u01(w2)) / _ZIG_R
@@ -154,7 +158,7 @@ def normal(seed, purpose, gid, index, w0, w1, w2, w3):
             return x
         attempt += 1
         k0, k1 = key(seed, purpose, attempt)
-        w0, w1, w2, w3 = draw(k0, k1, gid, index)
+        w0, w1, _, _ = draw(k0, k1, gid, index)
 
 
 @nb.njit(inline="always", cache=True)
@@ -275,8 +279,8 @@ def _normals(seed, purpose, stream, gids, index, out):
 def _zig_normals(seed, purpose, gids, index, out):
     k0, k1 = key(seed, purpose, 0)
     for i in range(gids.shape[0]):
-        w0, w1, w2, w3 = draw(k0, k1, gids[i], index)
-        out[i] = normal(seed, purpose, gids[i], index, w0, w1, w2, w3)
+        w0, w1, _, _ = draw(k0, k1, gids[i], index)
+        out[i] = normal(seed, purpose, gids[i], index, w0, w1)
 
 
 def ziggurat_normals(seed: int, purpose: int, gids: np.ndarray, index: int) -> np.ndarray:

@@ -94,7 +94,8 @@ def _run_lif(row, n_steps, inputs=None, v0=-70.0, i_bg0=None):
             inbuf[0, :, 0] = inputs[t]
         out_lid, out_step = np.empty(1, np.int64), np.empty(1, np.int64)
         n = cpu.advance_lif_cond(t, 1, 1, np.zeros(1, np.int64), np.zeros(1, np.int32), row[None, :], v, j, i_bg,
-                                 ref, inbuf, cpu.blocks(1, 1), np.zeros(1, np.uint64), np.zeros(1), out_lid, out_step)
+                                 ref, inbuf, cpu.blocks(1, 1), np.zeros(1, np.uint64), np.zeros((2, 1), np.uint32),
+                                 out_lid, out_step)
         vs.append(v[0])
         js.append(j[:, 0].copy())
         if n:
@@ -152,7 +153,7 @@ def test_ou_background_statistics():
     for e in range(40):
         inbuf = np.zeros((50, 2, n), np.float32)
         cpu.advance_lif_cond(e * 50, 50, 3, gids, np.zeros(n, np.int32), row[None, :], v, j, i_bg, ref, inbuf,
-                             cpu.blocks(n, 4), np.zeros(n, np.uint64), np.zeros(n), np.empty(n * 50, np.int64),
+                             cpu.blocks(n, 4), np.zeros(n, np.uint64), np.zeros((2, n), np.uint32), np.empty(n * 50, np.int64),
                              np.empty(n * 50, np.int64))
         samples.append(i_bg.copy())
     s = np.array(samples[5:])
