@@ -204,17 +204,38 @@ def _batches(unit_sptr: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
-def _assign_positions(u_slot: np.ndarray, u_cnt: np.ndarray) -> np.ndarray:
-    """First output position of each (unit, source) pair.
+def _slots(u_src: np.ndarray, u_cnt: np.ndarray):
+    """Slot set and CSR positions from the (unit, source, count) pairs of pass 1.
 
-    Pairs sorted stably by slot keep unit order inside a slot, and the exclusive
-    running sum of their counts is then exactly the CSR position.
+    Returns
+    -------
+    slot_gids : ndarray, shape (S,), int64
+        Distinct sources, increasing.
+    slot_ptr : ndarray, shape (S + 1,), int64
+        CSR pointers: slot s owns synapses ``slot_ptr[s]:slot_ptr[s + 1]``.
+    u_pos : ndarray, like u_src, int64
+        First position of each pair: pairs are placed in unit order inside a slot.
     """
-    order = np.argsort(u_slot, kind="stable")
-    cnt_sorted = u_cnt[order]
-    pos = np.empty_like(u_cnt)
-    pos[order] = np.cumsum(cnt_sorted) - cnt_sorted
-    return pos
+    if len(u_src) == 0:
+        return np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64)
+    lo, hi = int(u_src.min()), int(u_src.max()) + 1
+    if hi - lo <= 16 * len(u_src):
+        # dense over the gid span: linear, no sort
+        slot_of = np.full(hi - lo, -1, dtype=np.int64)
+        slot_of[u_src - lo] = 0
+        slot_gids = np.flatnonzero(slot_of == 0) + lo
+        slot_of[slot_gids - lo] = np.arange(len(slot_gids))
+        u_slot = slot_of[u_src - lo]
+        del slot_of
+    else:
+        slot_gids = np.unique(np.sort(u_src))
+        u_slot = np.searchsorted(slot_gids, u_src)
+    counts = np.bincount(u_slot, weights=u_cnt, minlength=len(slot_gids)).astype(np.int64)
+    slot_ptr = np.zeros(len(slot_gids) + 1, dtype=np.int64)
+    np.cumsum(counts, out=slot_ptr[1:])
+    u_pos = np.empty_like(u_cnt)
+    connect.place_pairs(u_slot, u_cnt, slot_ptr, u_pos)
+    return slot_gids, slot_ptr, u_pos
 
 
 def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
@@ -269,20 +290,16 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
         else np.zeros(1, np.int64)
     del u_src_l, u_cnt_l
 
-    slot_gids = np.unique(u_src)
-    u_slot = np.searchsorted(slot_gids, u_src)
-    slot_ptr = np.zeros(len(slot_gids) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(u_slot, weights=u_cnt, minlength=len(slot_gids)).astype(np.int64), out=slot_ptr[1:])
-    u_pos = _assign_positions(u_slot, u_cnt)
+    slot_gids, slot_ptr, u_pos = _slots(u_src, u_cnt)
 
     # local synapse counts by [target population, source population]
     n_pop = len(recipe.populations)
     proj_target = np.array([p.target for p in recipe.projections], dtype=np.int64)
-    unit_of_pair = np.repeat(np.arange(len(unit_uptr) - 1), np.diff(unit_uptr))
-    synapse_counts = np.zeros((n_pop, n_pop), dtype=np.int64)
-    np.add.at(synapse_counts, (proj_target[units["unit_proj"][unit_of_pair]],
-                               np.searchsorted(offsets, u_src, side="right") - 1), u_cnt)
-    del u_slot, unit_of_pair
+    pair_target = np.repeat(proj_target[units["unit_proj"]], np.diff(unit_uptr))
+    pair_source = np.searchsorted(offsets, u_src, side="right") - 1
+    synapse_counts = np.bincount(pair_target * n_pop + pair_source, weights=u_cnt,
+                                 minlength=n_pop * n_pop).astype(np.int64).reshape(n_pop, n_pop)
+    del pair_target, pair_source
 
     # pass 2: draw again, this time weights and delays too, and write each synapse in place
     post = np.empty(n_syn, dtype=np.uint32)

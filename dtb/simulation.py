@@ -18,6 +18,7 @@ import numpy as np
 
 from dtb.context import Context
 from dtb.kernels import cpu, rng
+from dtb.model.neurons import IAF_COLUMNS, LIF_COLUMNS
 from dtb.network import LocalNetwork
 
 
@@ -60,8 +61,6 @@ class Simulation:
         self.lo_hi = cpu.blocks(n, max(1, min(n, max(2 * ctx.threads, -(-n // cpu.BLOCK_NEURONS)))))
         self.mask = np.zeros(n, dtype=np.uint64)
         if recipe.neuron_model == "iaf_psc_exp":
-            from dtb.model.neurons import IAF_COLUMNS
-
             lam = recipe.params[:, IAF_COLUMNS.index("poisson_lam")]
             size = int(16 + lam.max() + 10 * np.sqrt(lam.max()))
             self.poisson_cdf = cpu.poisson_tables(lam, size)
@@ -76,38 +75,30 @@ class Simulation:
         self.pend = np.empty((3, 1024), dtype=np.int64)  # slot, step, next row
 
     def _ref_column(self) -> int:
-        from dtb.model.neurons import IAF_COLUMNS, LIF_COLUMNS
-
         cols = IAF_COLUMNS if self.net.recipe.neuron_model == "iaf_psc_exp" else LIF_COLUMNS
         return cols.index("ref_steps")
 
     def _initial_state(self) -> dict:
         """Initial state drawn from (seed, INIT, gid): the same on any partition."""
         recipe, net = self.net.recipe, self.net
-        z = rng.normals(self.seed, rng.INIT, 0, net.gids)
+        z = rng.normals(self.seed, rng.INIT, net.gids, 0)
         v = recipe.v0_mean_mv[net.pop] + recipe.v0_sd_mv[net.pop] * z
         n = net.n_local
         ref = np.zeros(n, dtype=np.int32)
         if recipe.neuron_model == "iaf_psc_exp":
-            from dtb.model.neurons import IAF_COLUMNS
-
             e_l = recipe.params[net.pop, IAF_COLUMNS.index("e_l_mv")]
             return dict(v=v - e_l, i_ex=np.zeros(n), i_in=np.zeros(n), ref=ref)
-        from dtb.model.neurons import LIF_COLUMNS
-
         cols = {c: recipe.params[net.pop, i] for i, c in enumerate(LIF_COLUMNS)}
         v = np.minimum(v, cols["v_th_mv"] - 0.1)
         # OU current starts in its stationary distribution
         sigma = cols["ou_noise"] / np.sqrt(np.maximum(1.0 - cols["ou_decay"] ** 2, 1e-300))
-        i_bg = cols["ou_mu"] + sigma * rng.normals(self.seed, rng.INIT, 1, net.gids)
+        i_bg = cols["ou_mu"] + sigma * rng.normals(self.seed, rng.INIT, net.gids, 1)
         return dict(v=v, j=np.zeros((4, n)), i_bg=i_bg, ref=ref)
 
     def membrane_potential_mv(self) -> np.ndarray:
         """Membrane potentials of the local neurons (mV), shape (n_local,), float64."""
         v = self.state["v"]
         if self.net.recipe.neuron_model == "iaf_psc_exp":
-            from dtb.model.neurons import IAF_COLUMNS
-
             v = v + self.net.recipe.params[self.net.pop, IAF_COLUMNS.index("e_l_mv")]
         return v.copy()
 

@@ -1,0 +1,1 @@
+"""Connectome data and loaders, and the recipes built from them (whole brain, PD14)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -196,14 +195,6 @@ class Recorder:
             self.writer.append_rates(rows.astype(np.float32), self.bin_steps * self.dt_ms)
             self.counts = np.concatenate([self.counts[k:], np.zeros_like(self.counts[:k])])
             self.bin0 = n_done
-
-
-@dataclass
-class RunInfo:
-    """What `inspect` reports about a run file."""
-
-    path: str
-    facts: dict
 
 
 def read_summary(path: str | Path) -> dict:

@@ -79,9 +79,15 @@ def _source(k0, k1, g, j, s0, s1, src_off, src_size, src_cum):
     w0, w1, w2, _ = rng.draw(k0, k1, g, j)
     s = s0
     if s1 - s0 > 1:
+        # first source whose cumulative probability reaches u (binary search)
         u = rng.u01(w0)
-        while s < s1 - 1 and src_cum[s] < u:
-            s += 1
+        hi = s1 - 1
+        while s < hi:
+            mid = (s + hi) // 2
+            if src_cum[mid] < u:
+                s = mid + 1
+            else:
+                hi = mid
     n = src_size[s]
     i = np.int64(math.floor(rng.u01_53(w1, w2) * n))
     if i >= n:
@@ -132,7 +138,7 @@ def unit_sources(seed, unit_proj, unit_g0, unit_tptr, tgt_counts, unit_sptr, pro
 
 
 #: a unit whose sources span at most this many gids uses a dense table instead of sorting/searching
-DENSE_SPAN = 1 << 20
+DENSE_SPAN = 1 << 24
 
 
 @nb.njit(parallel=True, cache=True)
@@ -178,6 +184,15 @@ def unique_counts(values, ptr, span_lo, span_hi, counts):
     return sizes
 
 
+@nb.njit(cache=True)
+def place_pairs(u_slot, u_cnt, slot_ptr, u_pos):
+    """First CSR position of each (unit, source) pair, pairs filling their slot in order."""
+    fill = slot_ptr[:-1].copy()
+    for k in range(u_slot.shape[0]):
+        u_pos[k] = fill[u_slot[k]]
+        fill[u_slot[k]] += u_cnt[k]
+
+
 @nb.njit(parallel=True, cache=True)
 def unit_scatter(seed, dt_ms, unit_proj, unit_g0, unit_tptr, tgt_counts, unit_lid0, unit_uptr, u_src, u_pos,
                  proj_sptr, src_off, src_size, src_cum, src_lo, src_hi, src_delay_steps, proj_w_mean, proj_w_sd,
@@ -205,8 +220,9 @@ def unit_scatter(seed, dt_ms, unit_proj, unit_g0, unit_tptr, tgt_counts, unit_li
         srcs = u_src[unit_uptr[u]:unit_uptr[u + 1]]
         lo = src_lo[p]
         span = src_hi[p] - lo
-        dense = span <= DENSE_SPAN and span <= 8 * srcs.shape[0] + 1024
-        index = np.empty(span if dense else 0, dtype=np.int64)
+        # only the sources' entries are written, so a wide table costs only its touched pages
+        dense = span <= DENSE_SPAN
+        index = np.empty(span if dense else 0, dtype=np.int32)
         if dense:
             for k in range(srcs.shape[0]):
                 index[srcs[k] - lo] = k

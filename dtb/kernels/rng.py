@@ -268,31 +268,15 @@ def random_words(seed: int, purpose: int, stream: int, gids: np.ndarray, index: 
 
 
 @nb.njit(cache=True)
-def _normals(seed, purpose, stream, gids, index, out):
-    k0, k1 = key(seed, purpose, stream)
-    for i in range(gids.shape[0]):
-        w0, w1, w2, w3 = draw(k0, k1, gids[i], index)
-        out[i] = normal_pair(w0, w1, w2, w3)[0]
-
-
-@nb.njit(cache=True)
-def _zig_normals(seed, purpose, gids, index, out):
+def _normals(seed, purpose, gids, index, out):
     k0, k1 = key(seed, purpose, 0)
     for i in range(gids.shape[0]):
         w0, w1, _, _ = draw(k0, k1, gids[i], index)
         out[i] = normal(seed, purpose, gids[i], index, w0, w1)
 
 
-def ziggurat_normals(seed: int, purpose: int, gids: np.ndarray, index: int) -> np.ndarray:
-    """`normal` for many gids at one index (what the per-step noise uses), shape (len(gids),), float64."""
-    gids = np.ascontiguousarray(gids, dtype=np.int64)
-    out = np.empty(gids.shape[0], dtype=np.float64)
-    _zig_normals(seed, purpose, gids, index, out)
-    return out
-
-
-def normals(seed: int, purpose: int, stream: int, gids: np.ndarray, index: int = 0) -> np.ndarray:
-    """One standard normal per gid at one index.
+def normals(seed: int, purpose: int, gids: np.ndarray, index: int) -> np.ndarray:
+    """The standard normal of (seed, purpose, gid, index) for many gids, by `normal`.
 
     Returns
     -------
@@ -300,5 +284,5 @@ def normals(seed: int, purpose: int, stream: int, gids: np.ndarray, index: int =
     """
     gids = np.ascontiguousarray(gids, dtype=np.int64)
     out = np.empty(gids.shape[0], dtype=np.float64)
-    _normals(seed, purpose, stream, gids, index, out)
+    _normals(seed, purpose, gids, index, out)
     return out

@@ -1,0 +1,1 @@
+"""Run files: the writer, the recorder that feeds it, and readers."""

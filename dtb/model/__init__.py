@@ -1,0 +1,1 @@
+"""Neuron models with their parameters, and the Recipe that describes a network."""
