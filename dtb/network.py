@@ -233,7 +233,7 @@ def _slots(u_src: np.ndarray, u_cnt: np.ndarray):
     counts = np.bincount(u_slot, weights=u_cnt, minlength=len(slot_gids)).astype(np.int64)
     slot_ptr = np.zeros(len(slot_gids) + 1, dtype=np.int64)
     np.cumsum(counts, out=slot_ptr[1:])
-    u_pos = np.empty_like(u_cnt)
+    u_pos = np.empty(len(u_cnt), dtype=np.int64)  # positions may pass 2**31 on a large rank
     connect.place_pairs(u_slot, u_cnt, slot_ptr, u_pos)
     return slot_gids, slot_ptr, u_pos
 
@@ -269,6 +269,9 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
     flat_src = {k: flat[k] for k in ("proj_sptr", "src_off", "src_size", "src_cum")}
 
     # pass 1: distinct sources of every unit and how many synapses each has there
+    n_pop = len(recipe.populations)
+    proj_target = np.array([p.target for p in recipe.projections], dtype=np.int64)
+    synapse_counts = np.zeros((n_pop, n_pop), dtype=np.int64)
     u_src_l, u_cnt_l, u_len_l = [], [], []
     for a, b in batches:
         sptr = units["unit_sptr"][a:b + 1]
@@ -280,26 +283,22 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
         sizes = connect.unique_counts(src, sptr - sptr[0], flat["src_lo"][proj], flat["src_hi"][proj], cnts)
         keep = np.concatenate([np.arange(s, s + n) for s, n in zip(sptr[:-1] - sptr[0], sizes)])
         u_src_l.append(src[keep])
-        u_cnt_l.append(cnts[keep])
+        u_cnt_l.append(cnts[keep].astype(np.int32))
         u_len_l.append(sizes)
+        # local synapse counts by [target population, source population]
+        pair_index = (np.repeat(proj_target[proj], sizes) * n_pop
+                      + np.searchsorted(offsets, u_src_l[-1], side="right") - 1)
+        synapse_counts += np.bincount(pair_index, weights=u_cnt_l[-1],
+                                      minlength=n_pop * n_pop).astype(np.int64).reshape(n_pop, n_pop)
         update(len(src))
-        del src, cnts
+        del src, cnts, pair_index
     u_src = np.concatenate(u_src_l) if u_src_l else np.zeros(0, np.int64)
-    u_cnt = np.concatenate(u_cnt_l) if u_cnt_l else np.zeros(0, np.int64)
+    u_cnt = np.concatenate(u_cnt_l) if u_cnt_l else np.zeros(0, np.int32)
     unit_uptr = np.concatenate([[0], np.cumsum(np.concatenate(u_len_l))]).astype(np.int64) if u_len_l \
         else np.zeros(1, np.int64)
     del u_src_l, u_cnt_l
 
     slot_gids, slot_ptr, u_pos = _slots(u_src, u_cnt)
-
-    # local synapse counts by [target population, source population]
-    n_pop = len(recipe.populations)
-    proj_target = np.array([p.target for p in recipe.projections], dtype=np.int64)
-    pair_target = np.repeat(proj_target[units["unit_proj"]], np.diff(unit_uptr))
-    pair_source = np.searchsorted(offsets, u_src, side="right") - 1
-    synapse_counts = np.bincount(pair_target * n_pop + pair_source, weights=u_cnt,
-                                 minlength=n_pop * n_pop).astype(np.int64).reshape(n_pop, n_pop)
-    del pair_target, pair_source
 
     # pass 2: draw again, this time weights and delays too, and write each synapse in place
     post = np.empty(n_syn, dtype=np.uint32)

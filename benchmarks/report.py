@@ -1,0 +1,116 @@
+"""Turn benchmarks/results/*.json into benchmarks/RESULTS.md.
+
+    python benchmarks/report.py
+"""
+
+from __future__ import annotations
+
+import json
+
+from _common import HERE, RESULTS
+
+
+def _machine(m: dict) -> str:
+    return (f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, numba {m['numba']}, "
+            f"dtb {m['dtb']}; {m['date']}")
+
+
+def _pd14(d: dict) -> list[str]:
+    out = [f"### PD14, N {d['n_scale']:g}, K {d['k_scale']:g} ({d['background']} drive, "
+           f"{'spikes recorded' if d['record_spikes'] else 'spikes not recorded'})", "",
+           f"Command: `python benchmarks/pd14.py --n-scale {d['n_scale']:g} --k-scale {d['k_scale']:g} "
+           f"--seeds {' '.join(map(str, d['seeds']))} --t-ms {d['t_ms']:g} --discard-ms {d['runs'][0]['discard_ms']:g}`",
+           f"Machine: {_machine(d['machine'])}", "",
+           "| seed | build (s) | RTF | peak RSS (MiB) | synapses | bytes/synapse |", "|---|---|---|---|---|---|"]
+    for r in d["runs"]:
+        out.append(f"| {r['seed']} | {r['build_s']:.2f} | {r['rtf']:.2f} | {r['peak_rss_mb']:.0f} | "
+                   f"{r['n_synapses']:,} | {r['bytes_per_synapse']:.2f} |")
+    out += ["", "| population | dtb mean rate (Hz) |" + (" NEST reference (Hz) | difference |"
+                                                          if "nest_reference_hz" in d else ""),
+            "|---|---|" + ("---|---|" if "nest_reference_hz" in d else "")]
+    for name, rate in d["mean_rates_hz"].items():
+        row = f"| {name} | {rate:.3f} |"
+        if "nest_reference_hz" in d:
+            row += f" {d['nest_reference_hz'][name]:.3f} | {100 * d['relative_error'][name]:+.1f} % |"
+        out.append(row)
+    if "within_10_percent" in d:
+        out += ["", f"All populations within 10 % of NEST: **{'yes' if d['within_10_percent'] else 'no'}**"]
+    return out + [""]
+
+
+def _vs_nest(d: dict) -> list[str]:
+    n, t, r = d["nest"], d["dtb"], d["ratios"]
+    out = [f"### PD14 side by side with {n['simulator']} (N {d['n_scale']:g}, K {d['k_scale']:g}, "
+           f"{d['t_ms']:g} ms, {d['threads']} threads each, Poisson drive, spikes recorded)", "",
+           f"Command: `python benchmarks/pd14_vs_nest.py --n-scale {d['n_scale']:g} --k-scale {d['k_scale']:g} "
+           f"--t-ms {d['t_ms']:g} --threads {d['threads']}`", f"Machine: {_machine(d['machine'])}", "",
+           "| | NEST | dtb | dtb / NEST | target | met |", "|---|---|---|---|---|---|",
+           f"| simulation (s) | {n['sim_s']:.2f} | {t['sim_s']:.2f} | {r['sim']:.3f} | <= {d['targets']['sim']} | "
+           f"{'yes' if d['met']['sim'] else 'no'} |",
+           f"| build (s) | {n['build_s']:.2f} | {t['build_s']:.2f} | {r['build']:.3f} | <= {d['targets']['build']} | "
+           f"{'yes' if d['met']['build'] else 'no'} |",
+           f"| peak RSS (MiB) | {n['peak_rss_mb']:.0f} | {t['peak_rss_mb']:.0f} | {r['peak_rss']:.3f} | "
+           f"<= {d['targets']['peak_rss']} | {'yes' if d['met']['peak_rss'] else 'no'} |",
+           f"| synapses | {n['n_synapses']:,} | {t['n_synapses']:,} | | | |", "",
+           "| population | NEST rate (Hz) | dtb rate (Hz) |", "|---|---|---|"]
+    for name, rate in n["rates_hz"].items():
+        out.append(f"| {name} | {rate:.3f} | {t['rates_after_discard_hz'][name]:.3f} |")
+    return out + [""]
+
+
+def _wholebrain(d: dict) -> list[str]:
+    out = ["### Default whole brain at several sizes (bundled HCP subject 101309, K = "
+           f"{d['in_degree']})", "",
+           "Command: `python benchmarks/wholebrain_sizes.py --sizes " + " ".join(str(r["n_neurons"]) for r in d["runs"])
+           + " --t-ms " + " ".join(f"{r['t_ms']:g}" for r in d["runs"]) + "`",
+           f"Machine: {_machine(d['machine'])}", "",
+           "| neurons | synapses | simulated (ms) | build (s) | RTF | peak RSS (MiB) | bytes/synapse | E rate (Hz) | "
+           "I rate (Hz) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in d["runs"]:
+        out.append(f"| {r['n_neurons']:,} | {r['n_synapses']:,} | {r['t_ms']:g} | {r['build_s']:.1f} | "
+                   f"{r['rtf']:.1f} | {r['peak_rss_mb']:.0f} | {r['bytes_per_synapse']:.2f} | {r['rate_e_hz']:.2f} | "
+                   f"{r['rate_i_hz']:.2f} |")
+    return out + [""]
+
+
+def _regime(d: dict) -> list[str]:
+    r = d["run"]
+    return [f"### Firing regime of the default whole brain ({r['n_neurons']:,} neurons, K = 100, "
+            f"{d['t_ms']:g} ms, first {d['discard_ms']:g} ms discarded)", "",
+            f"Command: `python benchmarks/wholebrain_regime.py --t-ms {d['t_ms']:g} --discard-ms {d['discard_ms']:g}`",
+            f"Machine: {_machine(d['machine'])}", "",
+            "| region rate min / median / max (Hz) | median ISI CV | network count CV (5 ms bins) | "
+            "same for independent Poisson neurons |", "|---|---|---|---|",
+            f"| {d['region_rate_min_hz']:.2f} / {d['region_rate_median_hz']:.2f} / {d['region_rate_max_hz']:.2f} | "
+            f"{d['isi_cv_median']:.2f} | {d['network_count_cv']:.3f} | {d['network_count_cv_poisson']:.3f} |", ""]
+
+
+def main() -> None:
+    lines = ["# Benchmark results", "",
+             "Every table below is produced by the command above it; `python benchmarks/report.py` rebuilds this",
+             "file from `benchmarks/results/*.json`. RTF = wall-clock simulation time / biological time (lower is",
+             "faster); build = connectome/recipe, partition, synapse generation and state initialisation; peak RSS",
+             "of the whole process. The first run of a fresh install compiles the kernels; the scripts warm the",
+             "cache first, so no compilation is timed.", ""]
+    order = sorted(RESULTS.glob("*.json"))
+    for path in order:
+        d = json.loads(path.read_text())
+        name = d["benchmark"]
+        if name.startswith("pd14_vs_nest"):
+            lines += _vs_nest(d)
+    for path in order:
+        d = json.loads(path.read_text())
+        if d["benchmark"].startswith("pd14_n"):
+            lines += _pd14(d)
+    for path in order:
+        d = json.loads(path.read_text())
+        if d["benchmark"] == "wholebrain_sizes":
+            lines += _wholebrain(d)
+        if d["benchmark"] == "wholebrain_regime":
+            lines += _regime(d)
+    (HERE / "RESULTS.md").write_text("\n".join(lines))
+    print(f"wrote {HERE / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""The default whole-brain run at several sizes: build time, RTF, peak RSS, bytes per synapse.
+
+    python benchmarks/wholebrain_sizes.py --sizes 100000 1000000 4000000 --t-ms 1000 300 150
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from _common import warm_up, dtb_run, save
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 4_000_000])
+    ap.add_argument("--t-ms", type=float, nargs="+", default=[1000.0, 300.0, 150.0],
+                    help="biological time per size (bigger networks run shorter)")
+    ap.add_argument("--in-degree", type=int, default=100)
+    args = ap.parse_args()
+    warm_up("wholebrain")
+    runs = []
+    for n, t in zip(args.sizes, args.t_ms):
+        s = dtb_run([f"wholebrain.n_neurons={n}", f"wholebrain.in_degree={args.in_degree}", f"simulation.t_ms={t}",
+                     "recording.rate_bin_ms=10"], f"wholebrain_{n}")
+        print(f"{n:>10,} neurons: build {s['build_s']:.1f} s, RTF {s['rtf']:.1f}, RSS {s['peak_rss_mb']:.0f} MiB, "
+              f"{s['bytes_per_synapse']:.2f} B/syn, E {s['rate_e_hz']:.2f} Hz, I {s['rate_i_hz']:.2f} Hz", flush=True)
+        runs.append(s)
+    save("wholebrain_sizes", {"in_degree": args.in_degree, "runs": runs})
+
+
+if __name__ == "__main__":
+    main()
