@@ -52,6 +52,8 @@ def _vs_nest(d: dict) -> list[str]:
            f"| peak RSS (MiB) | {n['peak_rss_mb']:.0f} | {t['peak_rss_mb']:.0f} | {r['peak_rss']:.3f} | "
            f"<= {d['targets']['peak_rss']} | {'yes' if d['met']['peak_rss'] else 'no'} |",
            f"| synapses | {n['n_synapses']:,} | {t['n_synapses']:,} | | | |", "",
+           "Rates over the whole run, onset transient included, one seed each: indicative only (the accuracy",
+           "check is the full-scale table below).", "",
            "| population | NEST rate (Hz) | dtb rate (Hz) |", "|---|---|---|"]
     for name, rate in n["rates_hz"].items():
         out.append(f"| {name} | {rate:.3f} | {t['rates_after_discard_hz'][name]:.3f} |")
