@@ -32,7 +32,8 @@ def main() -> None:
     nest = json.loads(text.strip().splitlines()[-1])
     nest.update(peak_rss_mb=nest_rss, wall_s=nest_wall)
     dtb = dtb_run(["model=pd14", f"pd14.n_scale={args.n_scale}", f"pd14.k_scale={args.k_scale}",
-                   f"simulation.t_ms={args.t_ms}", f"simulation.seed={args.seed}", f"simulation.threads={args.threads}"],
+                   f"simulation.t_ms={args.t_ms}", f"simulation.seed={args.seed}",
+                   f"simulation.threads={args.threads}"],
                   "pd14_vs_nest")
     ratios = {"sim": dtb["sim_s"] / nest["sim_s"], "build": dtb["build_s"] / nest["build_s"],
               "peak_rss": dtb["peak_rss_mb"] / nest["peak_rss_mb"]}

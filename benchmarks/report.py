@@ -19,7 +19,8 @@ def _pd14(d: dict) -> list[str]:
     out = [f"### PD14, N {d['n_scale']:g}, K {d['k_scale']:g} ({d['background']} drive, "
            f"{'spikes recorded' if d['record_spikes'] else 'spikes not recorded'})", "",
            f"Command: `python benchmarks/pd14.py --n-scale {d['n_scale']:g} --k-scale {d['k_scale']:g} "
-           f"--seeds {' '.join(map(str, d['seeds']))} --t-ms {d['t_ms']:g} --discard-ms {d['runs'][0]['discard_ms']:g}`",
+           f"--seeds {' '.join(map(str, d['seeds']))} --t-ms {d['t_ms']:g} "
+           f"--discard-ms {d['runs'][0]['discard_ms']:g}`",
            f"Machine: {_machine(d['machine'])}", "",
            "| seed | build (s) | RTF | peak RSS (MiB) | synapses | bytes/synapse |", "|---|---|---|---|---|---|"]
     for r in d["runs"]:

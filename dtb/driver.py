@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -57,7 +58,10 @@ class _Progress:
             return lambda n: None
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc=label, unit=unit, unit_scale=True, leave=False, dynamic_ncols=True)
+        # in a batch log (Slurm, CI) one line every 10 s, not a redraw per epoch
+        interval = 0.1 if sys.stderr.isatty() else 10.0
+        bar = tqdm(total=total, desc=label, unit=unit, unit_scale=True, leave=False, dynamic_ncols=True,
+                   mininterval=interval)
         self.bars.append(bar)
         return bar.update
 

@@ -265,7 +265,6 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
     n_syn = int(units["unit_sptr"][-1])
     batches = _batches(units["unit_sptr"])
     update = progress("synapses", 2 * n_syn) if progress else (lambda n: None)
-    kw_units = {k: units[k] for k in ("unit_proj", "unit_g0", "unit_tptr")}
     flat_src = {k: flat[k] for k in ("proj_sptr", "src_off", "src_size", "src_cum")}
 
     # pass 1: distinct sources of every unit and how many synapses each has there
@@ -310,8 +309,9 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
         connect.unit_scatter(seed, recipe.dt_ms, units["unit_proj"][a:b], units["unit_g0"][a:b],
                              units["unit_tptr"][a:b + 1], units["tgt_counts"], units["unit_lid0"][a:b],
                              unit_uptr[a:b + 1], u_src, u_pos, flat["proj_sptr"], flat["src_off"], flat["src_size"],
-                             flat["src_cum"], flat["src_lo"], flat["src_hi"], flat["src_delay_steps"], flat["proj_w_mean"], flat["proj_w_sd"],
-                             flat["proj_d_mean_ms"], flat["proj_d_sd_ms"], post, weight, delay)
+                             flat["src_cum"], flat["src_lo"], flat["src_hi"], flat["src_delay_steps"],
+                             flat["proj_w_mean"], flat["proj_w_sd"], flat["proj_d_mean_ms"], flat["proj_d_sd_ms"],
+                             post, weight, delay)
         update(int(units["unit_sptr"][b] - units["unit_sptr"][a]))
     del u_src, u_pos, u_cnt
 

@@ -145,7 +145,8 @@ def load_connectome(path: str | Path | None = None, subject: str = "101309") -> 
     if np.any(data["nvoxel"] == 0):
         raise DataError(f"{where}/nvoxel: region {labels[int(np.argmax(data['nvoxel'] == 0))]!r} is empty (0 voxels)")
     if not np.allclose(sc, sc.T, rtol=1e-6, atol=0.0):
-        raise DataError(f"{where}/sc is not symmetric (largest difference at {_first(np.abs(sc - sc.T) == np.abs(sc - sc.T).max())})")
+        asym = np.abs(sc - sc.T)
+        raise DataError(f"{where}/sc is not symmetric (largest difference at {_first(asym == asym.max())})")
     off = sc - np.diag(np.diag(sc))
     if np.any(off.sum(axis=1) == 0):
         raise DataError(f"{where}/sc: region {labels[int(np.argmax(off.sum(axis=1) == 0))]!r} has no connections")
