@@ -153,8 +153,8 @@ def test_ou_background_statistics():
     for e in range(40):
         inbuf = np.zeros((50, 2, n), np.float32)
         cpu.advance_lif_cond(e * 50, 50, 3, gids, np.zeros(n, np.int32), row[None, :], v, j, i_bg, ref, inbuf,
-                             cpu.blocks(n, 4), np.zeros(n, np.uint64), np.zeros((2, n), np.uint32), np.empty(n * 50, np.int64),
-                             np.empty(n * 50, np.int64))
+                             cpu.blocks(n, 4), np.zeros(n, np.uint64), np.zeros((2, n), np.uint32),
+                             np.empty(n * 50, np.int64), np.empty(n * 50, np.int64))
         samples.append(i_bg.copy())
     s = np.array(samples[5:])
     assert abs(s.mean() - 0.5) < 0.01
