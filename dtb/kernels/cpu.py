@@ -25,8 +25,46 @@ import numba as nb
 import numpy as np
 
 from dtb.kernels import rng
+from dtb.model.neurons import IAF_COLUMNS, LIF_COLUMNS
 
 MAX_EPOCH_STEPS = 64  # one bit per step in a uint64 mask
+
+# column positions of the per-population parameter tables (compile-time constants for numba)
+_IAF_P22 = IAF_COLUMNS.index('p22')
+_IAF_P21_EX = IAF_COLUMNS.index('p21_ex')
+_IAF_P21_IN = IAF_COLUMNS.index('p21_in')
+_IAF_P20 = IAF_COLUMNS.index('p20')
+_IAF_P11_EX = IAF_COLUMNS.index('p11_ex')
+_IAF_P11_IN = IAF_COLUMNS.index('p11_in')
+_IAF_THETA_MV = IAF_COLUMNS.index('theta_mv')
+_IAF_V_RESET_MV = IAF_COLUMNS.index('v_reset_mv')
+_IAF_I_E_PA = IAF_COLUMNS.index('i_e_pa')
+_IAF_REF_STEPS = IAF_COLUMNS.index('ref_steps')
+_IAF_POISSON_LAM = IAF_COLUMNS.index('poisson_lam')
+_IAF_W_EXT_PA = IAF_COLUMNS.index('w_ext_pa')
+_IAF_E_L_MV = IAF_COLUMNS.index('e_l_mv')
+_LIF_G_L = LIF_COLUMNS.index('g_l')
+_LIF_V_L_MV = LIF_COLUMNS.index('v_l_mv')
+_LIF_V_TH_MV = LIF_COLUMNS.index('v_th_mv')
+_LIF_V_RESET_MV = LIF_COLUMNS.index('v_reset_mv')
+_LIF_REF_STEPS = LIF_COLUMNS.index('ref_steps')
+_LIF_I_EXT = LIF_COLUMNS.index('i_ext')
+_LIF_G_AMPA = LIF_COLUMNS.index('g_ampa')
+_LIF_G_NMDA = LIF_COLUMNS.index('g_nmda')
+_LIF_G_GABA_A = LIF_COLUMNS.index('g_gaba_a')
+_LIF_G_GABA_B = LIF_COLUMNS.index('g_gaba_b')
+_LIF_E_AMPA_MV = LIF_COLUMNS.index('e_ampa_mv')
+_LIF_E_NMDA_MV = LIF_COLUMNS.index('e_nmda_mv')
+_LIF_E_GABA_A_MV = LIF_COLUMNS.index('e_gaba_a_mv')
+_LIF_E_GABA_B_MV = LIF_COLUMNS.index('e_gaba_b_mv')
+_LIF_D_AMPA = LIF_COLUMNS.index('d_ampa')
+_LIF_D_NMDA = LIF_COLUMNS.index('d_nmda')
+_LIF_D_GABA_A = LIF_COLUMNS.index('d_gaba_a')
+_LIF_D_GABA_B = LIF_COLUMNS.index('d_gaba_b')
+_LIF_OU_MU = LIF_COLUMNS.index('ou_mu')
+_LIF_OU_DECAY = LIF_COLUMNS.index('ou_decay')
+_LIF_OU_NOISE = LIF_COLUMNS.index('ou_noise')
+_LIF_DT_OVER_C = LIF_COLUMNS.index('dt_over_c')
 
 
 @nb.njit(cache=True)
@@ -124,7 +162,7 @@ def advance_iaf_psc_exp(t0, m, seed, gids, pop, params, poisson_cdf, v, i_ex, i_
     k0, k1 = rng.key(seed, rng.POISSON, 0)
     drive = False
     for p in range(params.shape[0]):
-        drive = drive or params[p, 10] > 0.0
+        drive = drive or params[p, _IAF_POISSON_LAM] > 0.0
     for b in nb.prange(lo_hi.shape[0]):
         lo = lo_hi[b, 0]
         hi = lo_hi[b, 1]
@@ -141,17 +179,19 @@ def advance_iaf_psc_exp(t0, m, seed, gids, pop, params, poisson_cdf, v, i_ex, i_
                 vn = v[n]
                 r = ref[n]
                 if r == 0:
-                    vn = pr[0] * vn + pr[1] * i_ex[n] + pr[2] * i_in[n] + pr[3] * pr[8]
+                    vn = (pr[_IAF_P22] * vn + pr[_IAF_P21_EX] * i_ex[n] + pr[_IAF_P21_IN] * i_in[n]
+                          + pr[_IAF_P20] * pr[_IAF_I_E_PA])
                 else:
                     r -= 1
                 x_ex = np.float64(inbuf[s, 0, n])
-                if pr[10] > 0.0:
-                    x_ex += _poisson_from_table(poisson_cdf[pop[n]], pr[10], scratch[n]) * pr[11]
-                i_ex[n] = i_ex[n] * pr[4] + x_ex
-                i_in[n] = i_in[n] * pr[5] + np.float64(inbuf[s, 1, n])
-                if vn >= pr[6]:
-                    r = np.int32(pr[9])
-                    vn = pr[7]
+                if pr[_IAF_POISSON_LAM] > 0.0:
+                    k = _poisson_from_table(poisson_cdf[pop[n]], pr[_IAF_POISSON_LAM], scratch[n])
+                    x_ex += k * pr[_IAF_W_EXT_PA]
+                i_ex[n] = i_ex[n] * pr[_IAF_P11_EX] + x_ex
+                i_in[n] = i_in[n] * pr[_IAF_P11_IN] + np.float64(inbuf[s, 1, n])
+                if vn >= pr[_IAF_THETA_MV]:
+                    r = np.int32(pr[_IAF_REF_STEPS])
+                    vn = pr[_IAF_V_RESET_MV]
                     mask[n] |= np.uint64(1) << np.uint64(s)
                 v[n] = vn
                 ref[n] = r
@@ -209,22 +249,27 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_
                 jgb = j[3, n]
                 r = ref[n]
                 if r == 0:
-                    gsum = pr[0] + pr[6] * ja + pr[7] * jn + pr[8] * jga + pr[9] * jgb
-                    veq = (pr[0] * pr[1] + pr[6] * ja * pr[10] + pr[7] * jn * pr[11] + pr[8] * jga * pr[12]
-                           + pr[9] * jgb * pr[13] + pr[5] + i_bg[n]) / gsum
-                    vn = veq + (vn - veq) * math.exp(-gsum * pr[21])
+                    # conductance of each receptor (same operation order as the plain formula)
+                    ga = pr[_LIF_G_AMPA] * ja
+                    gn = pr[_LIF_G_NMDA] * jn
+                    gga = pr[_LIF_G_GABA_A] * jga
+                    ggb = pr[_LIF_G_GABA_B] * jgb
+                    gsum = pr[_LIF_G_L] + ga + gn + gga + ggb
+                    veq = (pr[_LIF_G_L] * pr[_LIF_V_L_MV] + ga * pr[_LIF_E_AMPA_MV] + gn * pr[_LIF_E_NMDA_MV]
+                           + gga * pr[_LIF_E_GABA_A_MV] + ggb * pr[_LIF_E_GABA_B_MV] + pr[_LIF_I_EXT] + i_bg[n]) / gsum
+                    vn = veq + (vn - veq) * math.exp(-gsum * pr[_LIF_DT_OVER_C])
                 else:
                     r -= 1
-                i_bg[n] = pr[18] + (i_bg[n] - pr[18]) * pr[19] + pr[20] * z
+                i_bg[n] = pr[_LIF_OU_MU] + (i_bg[n] - pr[_LIF_OU_MU]) * pr[_LIF_OU_DECAY] + pr[_LIF_OU_NOISE] * z
                 x_e = np.float64(inbuf[s, 0, n])
                 x_i = np.float64(inbuf[s, 1, n])
-                j[0, n] = ja * pr[14] + x_e
-                j[1, n] = jn * pr[15] + x_e
-                j[2, n] = jga * pr[16] + x_i
-                j[3, n] = jgb * pr[17] + x_i
-                if vn >= pr[2]:
-                    r = np.int32(pr[4])
-                    vn = pr[3]
+                j[0, n] = ja * pr[_LIF_D_AMPA] + x_e
+                j[1, n] = jn * pr[_LIF_D_NMDA] + x_e
+                j[2, n] = jga * pr[_LIF_D_GABA_A] + x_i
+                j[3, n] = jgb * pr[_LIF_D_GABA_B] + x_i
+                if vn >= pr[_LIF_V_TH_MV]:
+                    r = np.int32(pr[_LIF_REF_STEPS])
+                    vn = pr[_LIF_V_RESET_MV]
                     mask[n] |= np.uint64(1) << np.uint64(s)
                 v[n] = vn
                 ref[n] = r
