@@ -1,44 +1,127 @@
-"""Context: where a run executes (communicator and backend).
+"""Context: where a run executes (communicator, backend, threads).
 
-Only this module and `dtb.exchange` may talk to MPI. This serial context is the
-one-process stand-in; the MPI context follows with the distributed engine.
+Only this module and `dtb.exchange` talk to MPI. A serial context (``comm`` None)
+stands in on one process; its collectives are identities, so the rest of dtb is
+written once for any number of ranks. mpi4py is imported only when a run was
+launched by an MPI launcher (mpiexec, mpirun, srun), so ``dtb run`` on a laptop
+never initialises MPI.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: environment variables that MPI launchers set in every rank
+_LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "HYDI_CONTROL_FD")
+
+
+def launched_by_mpi() -> bool:
+    """Whether this process was started by an MPI launcher."""
+    return any(v in os.environ for v in _LAUNCHER_VARS)
 
 
 @dataclass(frozen=True)
 class Context:
-    """A serial execution context.
+    """An execution context.
 
     Attributes
     ----------
     rank, size : int
-        This process's rank and the number of ranks (0 and 1 here).
+        This process's rank and the number of ranks.
     backend : str
         'cpu'.
     threads : int
-        Threads the CPU kernels may use.
+        Threads the CPU kernels of this rank may use.
+    comm : mpi4py.MPI.Comm or None
+        The communicator; None for a serial run.
     """
 
     rank: int = 0
     size: int = 1
     backend: str = "cpu"
     threads: int = 1
+    comm: object = field(default=None, compare=False, repr=False)
 
     @classmethod
     def serial(cls, backend: str = "cpu", threads: int = 0) -> "Context":
         """A one-process context; ``threads`` 0 means all cores of this process."""
-        import numba
+        return cls(rank=0, size=1, backend=backend, threads=_set_threads(threads or _cores()))
 
-        n = threads or len(os.sched_getaffinity(0))
-        n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
-        numba.set_num_threads(n)
-        return cls(rank=0, size=1, backend=backend, threads=n)
+    @classmethod
+    def world(cls, backend: str = "cpu", threads: int = 0) -> "Context":
+        """Collective: a context over MPI_COMM_WORLD.
+
+        ``threads`` 0 shares this node's cores evenly among the ranks on it.
+        """
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        if not threads:
+            local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+            threads = max(1, _cores() // local.Get_size())
+            local.Free()
+        return cls(rank=comm.Get_rank(), size=comm.Get_size(), backend=backend, threads=_set_threads(threads),
+                   comm=comm)
+
+    @classmethod
+    def from_environment(cls, backend: str = "cpu", threads: int = 0) -> "Context":
+        """Collective: `world` under an MPI launcher, else `serial`."""
+        return cls.world(backend, threads) if launched_by_mpi() else cls.serial(backend, threads)
 
     @property
     def is_root(self) -> bool:
         return self.rank == 0
+
+    def barrier(self) -> None:
+        """Collective: wait for every rank."""
+        if self.comm is not None:
+            self.comm.Barrier()
+
+    def sum(self, value):
+        """Collective: the sum over ranks of a number or array, on every rank."""
+        if self.comm is None:
+            return value
+        from mpi4py import MPI
+
+        if np.isscalar(value):
+            return self.comm.allreduce(value, op=MPI.SUM)
+        out = np.empty_like(value)
+        self.comm.Allreduce(np.ascontiguousarray(value), out, op=MPI.SUM)
+        return out
+
+    def max(self, value: float) -> float:
+        """Collective: the largest value over ranks, on every rank."""
+        if self.comm is None:
+            return value
+        from mpi4py import MPI
+
+        return self.comm.allreduce(value, op=MPI.MAX)
+
+    def gather_arrays(self, arr: np.ndarray) -> list[np.ndarray] | None:
+        """Collective: every rank's 1-d array, in rank order, on rank 0 (None elsewhere)."""
+        if self.comm is None:
+            return [arr]
+        arr = np.ascontiguousarray(arr)
+        counts = self.comm.gather(len(arr), root=0)
+        if self.rank != 0:
+            self.comm.Gatherv(arr, None, root=0)
+            return None
+        out = np.empty(sum(counts), dtype=arr.dtype)
+        self.comm.Gatherv(arr, (out, counts), root=0)
+        return np.split(out, np.cumsum(counts)[:-1])
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def _set_threads(n: int) -> int:
+    """Give numba ``n`` threads (bounded by what it was started with); return the number set."""
+    import numba
+
+    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    return n

@@ -15,8 +15,8 @@ from dtb.connectome.pd14 import pd14_recipe
 from dtb.connectome.wholebrain import wholebrain_recipe
 from dtb.context import Context
 from dtb.errors import ConfigError
-from dtb.exchange import SerialExchange
-from dtb.io.runfile import Recorder, RunWriter
+from dtb.exchange import make_exchange
+from dtb.io.runfile import Recorder, RunWriter, check_output
 from dtb.model.recipe import Recipe
 from dtb.network import build_local
 from dtb.partition import contiguous
@@ -72,83 +72,94 @@ class _Progress:
 
 
 def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | None = None) -> dict:
-    """Build and simulate the configured network and write its run file.
+    """Collective: build and simulate the configured network and write its run file.
 
     Parameters
     ----------
     cfg : Config
     out : str or Path
-        Run file to write (HDF5). Written as ``<out>.partial`` and renamed at the end.
+        Run file to write (HDF5). Written as ``<out>.partial`` by rank 0 and renamed at the end.
     overwrite : bool
         Replace an existing ``out``.
     ctx : Context, optional
-        Defaults to a serial context with ``cfg.simulation.threads`` threads.
+        Defaults to MPI_COMM_WORLD under an MPI launcher, else a serial context.
 
     Returns
     -------
     dict
-        The run's summary (as stored in ``/summary``).
+        The run's summary (as stored in ``/summary``), on every rank.
     """
     sim_cfg = cfg.simulation
     n_steps = steps_of("simulation.t_ms", sim_cfg.t_ms, sim_cfg.dt_ms)
     bin_steps = steps_of("recording.rate_bin_ms", cfg.recording.rate_bin_ms, sim_cfg.dt_ms)
     flush_steps = max(1, int(round(cfg.recording.flush_ms / sim_cfg.dt_ms)))
-    ctx = ctx or Context.serial(sim_cfg.backend, sim_cfg.threads)
-    progress = _Progress(cfg.recording.progress)
-    writer = RunWriter(out, overwrite=overwrite)
+    ctx = ctx or Context.from_environment(sim_cfg.backend, sim_cfg.threads)
+    progress = _Progress(cfg.recording.progress and ctx.is_root)
+    check_output(out, overwrite)
+    writer = RunWriter(out, overwrite=overwrite) if ctx.is_root else None
     try:
         t0 = time.perf_counter()
         recipe = make_recipe(cfg)
         partition = contiguous(recipe, ctx.size)
         net = build_local(ctx, recipe, partition, sim_cfg.seed, progress=progress)
-        sim = Simulation(ctx, net, SerialExchange(), sim_cfg.seed)
-        build_s = time.perf_counter() - t0
+        exchange = make_exchange(ctx, partition, net.gids, net.slot_gids)
+        sim = Simulation(ctx, net, exchange, sim_cfg.seed)
+        build_s = ctx.max(time.perf_counter() - t0)
         progress.close()
+        synapse_counts = ctx.sum(net.synapse_counts)
+        bytes_per_synapse = ctx.sum(net.synapse_bytes) / max(int(synapse_counts.sum()), 1)
+        max_delay_steps = ctx.max(net.max_delay_steps)
         offsets = recipe.offsets
-        writer.write_header(config_toml=cfg.to_toml(), version=version(), model=recipe.model, seed=sim_cfg.seed,
-                            dt_ms=sim_cfg.dt_ms, t_ms=sim_cfg.t_ms, spike_population=recipe.model,
-                            n_populations=len(recipe.populations))
-        pops = recipe.populations
-        writer.write_network(names=[p.name for p in pops], sizes=[p.size for p in pops], first_gids=offsets[:-1],
-                             excitatory=[p.excitatory for p in pops], regions=[p.region for p in pops],
-                             region_names=recipe.regions, synapse_counts=net.synapse_counts,
-                             neuron_model=recipe.neuron_model, min_delay_steps=recipe.min_delay_steps,
-                             max_delay_steps=net.max_delay_steps, bytes_per_synapse=net.bytes_per_synapse)
-        writer.write_partition(partition.starts, partition.stops, partition.ranks, partition.strategy,
-                               partition.n_ranks)
-        recorder = Recorder(writer, offsets, sim_cfg.dt_ms, bin_steps, cfg.recording.spikes)
+        if writer is not None:
+            writer.write_header(config_toml=cfg.to_toml(), version=version(), model=recipe.model,
+                                seed=sim_cfg.seed, dt_ms=sim_cfg.dt_ms, t_ms=sim_cfg.t_ms,
+                                spike_population=recipe.model, n_populations=len(recipe.populations))
+            pops = recipe.populations
+            writer.write_network(names=[p.name for p in pops], sizes=[p.size for p in pops],
+                                 first_gids=offsets[:-1], excitatory=[p.excitatory for p in pops],
+                                 regions=[p.region for p in pops], region_names=recipe.regions,
+                                 synapse_counts=synapse_counts, neuron_model=recipe.neuron_model,
+                                 min_delay_steps=recipe.min_delay_steps, max_delay_steps=max_delay_steps,
+                                 bytes_per_synapse=bytes_per_synapse)
+            writer.write_partition(partition.starts, partition.stops, partition.ranks, partition.strategy,
+                                   partition.n_ranks)
+        recorder = Recorder(ctx, writer, offsets, sim_cfg.dt_ms, bin_steps, cfg.recording.spikes)
         advance = progress("simulate", n_steps, unit="step")
         t1 = time.perf_counter()
         while sim.step < n_steps:
             sim.run(min(flush_steps, n_steps - sim.step), recorder, advance)
             recorder.flush(sim.step)
         recorder.flush(sim.step, final=True)
-        sim_s = time.perf_counter() - t1
+        sim_s = ctx.max(time.perf_counter() - t1)
         progress.close()
-        summary = summarize(recipe, net, recorder, cfg, build_s=build_s, sim_s=sim_s, ctx=ctx)
-        writer.finish(summary)
+        summary = summarize(recipe, cfg, ctx, synapse_counts=synapse_counts,
+                            spike_counts=ctx.sum(recorder.total_counts), bytes_per_synapse=bytes_per_synapse,
+                            build_s=build_s, sim_s=sim_s)
+        if writer is not None:
+            writer.finish(summary)
+        ctx.barrier()  # no rank returns before the run file is complete
         return summary
     except BaseException:
         progress.close()
-        writer.abort()
+        if writer is not None:
+            writer.abort()
         raise
 
 
-def summarize(recipe: Recipe, net, recorder: Recorder, cfg: Config, *, build_s: float, sim_s: float,
-              ctx: Context) -> dict:
+def summarize(recipe: Recipe, cfg: Config, ctx: Context, *, synapse_counts: np.ndarray, spike_counts: np.ndarray,
+              bytes_per_synapse: float, build_s: float, sim_s: float) -> dict:
     """The facts a run reports: sizes, timings, rates per population and per kind."""
     t_s = cfg.simulation.t_ms * 1e-3
     sizes = np.array([p.size for p in recipe.populations])
     exc = np.array([p.excitatory for p in recipe.populations])
-    counts = recorder.total_counts
-    rates = counts / sizes / t_s
+    rates = spike_counts / sizes / t_s
     return dict(
         model=recipe.model, neuron_model=recipe.neuron_model, dtb_version=version(),
-        n_neurons=int(sizes.sum()), n_synapses=int(net.synapse_counts.sum()), n_spikes=int(recorder.n_spikes),
+        n_neurons=int(sizes.sum()), n_synapses=int(synapse_counts.sum()), n_spikes=int(spike_counts.sum()),
         t_ms=cfg.simulation.t_ms, dt_ms=cfg.simulation.dt_ms, seed=cfg.simulation.seed,
-        mean_rate_hz=float(counts.sum() / sizes.sum() / t_s),
+        mean_rate_hz=float(spike_counts.sum() / sizes.sum() / t_s),
         rates_hz={p.name: float(r) for p, r in zip(recipe.populations, rates)},
-        rate_e_hz=float(counts[exc].sum() / sizes[exc].sum() / t_s),
-        rate_i_hz=float(counts[~exc].sum() / sizes[~exc].sum() / t_s),
-        build_s=build_s, sim_s=sim_s, rtf=sim_s / t_s, bytes_per_synapse=net.bytes_per_synapse,
+        rate_e_hz=float(spike_counts[exc].sum() / sizes[exc].sum() / t_s),
+        rate_i_hz=float(spike_counts[~exc].sum() / sizes[~exc].sum() / t_s),
+        build_s=build_s, sim_s=sim_s, rtf=sim_s / t_s, bytes_per_synapse=bytes_per_synapse,
         n_ranks=ctx.size, threads=ctx.threads, backend=ctx.backend)

@@ -145,7 +145,7 @@ class Simulation:
             n_spk = self._advance(m)
             steps = self.out_step[:n_spk].copy()
             gids = net.gids[self.out_lid[:n_spk]]
-            r_steps, r_gids = self.exchange.exchange(steps, gids)
+            r_steps, r_gids = self.exchange.exchange(self.step, steps, gids)
             self._enqueue(r_steps, r_gids)
             if sink is not None:
                 sink.spikes(steps, gids)

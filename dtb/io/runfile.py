@@ -26,6 +26,19 @@ def partial_path(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
 
 
+def check_output(path: str | Path, overwrite: bool) -> Path:
+    """The run file's path, or a `ResourceError` if it exists (without overwrite) or has no folder.
+
+    Every rank calls this, so that all of them fail alike before anything is written.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ResourceError(f"output {str(path)!r} exists (use --overwrite to replace it)")
+    if not path.parent.is_dir():
+        raise ResourceError(f"output folder {str(path.parent)!r} does not exist")
+    return path
+
+
 class RunWriter:
     """Writes one run file; rank 0 only.
 
@@ -38,11 +51,7 @@ class RunWriter:
     """
 
     def __init__(self, path: str | Path, overwrite: bool = False):
-        self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise ResourceError(f"output {str(self.path)!r} exists (use --overwrite to replace it)")
-        if not self.path.parent.is_dir():
-            raise ResourceError(f"output folder {str(self.path.parent)!r} does not exist")
+        self.path = check_output(path, overwrite)
         self.tmp = partial_path(self.path)
         self.file = h5py.File(self.tmp, "w")
         self.file.attrs["schema_version"] = SCHEMA_VERSION
@@ -133,12 +142,17 @@ class RunWriter:
 
 
 class Recorder:
-    """Buffers one rank's spikes and population spike counts; flushes them to a RunWriter.
+    """Buffers one rank's spikes and population spike counts; rank 0 writes everyone's.
+
+    At each flush the ranks' spikes are gathered on rank 0 and merged in (step, gid)
+    order, and their counts summed, so the run file does not depend on the number
+    of ranks.
 
     Parameters
     ----------
+    ctx : Context
     writer : RunWriter or None
-        None: keep counts only (no file).
+        The run file on rank 0; None elsewhere, or for no file.
     offsets : ndarray, shape (n_pop + 1,), int64
         Population gid offsets.
     dt_ms : float
@@ -147,7 +161,8 @@ class Recorder:
     record_spikes : bool
     """
 
-    def __init__(self, writer, offsets: np.ndarray, dt_ms: float, bin_steps: int, record_spikes: bool = True):
+    def __init__(self, ctx, writer, offsets: np.ndarray, dt_ms: float, bin_steps: int, record_spikes: bool = True):
+        self.ctx = ctx
         self.writer = writer
         self.offsets = offsets
         self.sizes = np.diff(offsets)
@@ -158,43 +173,55 @@ class Recorder:
         self._gids: list[np.ndarray] = []
         self.bin0 = 0  # first bin still in memory
         self.counts = np.zeros((16, len(self.sizes)), dtype=np.int64)
-        self.total_counts = np.zeros(len(self.sizes), dtype=np.int64)
-        self.n_spikes = 0
+        self.total_counts = np.zeros(len(self.sizes), dtype=np.int64)  # this rank's
+
+    def _room(self, rows: int) -> None:
+        if rows > len(self.counts):
+            grown = np.zeros((max(rows, 2 * len(self.counts)), len(self.sizes)), dtype=np.int64)
+            grown[: len(self.counts)] = self.counts
+            self.counts = grown
 
     def spikes(self, steps: np.ndarray, gids: np.ndarray) -> None:
-        """Take one epoch's spikes (emission step, gid) in (step, gid) order."""
+        """Take one epoch's local spikes (emission step, gid) in (step, gid) order."""
         if len(gids) == 0:
             return
         pops = np.searchsorted(self.offsets, gids, side="right") - 1
         bins = steps // self.bin_steps - self.bin0
-        need = int(bins[-1]) + 1
-        if need > len(self.counts):
-            grown = np.zeros((max(need, 2 * len(self.counts)), len(self.sizes)), dtype=np.int64)
-            grown[: len(self.counts)] = self.counts
-            self.counts = grown
+        self._room(int(bins[-1]) + 1)
         np.add.at(self.counts, (bins, pops), 1)
         self.total_counts += np.bincount(pops, minlength=len(self.sizes))
-        self.n_spikes += len(gids)
         if self.record_spikes:
             self._steps.append(steps)
             self._gids.append(gids)
 
     def flush(self, step: int, final: bool = False) -> None:
-        """Write buffered spikes and every rate bin complete at ``step`` (all bins if ``final``)."""
-        if self.writer is None:
-            return
-        if self._steps:
-            steps = np.concatenate(self._steps)
-            self.writer.append_spikes((steps + 1) * self.dt_ms, np.concatenate(self._gids).astype(np.uint64))
-            self._steps.clear()
-            self._gids.clear()
+        """Collective: write buffered spikes and every rate bin complete at ``step`` (all if ``final``)."""
+        steps = np.concatenate(self._steps) if self._steps else np.zeros(0, np.int64)
+        gids = np.concatenate(self._gids) if self._gids else np.zeros(0, np.int64)
+        self._steps.clear()
+        self._gids.clear()
+        all_steps = self.ctx.gather_arrays(steps)
+        all_gids = self.ctx.gather_arrays(gids)
         n_done = -(-step // self.bin_steps) if final else step // self.bin_steps
         k = n_done - self.bin0
+        self._room(k)
+        counts = self.ctx.sum(self.counts[:k].copy()) if k > 0 else None
         if k > 0:
-            rows = self.counts[:k] / self.sizes[None, :] / (self.bin_steps * self.dt_ms * 1e-3)
-            self.writer.append_rates(rows.astype(np.float32), self.bin_steps * self.dt_ms)
             self.counts = np.concatenate([self.counts[k:], np.zeros_like(self.counts[:k])])
             self.bin0 = n_done
+        if self.writer is None:
+            return
+        if len(all_steps) > 1:
+            s, g = np.concatenate(all_steps), np.concatenate(all_gids)
+            order = np.lexsort((g, s))
+            s, g = s[order], g[order]
+        else:
+            s, g = all_steps[0], all_gids[0]
+        if len(s):
+            self.writer.append_spikes((s + 1) * self.dt_ms, g.astype(np.uint64))
+        if counts is not None:
+            rows = counts / self.sizes[None, :] / (self.bin_steps * self.dt_ms * 1e-3)
+            self.writer.append_rates(rows.astype(np.float32), self.bin_steps * self.dt_ms)
 
 
 def read_summary(path: str | Path) -> dict:
