@@ -1,4 +1,4 @@
-"""Command line: ``dtb run | inspect | config``. Thin: parses, calls, prints.
+"""Command line: ``dtb run | inspect | partition | config``. Thin: parses, calls, prints.
 
 A `DTBError` prints one line ``dtb: error: ...`` and exits with status 2
 (``--debug`` shows the traceback instead).
@@ -32,6 +32,16 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("run_file")
     ins.add_argument("--json", action="store_true", help="machine-readable output")
     ins.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    par = sub.add_parser("partition", help="split a network over P ranks and report balance and traffic (no MPI)")
+    par.add_argument("config", nargs="?")
+    par.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    par.add_argument("--ranks", type=int, required=True, help="number of ranks P")
+    par.add_argument("--strategy", default=None, help="metis, greedy or contiguous (default: simulation.partition)")
+    par.add_argument("--rate-hz", type=float, default=5.0, help="nominal firing rate for traffic (default 5)")
+    par.add_argument("--ranks-per-node", type=int, default=8, help="for the two-level exchange (default 8)")
+    par.add_argument("--json", action="store_true", help="machine-readable output")
+    par.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     cfg = sub.add_parser("config", help="print the resolved configuration as TOML (or every key with --keys)")
     cfg.add_argument("config", nargs="?")
@@ -85,6 +95,36 @@ def _inspect(args) -> int:
     return 0
 
 
+def _partition(args) -> int:
+    from dtb.config import load_config
+    from dtb.driver import make_recipe
+    from dtb.errors import ConfigError
+    from dtb.partition import partition, quality
+
+    cfg = load_config(args.config, args.overrides)
+    if args.ranks_per_node < 1:
+        raise ConfigError(f"--ranks-per-node {args.ranks_per_node}: must be >= 1")
+    recipe = make_recipe(cfg)
+    part = partition(recipe, args.ranks, args.strategy or cfg.simulation.partition, seed=cfg.simulation.seed)
+    q = quality(recipe, part, rate_hz=args.rate_hz, ranks_per_node=args.ranks_per_node)
+    q.update(model=recipe.model, n_neurons=recipe.n_neurons, n_synapses=float(recipe.expected_synapses().sum()))
+    if args.json:
+        print(json.dumps(q, indent=1))
+        return 0
+    print(f"{q['model']}: {q['n_neurons']:,} neurons, {q['n_synapses']:.3g} synapses over {q['n_ranks']:,} ranks "
+          f"({q['strategy']}, {q['n_ranges']:,} gid ranges)")
+    print(f"neurons per rank    max {q['neurons_max']:,.0f}, mean {q['neurons_mean']:,.0f} "
+          f"(imbalance {q['imbalance_neurons']:.3f})")
+    print(f"synapses per rank   max {q['synapses_max']:,.0f}, mean {q['synapses_mean']:,.0f} "
+          f"(imbalance {q['imbalance_synapses']:.3f})")
+    print(f"cut fraction        {q['cut_fraction']:.3f} of synapses have their source on another rank")
+    print(f"per rank per epoch  ({q['epoch_ms']:g} ms at {q['rate_hz']:g} Hz): "
+          f"{q['spikes_sent_per_rank_epoch']:,.1f} spike records sent (max {q['spikes_sent_per_rank_epoch_max']:,.1f})")
+    print(f"messages            flat {q['messages_flat']:,.1f} (max {q['messages_flat_max']:,.1f}), two-level "
+          f"{q['messages_two_level']:,.1f} (max {q['messages_two_level_max']:,.1f}; {q['ranks_per_node']} ranks/node)")
+    return 0
+
+
 def _config(args) -> int:
     from dtb.config import describe, load_config
 
@@ -99,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dtb`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        return {"run": _run, "inspect": _inspect, "config": _config}[args.command](args)
+        return {"run": _run, "inspect": _inspect, "partition": _partition, "config": _config}[args.command](args)
     except DTBError as err:
         if args.debug:
             traceback.print_exc()

@@ -30,7 +30,10 @@ class SimulationConfig:
     dt_ms: float = _key(0.1, "integration time step (ms)", gt=0.0, le=1.0)
     seed: int = _key(1, "seed of every random draw (network, initial state, noise)", ge=0, le=SEED_MAX)
     backend: str = _key("cpu", "compute backend", choices=("cpu",))
-    threads: int = _key(0, "CPU threads for the kernels; 0 = all cores", ge=0, le=4096)
+    threads: int = _key(0, "CPU threads per rank for the kernels; 0 = the node's cores / ranks on the node",
+                        ge=0, le=4096)
+    partition: str = _key("contiguous", "how neurons are split over MPI ranks (see dtb partition)",
+                          choices=("contiguous", "greedy", "metis"))
 
 
 @dataclass(frozen=True)

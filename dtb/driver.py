@@ -19,7 +19,7 @@ from dtb.exchange import make_exchange
 from dtb.io.runfile import Recorder, RunWriter, check_output
 from dtb.model.recipe import Recipe
 from dtb.network import build_local
-from dtb.partition import contiguous
+from dtb.partition import partition as make_partition
 from dtb.simulation import Simulation
 
 
@@ -100,7 +100,7 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
     try:
         t0 = time.perf_counter()
         recipe = make_recipe(cfg)
-        partition = contiguous(recipe, ctx.size)
+        partition = make_partition(recipe, ctx.size, sim_cfg.partition, seed=sim_cfg.seed)
         net = build_local(ctx, recipe, partition, sim_cfg.seed, progress=progress)
         exchange = make_exchange(ctx, partition, net.gids, net.slot_gids)
         sim = Simulation(ctx, net, exchange, sim_cfg.seed)

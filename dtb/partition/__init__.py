@@ -1,10 +1,12 @@
 """Partitions: which rank owns which gids.
 
-This package holds the `Partition` map and the balancers that produce one. The
-contiguous balancer is here now; the graph partitioner (METIS) follows with the
-distributed engine.
+`Partition` maps gid ranges to ranks; `partition` makes one with a balancer
+(METIS over population chunks, the DTB's greedy swaps, or contiguous ranges);
+`quality` reports its balance and expected spike traffic without building anything.
 """
 
+from dtb.partition.balance import STRATEGIES, partition
 from dtb.partition.partition import Partition, contiguous
+from dtb.partition.report import quality
 
-__all__ = ["Partition", "contiguous"]
+__all__ = ["Partition", "contiguous", "partition", "quality", "STRATEGIES"]

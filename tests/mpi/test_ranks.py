@@ -27,15 +27,17 @@ def world():
 
 
 @pytest.mark.mpi
+@pytest.mark.parametrize("strategy", ["contiguous", "greedy", "metis"])
 @pytest.mark.parametrize("model", sorted(RUNS))
-def test_run_file_is_independent_of_rank_count(world, mpi_tmp_path, model):
+def test_run_file_is_independent_of_rank_count(world, mpi_tmp_path, model, strategy):
     """The central invariant: a run on P ranks writes bitwise the same spikes and rates as one process."""
-    cfg = load_config(overrides=RUNS[model] + ["recording.progress=false", "recording.flush_ms=40"])
-    out = mpi_tmp_path / f"{model}_p{world.size}.h5"
+    cfg = load_config(overrides=RUNS[model] + ["recording.progress=false", "recording.flush_ms=40",
+                                               f"simulation.partition={strategy}"])
+    out = mpi_tmp_path / f"{model}_{strategy}_p{world.size}.h5"
     summary = driver.run(cfg, out, ctx=world)
     assert summary["n_ranks"] == world.size
     if world.is_root:
-        ref = mpi_tmp_path / f"{model}_serial.h5"
+        ref = mpi_tmp_path / f"{model}_{strategy}_serial.h5"
         driver.run(cfg, ref, ctx=Context.serial(threads=1))
         with h5py.File(out) as a, h5py.File(ref) as b:
             for name in (f"spikes/{model}/timestamps", f"spikes/{model}/node_ids", "rates/population_hz",
@@ -43,6 +45,7 @@ def test_run_file_is_independent_of_rank_count(world, mpi_tmp_path, model):
                 np.testing.assert_array_equal(a[name][()], b[name][()], err_msg=name)
             assert len(a[f"spikes/{model}/node_ids"]) > 100
             assert a["partition"].attrs["n_ranks"] == world.size
+            assert a["partition"].attrs["strategy"] == strategy
     world.barrier()
 
 

@@ -1,0 +1,125 @@
+"""Partition quality, computed from the recipe alone (no network is built).
+
+With connectivity uniform inside each population pair (as in both models), a
+partition is summarised by ``frac[p, r]``, the fraction of population p's neurons
+on rank r. From it and the expected synapse counts ``S[i, j]`` (target i, source j):
+
+- neurons and synapses per rank, and their max/mean imbalance;
+- cut fraction: the share of synapses whose source lives on another rank;
+- expected spike records a rank sends per epoch: each spike of a neuron of
+  population j goes once to every other rank holding at least one of its targets,
+  which has probability ``1 - exp(-sum_i S[i, j] / N_j * frac[i, r])`` (Poisson
+  approximation of the out-degree), at a nominal rate;
+- messages per rank per epoch (non-empty sends) for the flat all-to-all, and for
+  the two-level exchange (one message to each destination node, then one to each
+  rank of the own node that receives something).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dtb.model.recipe import Recipe
+from dtb.partition.partition import Partition
+
+
+def population_fractions(recipe: Recipe, partition: Partition) -> np.ndarray:
+    """``frac[p, r]``: fraction of population p's neurons on rank r, shape (n_pop, n_ranks), float64."""
+    offsets = recipe.offsets
+    n_pop = len(recipe.populations)
+    frac = np.zeros((n_pop, partition.n_ranks))
+    # split every range at population boundaries
+    for a, b, r in zip(partition.starts, partition.stops, partition.ranks):
+        if b <= a:
+            continue
+        p0 = np.searchsorted(offsets, a, side="right") - 1
+        p1 = np.searchsorted(offsets, b - 1, side="right") - 1
+        for p in range(p0, p1 + 1):
+            lo, hi = max(a, offsets[p]), min(b, offsets[p + 1])
+            frac[p, r] += hi - lo
+    return frac / np.diff(offsets)[:, None]
+
+
+def quality(recipe: Recipe, partition: Partition, *, rate_hz: float = 5.0, ranks_per_node: int = 8,
+            block: int = 256) -> dict:
+    """Balance and traffic figures of a partition.
+
+    Parameters
+    ----------
+    recipe : Recipe
+    partition : Partition
+    rate_hz : float
+        Nominal firing rate of every neuron, for spike traffic.
+    ranks_per_node : int
+        Ranks sharing a node, for the two-level exchange.
+    block : int
+        Ranks processed at a time (bounds memory at large P).
+
+    Returns
+    -------
+    dict
+        ``imbalance_neurons``, ``imbalance_synapses`` (max / mean), ``cut_fraction``,
+        ``spikes_sent_per_rank_epoch`` (mean and max), ``messages_flat``,
+        ``messages_two_level`` (mean over ranks per epoch, and max), and the inputs.
+    """
+    frac = population_fractions(recipe, partition)
+    sizes = np.diff(recipe.offsets).astype(np.float64)
+    syn = recipe.expected_synapses()  # [target, source]
+    n_ranks = partition.n_ranks
+    neurons = sizes @ frac
+    synapses = syn.sum(axis=1) @ frac
+    # synapses onto rank r whose source is on r: sum_ij S_ij frac_ir frac_jr
+    local = np.einsum("ij,ir,jr->", syn, frac, frac)
+    cut = 1.0 - local / syn.sum()
+    epoch_s = min(recipe.min_delay_steps, 64) * recipe.dt_ms * 1e-3
+    # lam[j, r]: expected targets on rank r of one neuron of population j
+    lam = (syn / sizes[None, :]).T @ frac
+    p_dest = -np.expm1(-lam)  # P(rank r needs the spike of a neuron of j)
+    spikes_out = (frac * sizes[:, None]) * rate_hz * epoch_s  # [j, r]: spikes population j emits on rank r
+    node_of = np.arange(n_ranks) // ranks_per_node
+    n_nodes = int(node_of[-1]) + 1
+    sent = np.zeros(n_ranks)
+    msg_flat = np.zeros(n_ranks)
+    msg_node = np.zeros(n_ranks)  # two-level stage 1: one message per other node reached
+    inbound = np.zeros(n_ranks)  # records each rank receives from other nodes
+    same_node = np.zeros((n_ranks, ranks_per_node))  # records to each rank of the own node
+    for r0 in range(0, n_ranks, block):
+        r1 = min(n_ranks, r0 + block)
+        rows = np.arange(r1 - r0)
+        # records[r, r2]: expected spike records rank r sends rank r2 in one epoch
+        records = spikes_out[:, r0:r1].T @ p_dest
+        records[rows, np.arange(r0, r1)] = 0.0
+        sent[r0:r1] = records.sum(axis=1)
+        msg_flat[r0:r1] = (-np.expm1(-records)).sum(axis=1)
+        to_node = np.zeros((r1 - r0, n_nodes))
+        np.add.at(to_node.T, node_of, records.T)
+        own = node_of[r0:r1]
+        to_node[rows, own] = 0.0
+        msg_node[r0:r1] = (-np.expm1(-to_node)).sum(axis=1)
+        mask = node_of[r0:r1, None] == node_of[None, :]
+        inbound += np.where(mask, 0.0, records).sum(axis=0)
+        first = own * ranks_per_node
+        for k in range(ranks_per_node):
+            col = first + k
+            ok = col < n_ranks
+            same_node[r0:r1][ok, k] = records[rows[ok], col[ok]]
+    # stage 2: each rank forwards, to every other rank of its node, that rank's own records from it
+    # plus a 1/ranks_per_node share of what the node received for that rank from other nodes
+    msg_two = msg_node.copy()
+    for k in range(ranks_per_node):
+        r2 = node_of * ranks_per_node + k
+        ok = (r2 < n_ranks) & (r2 != np.arange(n_ranks))
+        load = same_node[ok, k] + inbound[r2[ok]] / ranks_per_node
+        msg_two[ok] += -np.expm1(-load)
+    return {
+        "strategy": partition.strategy, "n_ranks": n_ranks, "n_ranges": int(len(partition.starts)),
+        "rate_hz": rate_hz, "ranks_per_node": ranks_per_node, "epoch_ms": epoch_s * 1e3,
+        "neurons_max": float(neurons.max()), "neurons_mean": float(neurons.mean()),
+        "imbalance_neurons": float(neurons.max() / neurons.mean()),
+        "synapses_max": float(synapses.max()), "synapses_mean": float(synapses.mean()),
+        "imbalance_synapses": float(synapses.max() / synapses.mean()),
+        "cut_fraction": float(cut),
+        "spikes_sent_per_rank_epoch": float(sent.mean()), "spikes_sent_per_rank_epoch_max": float(sent.max()),
+        "messages_flat": float(msg_flat.mean()), "messages_flat_max": float(msg_flat.max()),
+        "messages_two_level": float(msg_two.mean()), "messages_two_level_max": float(msg_two.max()),
+    }

@@ -1,0 +1,104 @@
+"""Partitions: ownership, balance, determinism; the analytic report against a real build."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import small_pd14, small_wholebrain
+from dtb.config import load_config
+from dtb.connectome.wholebrain import wholebrain_recipe
+from dtb.context import Context
+from dtb.errors import ConfigError
+from dtb.network import build_local
+from dtb.partition import STRATEGIES, partition, quality
+
+
+@pytest.fixture(scope="module")
+def brain(connectome):
+    return wholebrain_recipe(load_config(overrides=["wholebrain.n_neurons=200000"]), connectome)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("n_ranks", [1, 3, 64, 1000])
+def test_every_gid_owned_exactly_once(brain, strategy, n_ranks):
+    p = partition(brain, n_ranks, strategy)
+    assert p.starts[0] == 0 and p.stops[-1] == brain.n_neurons
+    np.testing.assert_array_equal(p.starts[1:], p.stops[:-1])  # ranges tile the gid space
+    assert p.ranks.min() >= 0 and p.ranks.max() < n_ranks
+    owned = np.zeros(n_ranks, np.int64)
+    np.add.at(owned, p.ranks, p.stops - p.starts)
+    assert owned.sum() == brain.n_neurons and owned.min() > 0
+    gids = np.random.default_rng(0).integers(0, brain.n_neurons, 1000)
+    for r in np.unique(p.rank_of(gids))[:5]:
+        mine = p.local_gids(r)
+        np.testing.assert_array_equal(p.rank_of(mine), r)
+
+
+@pytest.mark.parametrize("strategy,limit", [("contiguous", 1.001), ("greedy", 1.1), ("metis", 1.25)])
+def test_balance_on_the_bundled_brain(brain, strategy, limit):
+    q = quality(brain, partition(brain, 64, strategy))
+    assert q["imbalance_neurons"] <= limit and q["imbalance_synapses"] <= limit
+
+
+def test_combined_load_balances_pd14_synapses():
+    """PD14 in-degrees differ by population: equal neuron ranges leave synapses unbalanced, the balancers do not."""
+    recipe = small_pd14(n_scale=0.2, k_scale=0.2)
+    contiguous = quality(recipe, partition(recipe, 4, "contiguous"))
+    greedy = quality(recipe, partition(recipe, 4, "greedy"))
+    assert contiguous["imbalance_synapses"] > 1.2
+    assert greedy["imbalance_synapses"] < 1.15 and greedy["imbalance_neurons"] < 1.15
+
+
+def test_deterministic(brain):
+    a, b = partition(brain, 64, "metis", seed=3), partition(brain, 64, "metis", seed=3)
+    np.testing.assert_array_equal(a.starts, b.starts)
+    np.testing.assert_array_equal(a.ranks, b.ranks)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_report_matches_a_real_build(connectome, strategy):
+    """The analytic cut fraction and loads agree with the synapses actually drawn."""
+    recipe = small_wholebrain(connectome, n=6000, k=60)
+    p = partition(recipe, 4, strategy)
+    q = quality(recipe, p)
+    cross = n_syn = 0
+    per_rank = []
+    for r in range(4):
+        net = build_local(Context(rank=r, size=4), recipe, p, seed=1)
+        src, _, _, _ = net.edges()
+        cross += np.count_nonzero(p.rank_of(src) != r)
+        n_syn += net.n_synapses
+        per_rank.append(net.n_synapses)
+    assert abs(cross / n_syn - q["cut_fraction"]) < 0.02
+    assert abs(max(per_rank) / np.mean(per_rank) - q["imbalance_synapses"]) < 1e-9
+
+
+def test_report_bounds(brain):
+    one = quality(brain, partition(brain, 1, "metis"))
+    assert one["cut_fraction"] == pytest.approx(0.0, abs=1e-12) and one["messages_flat"] == 0.0
+    q = quality(brain, partition(brain, 256, "contiguous"), ranks_per_node=16)
+    assert 0 < q["messages_flat"] <= 255
+    assert q["messages_two_level"] <= (256 // 16 - 1) + 15 + 1e-9
+    assert q["messages_two_level"] < q["messages_flat"]
+
+
+def test_errors(brain):
+    with pytest.raises(ConfigError, match="must be one of metis, greedy, contiguous"):
+        partition(brain, 4, "random")
+    with pytest.raises(ConfigError, match="ranks: must be between 1 and the number of neurons"):
+        partition(brain, brain.n_neurons + 1, "contiguous")
+
+
+def test_cli_json():
+    p = subprocess.run([sys.executable, "-m", "dtb", "partition", "--ranks", "1024", "--strategy", "greedy", "--json",
+                        "--set", "wholebrain.n_neurons=1e6"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    q = json.loads(p.stdout)
+    for key in ("imbalance_neurons", "imbalance_synapses", "cut_fraction", "messages_flat", "messages_two_level"):
+        assert isinstance(q[key], float)
+    assert q["n_ranks"] == 1024
+    bad = subprocess.run([sys.executable, "-m", "dtb", "partition", "--ranks", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("dtb: error: 0 ranks")
