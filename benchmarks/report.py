@@ -88,6 +88,23 @@ def _regime(d: dict) -> list[str]:
             f"{d['isi_cv_median']:.2f} | {d['network_count_cv']:.3f} | {d['network_count_cv_poisson']:.3f} |", ""]
 
 
+def _partitions(d: dict) -> list[str]:
+    out = ["### Partition quality on the bundled HCP brain (analytic, nothing built)", "",
+           "Command: `python benchmarks/partition_quality.py --neurons "
+           + " ".join(str(n) for n in sorted({r["n_neurons"] for r in d["rows"]}))
+           + " --ranks " + " ".join(str(p) for p in sorted({r["n_ranks"] for r in d["rows"]})) + "`",
+           f"Machine: {_machine(d['machine'])}", "",
+           f"Spike traffic at a nominal {d['rate_hz']:g} Hz; two-level exchange with {d['ranks_per_node']} ranks per "
+           "node. Imbalance = max / mean; messages = non-empty sends per rank per epoch (mean).", "",
+           "| neurons | P | strategy | imbalance neurons | imbalance synapses | cut fraction | records sent / rank / "
+           "epoch | messages flat | messages two-level | time (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        out.append(f"| {r['n_neurons']:.0e} | {r['n_ranks']:,} | {r['strategy']} | {r['imbalance_neurons']:.3f} | "
+                   f"{r['imbalance_synapses']:.3f} | {r['cut_fraction']:.3f} | {r['spikes_sent_per_rank_epoch']:,.1f} | "
+                   f"{r['messages_flat']:,.1f} | {r['messages_two_level']:,.1f} | {r['partition_s']:.1f} |")
+    return out + [""]
+
+
 def main() -> None:
     lines = ["# Benchmark results", "",
              "Every table below is produced by the command above it; `python benchmarks/report.py` rebuilds this",
@@ -111,6 +128,8 @@ def main() -> None:
             lines += _wholebrain(d)
         if d["benchmark"] == "wholebrain_regime":
             lines += _regime(d)
+        if d["benchmark"] == "partition_quality":
+            lines += _partitions(d)
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print(f"wrote {HERE / 'RESULTS.md'}")
 
