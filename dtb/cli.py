@@ -141,9 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": _run, "inspect": _inspect, "partition": _partition, "config": _config}[args.command](args)
     except DTBError as err:
+        from dtb.context import abort_all, launcher_rank, mpi_running
+
         if args.debug:
             traceback.print_exc()
-        print(f"dtb: error: {err}", file=sys.stderr)
+        if mpi_running():
+            # the error may be this rank's alone: say which, and end every rank
+            print(f"dtb: error: rank {launcher_rank()}: {err}", file=sys.stderr)
+            abort_all(2)
+        elif launcher_rank() == 0:
+            # before MPI starts every rank meets the same error: one line is enough
+            print(f"dtb: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dtb: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ never initialises MPI.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,29 @@ _LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "
 def launched_by_mpi() -> bool:
     """Whether this process was started by an MPI launcher."""
     return any(v in os.environ for v in _LAUNCHER_VARS)
+
+
+def launcher_rank() -> int:
+    """This process's rank as the launcher announced it (0 when not launched by MPI)."""
+    for var in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 0
+
+
+def mpi_running() -> bool:
+    """Whether MPI was initialised in this process (and not finalised) with more than one rank."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    return bool(mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized()
+                and mpi.COMM_WORLD.Get_size() > 1)
+
+
+def abort_all(code: int) -> None:
+    """End every rank of the MPI job with ``code``, so that no rank waits forever in a collective."""
+    if mpi_running():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(code)
 
 
 @dataclass(frozen=True)

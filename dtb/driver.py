@@ -93,13 +93,14 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
     n_steps = steps_of("simulation.t_ms", sim_cfg.t_ms, sim_cfg.dt_ms)
     bin_steps = steps_of("recording.rate_bin_ms", cfg.recording.rate_bin_ms, sim_cfg.dt_ms)
     flush_steps = max(1, int(round(cfg.recording.flush_ms / sim_cfg.dt_ms)))
+    # input errors surface before MPI starts, where every rank meets them alike and one message is printed
+    check_output(out, overwrite)
+    t0 = time.perf_counter()
+    recipe = make_recipe(cfg)
     ctx = ctx or Context.from_environment(sim_cfg.backend, sim_cfg.threads)
     progress = _Progress(cfg.recording.progress and ctx.is_root)
-    check_output(out, overwrite)
     writer = RunWriter(out, overwrite=overwrite) if ctx.is_root else None
     try:
-        t0 = time.perf_counter()
-        recipe = make_recipe(cfg)
         partition = make_partition(recipe, ctx.size, sim_cfg.partition, seed=sim_cfg.seed)
         net = build_local(ctx, recipe, partition, sim_cfg.seed, progress=progress)
         exchange = make_exchange(ctx, partition, net.gids, net.slot_gids)
