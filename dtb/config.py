@@ -34,6 +34,10 @@ class SimulationConfig:
                         ge=0, le=4096)
     partition: str = _key("contiguous", "how neurons are split over MPI ranks (see dtb partition)",
                           choices=("contiguous", "greedy", "metis"))
+    exchange: str = _key("alltoall", "spike exchange over MPI: flat all-to-all, or two-level (across nodes, then "
+                         "inside them)", choices=("alltoall", "two_level"))
+    ranks_per_node: int = _key(0, "for the two-level exchange: 0 = ranks sharing memory form a node, else blocks "
+                               "of this many consecutive ranks", ge=0, le=100_000)
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
     try:
         partition = make_partition(recipe, ctx.size, sim_cfg.partition, seed=sim_cfg.seed)
         net = build_local(ctx, recipe, partition, sim_cfg.seed, progress=progress)
-        exchange = make_exchange(ctx, partition, net.gids, net.slot_gids)
+        exchange = make_exchange(ctx, partition, net.gids, net.slot_gids, sim_cfg.exchange, sim_cfg.ranks_per_node)
         sim = Simulation(ctx, net, exchange, sim_cfg.seed)
         build_s = ctx.max(time.perf_counter() - t0)
         progress.close()

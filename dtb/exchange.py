@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from dtb.context import Context
+from dtb.errors import ConfigError
 from dtb.partition import Partition
 
 #: bits of a packed record that hold the step inside the epoch (epochs are at most 64 steps)
@@ -76,56 +77,131 @@ class MpiExchange:
 
     def __init__(self, ctx: Context, partition: Partition, gids: np.ndarray, slot_gids: np.ndarray):
         """Collective: build the routing table."""
-        from mpi4py import MPI
-
         self.ctx = ctx
         self.comm = ctx.comm
-        self._u64 = MPI.UINT64_T
-        self._i64 = MPI.INT64_T
         size = ctx.size
         owner = partition.rank_of(slot_gids) if len(slot_gids) else np.zeros(0, np.int32)
         want_counts = np.bincount(owner, minlength=size).astype(np.int64)
-        order = np.argsort(owner, kind="stable")
-        wanted = np.ascontiguousarray(slot_gids[order], dtype=np.int64)
-        got_counts = np.empty(size, dtype=np.int64)
-        self.comm.Alltoall(want_counts, got_counts)
-        asked = np.empty(int(got_counts.sum()), dtype=np.int64)
-        self.comm.Alltoallv([wanted, (want_counts, _displs(want_counts)), self._i64],
-                            [asked, (got_counts, _displs(got_counts)), self._i64])
+        wanted = np.ascontiguousarray(slot_gids[np.argsort(owner, kind="stable")], dtype=np.int64)
+        asked, got_counts = _alltoallv(self.comm, wanted, want_counts)
         # routing table: for each local neuron, the ranks that asked for it (CSR over lids)
         asker = np.repeat(np.arange(size, dtype=np.int64), got_counts)
         lid = np.searchsorted(gids, asked)
         order = np.lexsort((asker, lid))
         self.route_ptr = np.zeros(len(gids) + 1, dtype=np.int64)
         np.cumsum(np.bincount(lid, minlength=len(gids)), out=self.route_ptr[1:])
-        self.route_rank = asker[order].astype(np.int32)
+        self.route_rank = asker[order].astype(np.int64)
         self.gids = gids
-        self.sent_records = 0
+        self.messages_sent = 0  # non-empty sends to other ranks, summed over epochs
+
+    def _records(self, epoch_start: int, steps: np.ndarray, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One packed record per (spike, destination rank): (records uint64, destinations int64)."""
+        lid = np.searchsorted(self.gids, gids)
+        start = self.route_ptr[lid]
+        n_dest = self.route_ptr[lid + 1] - start
+        before = np.cumsum(n_dest) - n_dest
+        dest = self.route_rank[np.arange(n_dest.sum()) + np.repeat(start - before, n_dest)]
+        spike_of = np.repeat(np.arange(len(gids)), n_dest)
+        return pack(steps[spike_of], gids[spike_of], epoch_start), dest
 
     def exchange(self, epoch_start: int, steps: np.ndarray, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Collective: the spikes of this epoch that this rank needs, from every rank.
 
         Parameters and returns as `SerialExchange.exchange`.
         """
-        size = self.ctx.size
-        lid = np.searchsorted(self.gids, gids)
-        # one (spike, destination) pair per route entry of each spiking neuron
-        start = self.route_ptr[lid]
-        n_dest = self.route_ptr[lid + 1] - start
-        before = np.cumsum(n_dest) - n_dest
-        dest = self.route_rank[np.arange(n_dest.sum()) + np.repeat(start - before, n_dest)]
-        spike_of = np.repeat(np.arange(len(gids)), n_dest)
-        records = pack(steps[spike_of], gids[spike_of], epoch_start)
+        records, dest = self._records(epoch_start, steps, gids)
         order = np.argsort(dest, kind="stable")
-        send = np.ascontiguousarray(records[order])
-        send_counts = np.bincount(dest, minlength=size).astype(np.int64)
-        recv_counts = np.empty(size, dtype=np.int64)
-        self.comm.Alltoall(send_counts, recv_counts)
-        recv = np.empty(int(recv_counts.sum()), dtype=np.uint64)
-        self.comm.Alltoallv([send, (send_counts, _displs(send_counts)), self._u64],
-                            [recv, (recv_counts, _displs(recv_counts)), self._u64])
-        self.sent_records += len(send)
+        counts = np.bincount(dest, minlength=self.ctx.size)
+        self.messages_sent += _messages(counts, self.ctx.rank)
+        recv, _ = _alltoallv(self.comm, records[order], counts)
         return unpack_sorted(recv, epoch_start)
+
+
+class TwoLevelExchange(MpiExchange):
+    """Two-level exchange (the DTB's routing): across nodes first, then inside the node.
+
+    Stage 1 sends everything bound for another node to the rank with the same
+    local index on that node (one message per node); stage 2 redistributes inside
+    each node (one message per rank of the node). Messages per rank per epoch fall
+    from P - 1 to about P / ppn + ppn. Nodes are the ranks sharing memory
+    (``MPI_COMM_TYPE_SHARED``), or blocks of ``ranks_per_node`` consecutive ranks
+    when that is given (to try it on one machine).
+
+    Parameters
+    ----------
+    ranks_per_node : int
+        0: real nodes. Every node must hold the same number of ranks.
+    Others as `MpiExchange`.
+    """
+
+    name = "two_level"
+
+    def __init__(self, ctx: Context, partition: Partition, gids: np.ndarray, slot_gids: np.ndarray,
+                 ranks_per_node: int = 0):
+        """Collective: routing table and the node and cross-node communicators."""
+        super().__init__(ctx, partition, gids, slot_gids)
+        from mpi4py import MPI
+
+        comm = self.comm
+        if ranks_per_node:
+            if ctx.size % ranks_per_node:
+                raise ConfigError(f"simulation.ranks_per_node = {ranks_per_node}: must divide the number of "
+                                  f"ranks ({ctx.size})")
+            self.node = comm.Split(color=ctx.rank // ranks_per_node, key=ctx.rank)
+        else:
+            self.node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=ctx.rank)
+        leader = self.node.allreduce(ctx.rank, op=MPI.MIN)
+        layout = np.array(comm.allgather((leader, self.node.Get_rank(), self.node.Get_size())), dtype=np.int64)
+        if len(set(layout[:, 2])) != 1:
+            raise ConfigError("the two-level exchange needs the same number of ranks on every node")
+        leaders = np.unique(layout[:, 0])
+        self.node_of = np.searchsorted(leaders, layout[:, 0])  # node ordinal of every rank
+        self.local_of = layout[:, 1]  # index inside its node of every rank
+        self.my_node = int(self.node_of[ctx.rank])
+        # ranks with this rank's local index, one per node, in node order
+        self.cross = comm.Split(color=int(self.local_of[ctx.rank]), key=self.my_node)
+
+    def exchange(self, epoch_start: int, steps: np.ndarray, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Collective: as `MpiExchange.exchange`, in two stages."""
+        records, dest = self._records(epoch_start, steps, gids)
+        dest_node = self.node_of[dest]
+        far = dest_node != self.my_node
+        # stage 1: (record, local index of its destination) pairs to the same local rank of each other node
+        pairs = np.stack([records[far], self.local_of[dest[far]].astype(np.uint64)], axis=1)
+        order = np.argsort(dest_node[far], kind="stable")
+        counts = np.bincount(dest_node[far], minlength=self.cross.Get_size()) * 2
+        self.messages_sent += _messages(counts, self.my_node)
+        got, _ = _alltoallv(self.cross, pairs[order].ravel(), counts)
+        got = got.reshape(-1, 2)
+        # stage 2: what arrived for this node plus this rank's own-node records, to their ranks
+        near = ~far
+        out_rec = np.concatenate([records[near], got[:, 0]])
+        out_local = np.concatenate([self.local_of[dest[near]], got[:, 1].astype(np.int64)])
+        order = np.argsort(out_local, kind="stable")
+        counts = np.bincount(out_local, minlength=self.node.Get_size())
+        self.messages_sent += _messages(counts, self.node.Get_rank())
+        recv, _ = _alltoallv(self.node, out_rec[order], counts)
+        return unpack_sorted(recv, epoch_start)
+
+
+def _alltoallv(comm, send: np.ndarray, send_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Collective: one Alltoall of counts and one Alltoallv of ``send`` (grouped by destination).
+
+    Returns the received array (same dtype) and the counts received from each rank.
+    """
+    send = np.ascontiguousarray(send)
+    send_counts = np.ascontiguousarray(send_counts, dtype=np.int64)
+    recv_counts = np.empty_like(send_counts)
+    comm.Alltoall(send_counts, recv_counts)
+    recv = np.empty(int(recv_counts.sum()), dtype=send.dtype)
+    # mpi4py takes the MPI datatype from the numpy buffers
+    comm.Alltoallv([send, (send_counts, _displs(send_counts))], [recv, (recv_counts, _displs(recv_counts))])
+    return recv, recv_counts
+
+
+def _messages(counts: np.ndarray, me: int) -> int:
+    """Non-empty sends to others in one all-to-all."""
+    return int(np.count_nonzero(counts)) - int(counts[me] > 0)
 
 
 def _displs(counts: np.ndarray) -> np.ndarray:
@@ -134,8 +210,18 @@ def _displs(counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def make_exchange(ctx: Context, partition: Partition, gids: np.ndarray, slot_gids: np.ndarray):
-    """Collective: the exchange strategy for a context (serial on one process)."""
+def make_exchange(ctx: Context, partition: Partition, gids: np.ndarray, slot_gids: np.ndarray,
+                  strategy: str = "alltoall", ranks_per_node: int = 0):
+    """Collective: the exchange strategy for a context (serial on one process).
+
+    Parameters
+    ----------
+    strategy : {'alltoall', 'two_level'}
+    ranks_per_node : int
+        For 'two_level': 0 = real nodes, else blocks of this many consecutive ranks.
+    """
     if ctx.comm is None:
         return SerialExchange()
+    if strategy == "two_level":
+        return TwoLevelExchange(ctx, partition, gids, slot_gids, ranks_per_node)
     return MpiExchange(ctx, partition, gids, slot_gids)

@@ -11,7 +11,7 @@ from conftest import small_pd14, small_wholebrain
 from dtb import driver
 from dtb.config import load_config
 from dtb.context import Context
-from dtb.exchange import MpiExchange
+from dtb.exchange import make_exchange
 from dtb.network import build_local
 from dtb.partition import Partition, contiguous
 
@@ -26,18 +26,27 @@ def world():
     return Context.world(threads=1)
 
 
+EXCHANGES = ["alltoall", "two_level"]
+
+
 @pytest.mark.mpi
+@pytest.mark.parametrize("exchange", EXCHANGES)
 @pytest.mark.parametrize("strategy", ["contiguous", "greedy", "metis"])
 @pytest.mark.parametrize("model", sorted(RUNS))
-def test_run_file_is_independent_of_rank_count(world, mpi_tmp_path, model, strategy):
-    """The central invariant: a run on P ranks writes bitwise the same spikes and rates as one process."""
+def test_run_file_is_independent_of_rank_count(world, mpi_tmp_path, model, strategy, exchange):
+    """The central invariant: a run on P ranks writes bitwise the same spikes and rates as one process.
+
+    For every partition and exchange strategy; the two-level exchange fakes nodes of 2 ranks.
+    """
+    per_node = 2 if world.size % 2 == 0 else 1
     cfg = load_config(overrides=RUNS[model] + ["recording.progress=false", "recording.flush_ms=40",
-                                               f"simulation.partition={strategy}"])
-    out = mpi_tmp_path / f"{model}_{strategy}_p{world.size}.h5"
+                                               f"simulation.partition={strategy}", f"simulation.exchange={exchange}",
+                                               f"simulation.ranks_per_node={per_node}"])
+    out = mpi_tmp_path / f"{model}_{strategy}_{exchange}_p{world.size}.h5"
     summary = driver.run(cfg, out, ctx=world)
     assert summary["n_ranks"] == world.size
     if world.is_root:
-        ref = mpi_tmp_path / f"{model}_{strategy}_serial.h5"
+        ref = mpi_tmp_path / f"{model}_{strategy}_{exchange}_serial.h5"
         driver.run(cfg, ref, ctx=Context.serial(threads=1))
         with h5py.File(out) as a, h5py.File(ref) as b:
             for name in (f"spikes/{model}/timestamps", f"spikes/{model}/node_ids", "rates/population_hz",
@@ -62,15 +71,20 @@ def _interleaved(recipe, size):
 def test_every_needed_spike_arrives_exactly_once(world, connectome, model):
     """Brute force: every neuron fires once; each rank receives exactly the sources of its synapses."""
     recipe = small_wholebrain(connectome, n=2000, k=30) if model == "wholebrain" else small_pd14()
+    per_node = 2 if world.size % 2 == 0 else 1
     for partition in (contiguous(recipe, world.size), _interleaved(recipe, world.size)):
         net = build_local(world, recipe, partition, seed=2)
-        ex = MpiExchange(world, partition, net.gids, net.slot_gids)
         steps = net.gids % 3 + 30
         order = np.lexsort((net.gids, steps))
-        r_steps, r_gids = ex.exchange(30, steps[order], net.gids[order])
-        np.testing.assert_array_equal(np.sort(r_gids), net.slot_gids)  # each needed source once, nothing else
-        np.testing.assert_array_equal(r_steps, r_gids % 3 + 30)  # steps survive packing
-        assert np.all(np.diff(r_steps) >= 0)
-        same = np.diff(r_steps) == 0
-        assert np.all(np.diff(r_gids)[same] > 0)  # (step, gid) order
-        assert world.sum(len(r_gids)) == world.sum(len(net.slot_gids))
+        for name in EXCHANGES:
+            ex = make_exchange(world, partition, net.gids, net.slot_gids, name, per_node)
+            r_steps, r_gids = ex.exchange(30, steps[order], net.gids[order])
+            np.testing.assert_array_equal(np.sort(r_gids), net.slot_gids)  # each needed source once, nothing else
+            np.testing.assert_array_equal(r_steps, r_gids % 3 + 30)  # steps survive packing
+            assert np.all(np.diff(r_steps) >= 0)
+            same = np.diff(r_steps) == 0
+            assert np.all(np.diff(r_gids)[same] > 0)  # (step, gid) order
+            assert world.sum(len(r_gids)) == world.sum(len(net.slot_gids))
+            n_nodes = world.size // per_node
+            bound = world.size - 1 if name == "alltoall" else (n_nodes - 1) + (per_node - 1)
+            assert ex.messages_sent <= bound
