@@ -106,6 +106,20 @@ def _partitions(d: dict) -> list[str]:
     return out + [""]
 
 
+def _scaling(d: dict) -> list[str]:
+    out = [f"### Strong and weak scaling of the whole brain over MPI ranks ({d['exchange']} exchange, 1 thread "
+           f"per rank, {d['t_ms']:g} ms)", "",
+           "Command: `python benchmarks/scaling.py`", f"Machine: {_machine(d['machine'])}", "",
+           f"This machine has {d['cores']} cores: runs with more ranks than cores share them, so their times show "
+           "the cost of oversubscription, not of dtb; memory per rank is what to read there.", "",
+           "| scaling | ranks | neurons | build (s) | simulation (s) | RTF | synapses on largest rank | "
+           "peak RSS of largest rank (MiB) |", "|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        out.append(f"| {r['kind']} | {r['n_ranks']} | {r['n_neurons']:,} | {r['build_s']:.2f} | {r['sim_s']:.2f} | "
+                   f"{r['rtf']:.1f} | {r['synapses_per_rank_max']:,} | {r['peak_rss_mb_per_rank']:.0f} |")
+    return out + [""]
+
+
 def main() -> None:
     lines = ["# Benchmark results", "",
              "Every table below is produced by the command above it; `python benchmarks/report.py` rebuilds this",
@@ -131,6 +145,8 @@ def main() -> None:
             lines += _regime(d)
         if d["benchmark"] == "partition_quality":
             lines += _partitions(d)
+        if d["benchmark"] == "scaling":
+            lines += _scaling(d)
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print(f"wrote {HERE / 'RESULTS.md'}")
 

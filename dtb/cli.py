@@ -1,4 +1,4 @@
-"""Command line: ``dtb run | inspect | partition | config``. Thin: parses, calls, prints.
+"""Command line: ``dtb run | inspect | partition | slurm | config``. Thin: parses, calls, prints.
 
 A `DTBError` prints one line ``dtb: error: ...`` and exits with status 2
 (``--debug`` shows the traceback instead).
@@ -42,6 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     par.add_argument("--ranks-per-node", type=int, default=8, help="for the two-level exchange (default 8)")
     par.add_argument("--json", action="store_true", help="machine-readable output")
     par.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    slu = sub.add_parser("slurm", help="write an sbatch script that runs dtb over MPI ranks")
+    slu.add_argument("config", nargs="?")
+    slu.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    slu.add_argument("--nodes", type=int, required=True)
+    slu.add_argument("--ntasks-per-node", type=int, required=True, help="MPI ranks per node")
+    slu.add_argument("--gpus-per-task", type=int, default=0, help="GPUs per rank (GPU template when > 0)")
+    slu.add_argument("--cpus-per-task", type=int, default=1, help="cores (kernel threads) per rank")
+    slu.add_argument("--time", default="01:00:00", help="time limit (default %(default)s)")
+    slu.add_argument("--job-name", default="dtb")
+    slu.add_argument("--partition", default=None)
+    slu.add_argument("--account", default=None)
+    slu.add_argument("--out", default="dtb_run.h5", help="run file the job writes (default %(default)s)")
+    slu.add_argument("-o", "--output", default=None, help="write the script here instead of stdout")
+    slu.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     cfg = sub.add_parser("config", help="print the resolved configuration as TOML (or every key with --keys)")
     cfg.add_argument("config", nargs="?")
@@ -125,6 +140,24 @@ def _partition(args) -> int:
     return 0
 
 
+def _slurm(args) -> int:
+    from dtb.config import load_config
+    from dtb.slurm import render
+
+    load_config(args.config, args.overrides)  # a bad config fails now, not in the queue
+    script = render(nodes=args.nodes, ntasks_per_node=args.ntasks_per_node, time=args.time, out=args.out,
+                    config=args.config, overrides=args.overrides, gpus_per_task=args.gpus_per_task,
+                    cpus_per_task=args.cpus_per_task, job_name=args.job_name, partition=args.partition,
+                    account=args.account)
+    if args.output:
+        from pathlib import Path
+
+        Path(args.output).write_text(script)
+    else:
+        print(script, end="")
+    return 0
+
+
 def _config(args) -> int:
     from dtb.config import describe, load_config
 
@@ -139,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dtb`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        return {"run": _run, "inspect": _inspect, "partition": _partition, "config": _config}[args.command](args)
+        commands = {"run": _run, "inspect": _inspect, "partition": _partition, "slurm": _slurm, "config": _config}
+        return commands[args.command](args)
     except DTBError as err:
         from dtb.context import abort_all, launcher_rank, mpi_running
 

@@ -24,6 +24,17 @@ def launched_by_mpi() -> bool:
     return any(v in os.environ for v in _LAUNCHER_VARS)
 
 
+def mpi_library() -> str:
+    """The installed MPI library's version string, read without initialising MPI."""
+    import mpi4py
+
+    mpi4py.rc.initialize = False
+    mpi4py.rc.finalize = False
+    from mpi4py import MPI
+
+    return MPI.Get_library_version()
+
+
 def launcher_rank() -> int:
     """This process's rank as the launcher announced it (0 when not launched by MPI)."""
     for var in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK"):

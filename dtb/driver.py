@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import sys
 import time
 from importlib import metadata
@@ -136,6 +137,8 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
         summary = summarize(recipe, cfg, ctx, synapse_counts=synapse_counts,
                             spike_counts=ctx.sum(recorder.total_counts), bytes_per_synapse=bytes_per_synapse,
                             build_s=build_s, sim_s=sim_s)
+        summary["peak_rss_mb_per_rank"] = ctx.max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        summary["synapses_per_rank_max"] = int(ctx.max(net.n_synapses))
         if writer is not None:
             writer.finish(summary)
         ctx.barrier()  # no rank returns before the run file is complete
