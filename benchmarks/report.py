@@ -120,6 +120,24 @@ def _scaling(d: dict) -> list[str]:
     return out + [""]
 
 
+def _dry_run(d: dict) -> list[str]:
+    rows = d["rows"]
+    out = [f"### Exchange traffic measured by the dry-run exchange ({rows[0]['n_neurons']:,}-neuron whole brain, "
+           f"{d['t_ms']:g} ms, {d['partition']} partition, {rows[0]['ranks_per_node']} ranks per node)", "",
+           "Command: `python benchmarks/dry_run_exchange.py --ranks "
+           + " ".join(str(r["ranks"]) for r in rows) + f" --t-ms {d['t_ms']:g}`",
+           f"Machine: {_machine(d['machine'])}", "",
+           "Per rank per epoch, mean over ranks and epochs (max: the largest single rank-epoch). The counts equal "
+           "those of real MPI runs (tests/mpi).", "",
+           "| ranks | records | bytes | messages flat (max) | messages two-level (max) | mean rate (Hz) |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['ranks']:,} | {r['records_per_rank_epoch']:,.1f} | {r['bytes_per_rank_epoch']:,.0f} | "
+                   f"{r['messages_flat']:,.1f} ({r['messages_flat_max']:,.0f}) | "
+                   f"{r['messages_two_level']:,.1f} ({r['messages_two_level_max']:,.0f}) | {r['rate_hz']:.2f} |")
+    return out + [""]
+
+
 def main() -> None:
     lines = ["# Benchmark results", "",
              "Every table below is produced by the command above it; `python benchmarks/report.py` rebuilds this",
@@ -147,6 +165,8 @@ def main() -> None:
             lines += _partitions(d)
         if d["benchmark"] == "scaling":
             lines += _scaling(d)
+        if d["benchmark"] == "dry_run_exchange":
+            lines += _dry_run(d)
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print(f"wrote {HERE / 'RESULTS.md'}")
 

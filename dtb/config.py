@@ -34,8 +34,10 @@ class SimulationConfig:
                         ge=0, le=4096)
     partition: str = _key("contiguous", "how neurons are split over MPI ranks (see dtb partition)",
                           choices=("contiguous", "greedy", "metis"))
-    exchange: str = _key("alltoall", "spike exchange over MPI: flat all-to-all, or two-level (across nodes, then "
-                         "inside them)", choices=("alltoall", "two_level"))
+    exchange: str = _key("alltoall", "spike exchange over MPI: flat all-to-all, two-level (across nodes, then "
+                         "inside them), or dry_run (one process measures the traffic of dry_run_ranks ranks)",
+                         choices=("alltoall", "two_level", "dry_run"))
+    dry_run_ranks: int = _key(64, "ranks the dry-run exchange pretends to have", ge=1, le=10_000_000)
     ranks_per_node: int = _key(0, "for the two-level exchange: 0 = ranks sharing memory form a node, else blocks "
                                "of this many consecutive ranks", ge=0, le=100_000)
 

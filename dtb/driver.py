@@ -16,7 +16,7 @@ from dtb.connectome.pd14 import pd14_recipe
 from dtb.connectome.wholebrain import wholebrain_recipe
 from dtb.context import Context
 from dtb.errors import ConfigError
-from dtb.exchange import make_exchange
+from dtb.exchange import DryRunExchange, make_exchange
 from dtb.io.runfile import Recorder, RunWriter, check_output
 from dtb.model.recipe import Recipe
 from dtb.network import build_local
@@ -104,7 +104,15 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
     try:
         partition = make_partition(recipe, ctx.size, sim_cfg.partition, seed=sim_cfg.seed)
         net = build_local(ctx, recipe, partition, sim_cfg.seed, progress=progress)
-        exchange = make_exchange(ctx, partition, net.gids, net.slot_gids, sim_cfg.exchange, sim_cfg.ranks_per_node)
+        if sim_cfg.exchange == "dry_run":
+            if ctx.size > 1:
+                raise ConfigError("simulation.exchange = 'dry_run' plays many ranks in one process: run it without "
+                                  "mpiexec")
+            fake = make_partition(recipe, sim_cfg.dry_run_ranks, sim_cfg.partition, seed=sim_cfg.seed)
+            exchange = DryRunExchange(fake, net, sim_cfg.ranks_per_node or 8)
+        else:
+            exchange = make_exchange(ctx, partition, net.gids, net.slot_gids, sim_cfg.exchange,
+                                     sim_cfg.ranks_per_node)
         sim = Simulation(ctx, net, exchange, sim_cfg.seed)
         build_s = ctx.max(time.perf_counter() - t0)
         progress.close()
@@ -137,6 +145,8 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
         summary = summarize(recipe, cfg, ctx, synapse_counts=synapse_counts,
                             spike_counts=ctx.sum(recorder.total_counts), bytes_per_synapse=bytes_per_synapse,
                             build_s=build_s, sim_s=sim_s)
+        if isinstance(exchange, DryRunExchange):
+            summary["dry_run"] = exchange.stats()
         summary["peak_rss_mb_per_rank"] = ctx.max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         summary["synapses_per_rank_max"] = int(ctx.max(net.n_synapses))
         if writer is not None:

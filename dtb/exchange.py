@@ -184,6 +184,85 @@ class TwoLevelExchange(MpiExchange):
         return unpack_sorted(recv, epoch_start)
 
 
+class DryRunExchange(SerialExchange):
+    """One process plays P ranks: spikes pass unchanged, traffic is measured as P ranks would send it.
+
+    Built on a serial run of the whole network (so it must fit one process), with
+    the partition of P fake ranks. For every epoch and fake rank it counts the
+    records a flat all-to-all would send (one per spike and other rank holding a
+    target, 8 bytes each), the non-empty messages of the flat exchange, and those of
+    the two-level exchange (one per other node reached, then one per rank of the own
+    node that a forwarding rank serves).
+
+    Parameters
+    ----------
+    partition : Partition
+        The fake P-rank partition.
+    net : LocalNetwork
+        The whole network, built on one process.
+    ranks_per_node : int
+        For the two-level figures.
+    """
+
+    name = "dry_run"
+
+    def __init__(self, partition: Partition, net, ranks_per_node: int = 8):
+        self.p = partition.n_ranks
+        self.partition = partition
+        self.ppn = max(1, ranks_per_node)
+        src, tgt, _, _ = net.edges()
+        pair = np.unique(src * self.p + partition.rank_of(tgt).astype(np.int64))
+        src_of, self.dest = pair // self.p, pair % self.p
+        n = net.recipe.n_neurons
+        self.ptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(src_of, minlength=n), out=self.ptr[1:])
+        self.epochs = 0
+        self.records = np.zeros(self.p)
+        self.flat = np.zeros(self.p)
+        self.two_level = np.zeros(self.p)
+        self.max_records = self.max_flat = self.max_two_level = 0.0
+
+    def exchange(self, epoch_start: int, steps: np.ndarray, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Count this epoch's traffic over the fake ranks; return the spikes unchanged."""
+        start = self.ptr[gids]
+        n_dest = self.ptr[gids + 1] - start
+        before = np.cumsum(n_dest) - n_dest
+        dest = self.dest[np.arange(n_dest.sum()) + np.repeat(start - before, n_dest)]
+        sender = np.repeat(self.partition.rank_of(gids).astype(np.int64), n_dest)
+        away = dest != sender
+        sender, dest = sender[away], dest[away]
+        records = np.bincount(sender, minlength=self.p)
+        flat = np.bincount(np.unique(sender * self.p + dest) // self.p, minlength=self.p)
+        node_s, node_d = sender // self.ppn, dest // self.ppn
+        far = node_s != node_d
+        n_nodes = -(-self.p // self.ppn)
+        stage1 = np.bincount(np.unique(sender[far] * n_nodes + node_d[far]) // n_nodes, minlength=self.p)
+        # stage 2: the forwarder of a record is the sender for its own node, else the rank of the
+        # destination node with the sender's local index
+        forwarder = np.where(far, node_d * self.ppn + sender % self.ppn, sender)
+        fwd = forwarder != dest
+        stage2 = np.bincount(np.unique(forwarder[fwd] * self.p + dest[fwd]) // self.p, minlength=self.p)
+        two = stage1 + stage2
+        self.epochs += 1
+        self.records += records
+        self.flat += flat
+        self.two_level += two
+        self.max_records = max(self.max_records, float(records.max()))
+        self.max_flat = max(self.max_flat, float(flat.max()))
+        self.max_two_level = max(self.max_two_level, float(two.max()))
+        return steps, gids
+
+    def stats(self) -> dict:
+        """Per rank per epoch: mean over ranks and epochs, and the largest single value."""
+        e = max(self.epochs, 1)
+        return {"ranks": self.p, "ranks_per_node": self.ppn, "epochs": self.epochs,
+                "records_per_rank_epoch": float(self.records.mean() / e), "records_max": self.max_records,
+                "bytes_per_rank_epoch": float(self.records.mean() / e * 8),
+                "messages_flat": float(self.flat.mean() / e), "messages_flat_max": self.max_flat,
+                "messages_two_level": float(self.two_level.mean() / e),
+                "messages_two_level_max": self.max_two_level}
+
+
 def _alltoallv(comm, send: np.ndarray, send_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Collective: one Alltoall of counts and one Alltoallv of ``send`` (grouped by destination).
 

@@ -11,9 +11,10 @@ from conftest import small_pd14, small_wholebrain
 from dtb import driver
 from dtb.config import load_config
 from dtb.context import Context
-from dtb.exchange import make_exchange
+from dtb.exchange import DryRunExchange, make_exchange
 from dtb.network import build_local
 from dtb.partition import Partition, contiguous
+from dtb.simulation import Simulation
 
 RUNS = {
     "wholebrain": ["wholebrain.n_neurons=3000", "wholebrain.in_degree=40", "simulation.t_ms=150"],
@@ -88,3 +89,23 @@ def test_every_needed_spike_arrives_exactly_once(world, connectome, model):
             n_nodes = world.size // per_node
             bound = world.size - 1 if name == "alltoall" else (n_nodes - 1) + (per_node - 1)
             assert ex.messages_sent <= bound
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("name", EXCHANGES)
+def test_dry_run_predicts_the_messages_ranks_send(world, connectome, name):
+    """One process faking P ranks counts exactly the messages the real P-rank exchange sends."""
+    recipe = small_wholebrain(connectome, n=2000, k=30)
+    part = contiguous(recipe, world.size)
+    per_node = 2 if world.size % 2 == 0 else 1
+    net = build_local(world, recipe, part, seed=2)
+    ex = make_exchange(world, part, net.gids, net.slot_gids, name, per_node)
+    Simulation(world, net, ex, seed=2).run(700)
+    sent = world.sum(ex.messages_sent)
+    if world.is_root:
+        whole = build_local(Context(threads=1), recipe, contiguous(recipe, 1), seed=2)
+        dry = DryRunExchange(part, whole, per_node)
+        Simulation(Context(threads=1), whole, dry, seed=2).run(700)
+        predicted = dry.flat.sum() if name == "alltoall" else dry.two_level.sum()
+        assert sent == predicted and (world.size == 1 or sent > 0)
+    world.barrier()
