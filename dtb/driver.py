@@ -133,13 +133,14 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
                                  bytes_per_synapse=bytes_per_synapse)
             writer.write_partition(partition.starts, partition.stops, partition.ranks, partition.strategy,
                                    partition.n_ranks)
-        recorder = Recorder(ctx, writer, offsets, sim_cfg.dt_ms, bin_steps, cfg.recording.spikes)
+        recorder = Recorder(ctx, writer, Path(out), offsets, sim_cfg.dt_ms, bin_steps, cfg.recording.spikes)
         advance = progress("simulate", n_steps, unit="step")
         t1 = time.perf_counter()
         while sim.step < n_steps:
             sim.run(min(flush_steps, n_steps - sim.step), recorder, advance)
             recorder.flush(sim.step)
         recorder.flush(sim.step, final=True)
+        recorder.finish_spikes(partition.local_ranges(ctx.rank))
         sim_s = ctx.max(time.perf_counter() - t1)
         progress.close()
         summary = summarize(recipe, cfg, ctx, synapse_counts=synapse_counts,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -24,6 +25,11 @@ _STR = h5py.string_dtype()
 def partial_path(path: Path) -> Path:
     """Where a run file is written before it is complete."""
     return path.with_name(path.name + ".partial")
+
+
+def parts_dir(path: Path) -> Path:
+    """Folder of the per-rank spike files of a many-rank run (kept beside the run file)."""
+    return path.with_name(path.name + ".parts")
 
 
 def check_output(path: str | Path, overwrite: bool) -> Path:
@@ -63,11 +69,7 @@ class RunWriter:
         f.attrs.update(dict(dtb_version=version, model=model, seed=seed, dt_ms=dt_ms, t_ms=t_ms,
                             spike_population=spike_population))
         f.create_dataset("config", data=config_toml, dtype=_STR)
-        grp = f.create_group(f"spikes/{spike_population}")
-        grp.attrs["sorting"] = "by_time"
-        grp.create_dataset("timestamps", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1 << 16,))
-        grp.create_dataset("node_ids", shape=(0,), maxshape=(None,), dtype=np.uint64, chunks=(1 << 16,))
-        grp["timestamps"].attrs["units"] = "ms"
+        f.create_group(f"spikes/{spike_population}").attrs["sorting"] = "by_id"
         f.create_dataset("rates/population_hz", shape=(0, n_populations), maxshape=(None, n_populations),
                          dtype=np.float32, chunks=(max(1, (1 << 16) // max(n_populations, 1)), n_populations))
 
@@ -94,14 +96,35 @@ class RunWriter:
         g.create_dataset("ranks", data=ranks)
         g.attrs.update(dict(strategy=strategy, n_ranks=n_ranks))
 
-    def append_spikes(self, times_ms: np.ndarray, node_ids: np.ndarray) -> None:
-        """Append spikes (already in time order) to the SONATA datasets."""
+    def write_spikes(self, times_ms: np.ndarray, node_ids: np.ndarray) -> None:
+        """Store all spikes, sorted by (node id, time), as plain datasets (one-rank runs)."""
         grp = self.file[f"spikes/{self.file.attrs['spike_population']}"]
-        n0 = grp["timestamps"].shape[0]
-        n = len(times_ms)
-        for name, data in (("timestamps", times_ms), ("node_ids", node_ids)):
-            grp[name].resize((n0 + n,))
-            grp[name][n0:] = data
+        chunks = (min(len(times_ms), 1 << 16),) if len(times_ms) else None
+        grp.create_dataset("timestamps", data=times_ms, dtype=np.float64, chunks=chunks).attrs["units"] = "ms"
+        grp.create_dataset("node_ids", data=node_ids, dtype=np.uint64, chunks=chunks)
+
+    def link_spikes(self, parts: list[tuple[str, int, int, int]]) -> None:
+        """Store spikes as virtual datasets over the ranks' part files (many-rank runs).
+
+        Parameters
+        ----------
+        parts : list of (relative part path, part length, first, stop)
+            In gid order: rows ``first:stop`` of each part's sorted datasets, one entry per gid range.
+        """
+        import h5py
+
+        grp = self.file[f"spikes/{self.file.attrs['spike_population']}"]
+        total = sum(stop - first for _, _, first, stop in parts)
+        for name, dtype in (("timestamps", np.float64), ("node_ids", np.uint64)):
+            layout = h5py.VirtualLayout(shape=(total,), dtype=dtype)
+            at = 0
+            for path, length, first, stop in parts:
+                if stop > first:
+                    source = h5py.VirtualSource(path, f"by_id/{name}", shape=(length,))
+                    layout[at:at + stop - first] = source[first:stop]
+                    at += stop - first
+            grp.create_virtual_dataset(name, layout)
+        grp["timestamps"].attrs["units"] = "ms"
 
     def append_rates(self, rows_hz: np.ndarray, bin_ms: float) -> None:
         """Append complete rate bins, shape (n_bins, n_populations)."""
@@ -134,25 +157,59 @@ class RunWriter:
         return self.path
 
     def abort(self) -> None:
-        """Close and delete the partial file."""
+        """Close and delete the partial file and any spike parts."""
         try:
             self.file.close()
         finally:
             self.tmp.unlink(missing_ok=True)
+            shutil.rmtree(parts_dir(self.path), ignore_errors=True)
+
+
+class SpikePart:
+    """One rank's spikes, appended per flush to an HDF5 file of its own.
+
+    Parameters
+    ----------
+    path : Path
+    """
+
+    def __init__(self, path: Path):
+        import h5py
+
+        self.path = path
+        self.file = h5py.File(path, "w")
+        for name, dtype in (("steps", np.int64), ("gids", np.int64)):
+            self.file.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 16,))
+
+    def append(self, steps: np.ndarray, gids: np.ndarray) -> None:
+        n0 = self.file["steps"].shape[0]
+        for name, data in (("steps", steps), ("gids", gids)):
+            self.file[name].resize((n0 + len(data),))
+            self.file[name][n0:] = data
+
+    def sorted(self) -> tuple[np.ndarray, np.ndarray]:
+        """All spikes of this rank sorted by (gid, step)."""
+        steps, gids = self.file["steps"][()], self.file["gids"][()]
+        order = np.lexsort((steps, gids))
+        return steps[order], gids[order]
 
 
 class Recorder:
-    """Buffers one rank's spikes and population spike counts; rank 0 writes everyone's.
+    """Records one rank's spikes and population counts; together the ranks write the run file.
 
-    At each flush the ranks' spikes are gathered on rank 0 and merged in (step, gid)
-    order, and their counts summed, so the run file does not depend on the number
-    of ranks.
+    Each rank keeps its spikes in its own part file (``<run>.parts/rank<r>.h5``) and
+    the ranks' rate counts are summed on rank 0 at every flush. At the end each rank
+    sorts its spikes by (gid, time); a one-rank run copies them into the run file,
+    a many-rank run maps each gid range, in gid order, into virtual datasets. Either
+    way the spike datasets are sorted by node id and identical for any number of ranks.
 
     Parameters
     ----------
     ctx : Context
     writer : RunWriter or None
         The run file on rank 0; None elsewhere, or for no file.
+    run_path : Path or None
+        Final path of the run file (None: no file).
     offsets : ndarray, shape (n_pop + 1,), int64
         Population gid offsets.
     dt_ms : float
@@ -161,19 +218,27 @@ class Recorder:
     record_spikes : bool
     """
 
-    def __init__(self, ctx, writer, offsets: np.ndarray, dt_ms: float, bin_steps: int, record_spikes: bool = True):
+    def __init__(self, ctx, writer, run_path, offsets: np.ndarray, dt_ms: float, bin_steps: int,
+                 record_spikes: bool = True):
         self.ctx = ctx
         self.writer = writer
         self.offsets = offsets
         self.sizes = np.diff(offsets)
         self.dt_ms = dt_ms
         self.bin_steps = bin_steps
-        self.record_spikes = record_spikes
+        self.record_spikes = record_spikes and run_path is not None
         self._steps: list[np.ndarray] = []
         self._gids: list[np.ndarray] = []
         self.bin0 = 0  # first bin still in memory
         self.counts = np.zeros((16, len(self.sizes)), dtype=np.int64)
         self.total_counts = np.zeros(len(self.sizes), dtype=np.int64)  # this rank's
+        self.part = None
+        if self.record_spikes:
+            folder = parts_dir(Path(run_path))
+            if ctx.is_root:
+                folder.mkdir(exist_ok=True)
+            ctx.barrier()
+            self.part = SpikePart(folder / f"rank{ctx.rank}.h5")
 
     def _room(self, rows: int) -> None:
         if rows > len(self.counts):
@@ -195,13 +260,11 @@ class Recorder:
             self._gids.append(gids)
 
     def flush(self, step: int, final: bool = False) -> None:
-        """Collective: write buffered spikes and every rate bin complete at ``step`` (all if ``final``)."""
-        steps = np.concatenate(self._steps) if self._steps else np.zeros(0, np.int64)
-        gids = np.concatenate(self._gids) if self._gids else np.zeros(0, np.int64)
+        """Collective: store buffered spikes, and every rate bin complete at ``step`` (all if ``final``)."""
+        if self.part is not None and self._steps:
+            self.part.append(np.concatenate(self._steps), np.concatenate(self._gids))
         self._steps.clear()
         self._gids.clear()
-        all_steps = self.ctx.gather_arrays(steps)
-        all_gids = self.ctx.gather_arrays(gids)
         n_done = -(-step // self.bin_steps) if final else step // self.bin_steps
         k = n_done - self.bin0
         self._room(k)
@@ -209,19 +272,46 @@ class Recorder:
         if k > 0:
             self.counts = np.concatenate([self.counts[k:], np.zeros_like(self.counts[:k])])
             self.bin0 = n_done
-        if self.writer is None:
-            return
-        if len(all_steps) > 1:
-            s, g = np.concatenate(all_steps), np.concatenate(all_gids)
-            order = np.lexsort((g, s))
-            s, g = s[order], g[order]
-        else:
-            s, g = all_steps[0], all_gids[0]
-        if len(s):
-            self.writer.append_spikes((s + 1) * self.dt_ms, g.astype(np.uint64))
-        if counts is not None:
+        if self.writer is not None and counts is not None:
             rows = counts / self.sizes[None, :] / (self.bin_steps * self.dt_ms * 1e-3)
             self.writer.append_rates(rows.astype(np.float32), self.bin_steps * self.dt_ms)
+
+    def finish_spikes(self, ranges: np.ndarray) -> None:
+        """Collective: sort each rank's spikes by (gid, time) and put them in the run file.
+
+        Parameters
+        ----------
+        ranges : ndarray, shape (k, 2), int64
+            This rank's gid ranges [start, stop).
+        """
+        if self.part is None:
+            if self.writer is not None:
+                self.writer.write_spikes(np.zeros(0), np.zeros(0, np.uint64))
+            return
+        steps, gids = self.part.sorted()
+        times = (steps + 1) * self.dt_ms
+        if self.ctx.size == 1:
+            self.part.file.close()
+            shutil.rmtree(self.part.path.parent, ignore_errors=True)
+            self.writer.write_spikes(times, gids.astype(np.uint64))
+            return
+        grp = self.part.file.create_group("by_id")
+        grp.create_dataset("timestamps", data=times)
+        grp.create_dataset("node_ids", data=gids.astype(np.uint64))
+        self.part.file.close()
+        # per range: (range start gid, first row, stop row, part length)
+        bounds = np.searchsorted(gids, ranges.ravel()).reshape(-1, 2)
+        mine = np.column_stack([ranges[:, 0], bounds, np.full(len(ranges), len(gids))]).astype(np.int64)
+        gathered = self.ctx.gather_arrays(mine.ravel())
+        if self.writer is None:
+            return
+        rows = []
+        for rank, arr in enumerate(gathered):
+            for start, first, stop, length in arr.reshape(-1, 4):
+                rows.append((int(start), f"{self.part.path.parent.name}/rank{rank}.h5", int(length), int(first),
+                             int(stop)))
+        rows.sort()
+        self.writer.link_spikes([row[1:] for row in rows])
 
 
 def read_summary(path: str | Path) -> dict:

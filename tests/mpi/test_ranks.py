@@ -56,6 +56,9 @@ def test_run_file_is_independent_of_rank_count(world, mpi_tmp_path, model, strat
             assert len(a[f"spikes/{model}/node_ids"]) > 100
             assert a["partition"].attrs["n_ranks"] == world.size
             assert a["partition"].attrs["strategy"] == strategy
+            # many ranks: each wrote its own part, stitched as virtual datasets (sources found beside the file)
+            assert a[f"spikes/{model}/node_ids"].is_virtual == (world.size > 1)
+            assert (out.parent / (out.name + ".parts")).is_dir() == (world.size > 1)
     world.barrier()
 
 

@@ -32,11 +32,15 @@ def test_schema(run_file):
         ts = f["spikes/wholebrain/timestamps"]
         ids = f["spikes/wholebrain/node_ids"]
         assert ts.dtype == np.float64 and ids.dtype == np.uint64 and ts.attrs["units"] == "ms"
-        assert f["spikes/wholebrain"].attrs["sorting"] == "by_time"
+        assert f["spikes/wholebrain"].attrs["sorting"] == "by_id"
         assert len(ts) == len(ids) == summary["n_spikes"] > 0
         t = ts[()]
-        assert np.all(np.diff(t) >= 0) and t.min() > 0 and t.max() <= 120.0
+        assert t.min() > 0 and t.max() <= 120.0
         assert ids[()].max() < 2000
+        # sorted by node id, then time
+        order = np.lexsort((t, ids[()]))
+        np.testing.assert_array_equal(order, np.arange(len(t)))
+        assert not path.with_name(path.name + ".parts").exists()  # one-rank files stand alone
         pop = f["rates/population_hz"]
         assert pop.shape == (60, 188) and pop.attrs["bin_ms"] == 2.0 and pop.attrs["units"] == "Hz"
         assert f["rates/region_hz"].shape == (60, 94)
