@@ -140,12 +140,15 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
             sim.run(min(flush_steps, n_steps - sim.step), recorder, advance)
             recorder.flush(sim.step)
         recorder.flush(sim.step, final=True)
-        recorder.finish_spikes(partition.local_ranges(ctx.rank))
         sim_s = ctx.max(time.perf_counter() - t1)
+        t2 = time.perf_counter()
+        recorder.finish_spikes(partition.local_ranges(ctx.rank))
+        spike_sort_s = ctx.max(time.perf_counter() - t2)
         progress.close()
         summary = summarize(recipe, cfg, ctx, synapse_counts=synapse_counts,
                             spike_counts=ctx.sum(recorder.total_counts), bytes_per_synapse=bytes_per_synapse,
                             build_s=build_s, sim_s=sim_s)
+        summary["spike_sort_s"] = spike_sort_s
         if isinstance(exchange, DryRunExchange):
             summary["dry_run"] = exchange.stats()
         summary["peak_rss_mb_per_rank"] = ctx.max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -45,3 +45,16 @@ def test_existing_output_under_mpiexec(tmp_path):
                         "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "exists (use --overwrite" in p.stderr
     assert out.read_bytes() == b"keep me"
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
+def test_an_exception_on_one_rank_ends_the_job(tmp_path):
+    """Rank 1 alone cannot create its spike part: the job ends promptly, non-zero, with rank 1's message."""
+    out = tmp_path / "run.h5"
+    (tmp_path / "run.h5.parts" / "rank1.h5").mkdir(parents=True)  # a folder where rank 1's file must go
+    p = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py", "-m", "dtb", "run", "--quiet",
+                        "--set", "wholebrain.n_neurons=2000", "--set", "simulation.t_ms=2000", "--out", str(out)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0
+    assert "rank1.h5" in p.stderr
+    assert not out.exists()
