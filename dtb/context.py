@@ -149,6 +149,25 @@ class Context:
         return np.split(out, np.cumsum(counts)[:-1])
 
 
+def _return_large_blocks_to_os() -> None:
+    """Make glibc serve every block over 1 MiB with mmap, so freed build temporaries leave the process.
+
+    glibc otherwise raises its mmap threshold after each large free (up to 32 MiB), after
+    which the next large temporaries land on the heap and stay resident once freed.
+    Elsewhere (no glibc) this does nothing.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "mallopt"):
+            libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except OSError:
+        pass
+
+
 def _cores() -> int:
     return len(os.sched_getaffinity(0))
 
@@ -156,6 +175,8 @@ def _cores() -> int:
 def _set_threads(n: int) -> int:
     """Give numba ``n`` threads (bounded by what it was started with); return the number set."""
     import numba
+
+    _return_large_blocks_to_os()
 
     n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)

@@ -316,7 +316,7 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
     del u_src, u_pos, u_cnt
 
     row_count = np.empty(len(slot_gids), dtype=np.int64)
-    connect.sort_slots_by_delay(slot_ptr, post, weight, delay, row_count)
+    connect.sort_slots_by_delay(slot_ptr, post, weight, delay, row_count, max(1, 4 * ctx.threads))
     slot_row_ptr = np.zeros(len(slot_gids) + 1, dtype=np.int64)
     np.cumsum(row_count, out=slot_row_ptr[1:])
     row_ptr = np.empty(slot_row_ptr[-1] + 1, dtype=np.int64)

@@ -254,8 +254,12 @@ def unit_scatter(seed, dt_ms, unit_proj, unit_g0, unit_tptr, tgt_counts, unit_li
 
 
 @nb.njit(parallel=True, cache=True)
-def sort_slots_by_delay(slot_ptr, post, weight, delay, row_count):
+def sort_slots_by_delay(slot_ptr, post, weight, delay, row_count, n_blocks):
     """Stable counting sort of each slot's synapses by delay, in place; count distinct delays.
+
+    Slots are processed in ``n_blocks`` parallel blocks, each with one scratch buffer
+    sized for its largest slot: many small per-slot allocations on worker threads
+    would leave their memory stranded in the allocator's per-thread arenas.
 
     Parameters
     ----------
@@ -263,39 +267,63 @@ def sort_slots_by_delay(slot_ptr, post, weight, delay, row_count):
     post, weight, delay : ndarray, shape (n_syn,)
     row_count : ndarray, shape (S,), int64
         Out: number of distinct delays of each slot.
+    n_blocks : int
     """
-    for s in nb.prange(slot_ptr.shape[0] - 1):
-        a = slot_ptr[s]
-        b = slot_ptr[s + 1]
-        if b == a:
-            row_count[s] = 0
-            continue
-        d_lo = delay[a]
-        d_hi = delay[a]
-        for q in range(a, b):
-            d_lo = min(d_lo, delay[q])
-            d_hi = max(d_hi, delay[q])
-        hist = np.zeros(np.int64(d_hi) - np.int64(d_lo) + 2, dtype=np.int64)
-        for q in range(a, b):
-            hist[np.int64(delay[q]) - np.int64(d_lo) + 1] += 1
-        n_rows = 0
-        for x in range(1, hist.shape[0]):
-            if hist[x]:
-                n_rows += 1
-            hist[x] += hist[x - 1]
-        row_count[s] = n_rows
-        if n_rows == 1:
-            continue
-        p_tmp = post[a:b].copy()
-        w_tmp = weight[a:b].copy()
-        d_tmp = delay[a:b].copy()
-        for q in range(b - a):
-            x = np.int64(d_tmp[q]) - np.int64(d_lo)
-            dst = a + hist[x]
-            hist[x] += 1
-            post[dst] = p_tmp[q]
-            weight[dst] = w_tmp[q]
-            delay[dst] = d_tmp[q]
+    n_slots = slot_ptr.shape[0] - 1
+    for blk in nb.prange(n_blocks):
+        s0 = blk * n_slots // n_blocks
+        s1 = (blk + 1) * n_slots // n_blocks
+        longest = 0
+        span = 1
+        for s in range(s0, s1):
+            a = slot_ptr[s]
+            b = slot_ptr[s + 1]
+            longest = max(longest, b - a)
+            if b > a:
+                d_lo = delay[a]
+                d_hi = delay[a]
+                for q in range(a, b):
+                    d_lo = min(d_lo, delay[q])
+                    d_hi = max(d_hi, delay[q])
+                span = max(span, np.int64(d_hi) - np.int64(d_lo) + 2)
+        p_tmp = np.empty(longest, dtype=post.dtype)
+        w_tmp = np.empty(longest, dtype=weight.dtype)
+        d_tmp = np.empty(longest, dtype=delay.dtype)
+        hist = np.empty(span, dtype=np.int64)
+        for s in range(s0, s1):
+            a = slot_ptr[s]
+            b = slot_ptr[s + 1]
+            if b == a:
+                row_count[s] = 0
+                continue
+            d_lo = delay[a]
+            d_hi = delay[a]
+            for q in range(a, b):
+                d_lo = min(d_lo, delay[q])
+                d_hi = max(d_hi, delay[q])
+            width = np.int64(d_hi) - np.int64(d_lo) + 2
+            hist[:width] = 0
+            for q in range(a, b):
+                hist[np.int64(delay[q]) - np.int64(d_lo) + 1] += 1
+            n_rows = 0
+            for x in range(1, width):
+                if hist[x]:
+                    n_rows += 1
+                hist[x] += hist[x - 1]
+            row_count[s] = n_rows
+            if n_rows == 1:
+                continue
+            n = b - a
+            p_tmp[:n] = post[a:b]
+            w_tmp[:n] = weight[a:b]
+            d_tmp[:n] = delay[a:b]
+            for q in range(n):
+                x = np.int64(d_tmp[q]) - np.int64(d_lo)
+                dst = a + hist[x]
+                hist[x] += 1
+                post[dst] = p_tmp[q]
+                weight[dst] = w_tmp[q]
+                delay[dst] = d_tmp[q]
 
 
 @nb.njit(parallel=True, cache=True)
