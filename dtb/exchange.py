@@ -54,14 +54,12 @@ class SerialExchange:
         return steps, gids
 
 
-class MpiExchange:
-    """Flat all-to-all exchange over MPI.
+def routing(ctx: Context, partition: Partition, gids: np.ndarray,
+            slot_gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Collective: for each local neuron, the ranks that need its spikes.
 
-    At construction (collective) every rank tells each owner which of its neurons
-    it needs (the sources of its slots), so each rank learns, per local neuron, the
-    ranks to send its spikes to. Per epoch: one ``Alltoall`` of counts and one
-    ``Alltoallv`` of packed ``gid << 6 | step-in-epoch`` records, each destination
-    receiving only the spikes it needs.
+    Every rank tells each owner which of its neurons it needs (the sources of its
+    slots) with one all-to-all.
 
     Parameters
     ----------
@@ -71,27 +69,49 @@ class MpiExchange:
         This rank's neurons, increasing.
     slot_gids : ndarray, shape (S,), int64
         Sources this rank needs, increasing.
+
+    Returns
+    -------
+    route_ptr : ndarray, shape (n_local + 1,), int64
+    route_rank : ndarray, int64
+        Neuron ``lid`` is needed by ranks ``route_rank[route_ptr[lid]:route_ptr[lid + 1]]``.
+    """
+    size = ctx.size
+    owner = partition.rank_of(slot_gids) if len(slot_gids) else np.zeros(0, np.int32)
+    want_counts = np.bincount(owner, minlength=size).astype(np.int64)
+    wanted = np.ascontiguousarray(slot_gids[np.argsort(owner, kind="stable")], dtype=np.int64)
+    asked, got_counts = _alltoallv(ctx.comm, wanted, want_counts)
+    asker = np.repeat(np.arange(size, dtype=np.int64), got_counts)
+    lid = np.searchsorted(gids, asked)
+    route_ptr = np.zeros(len(gids) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(lid, minlength=len(gids)), out=route_ptr[1:])
+    return route_ptr, asker[np.lexsort((asker, lid))]
+
+
+class MpiExchange:
+    """Flat all-to-all exchange over MPI.
+
+    Per epoch: one ``Alltoall`` of counts and one ``Alltoallv`` of packed
+    ``gid << 6 | step-in-epoch`` records, each destination receiving only the
+    spikes it needs. Made by `make_exchange`, which builds the routing table.
+
+    Parameters
+    ----------
+    ctx : Context
+    gids : ndarray, shape (n_local,), int64
+        This rank's neurons, increasing.
+    route_ptr, route_rank : ndarray, int64
+        The routing table (see `routing`).
     """
 
     name = "alltoall"
 
-    def __init__(self, ctx: Context, partition: Partition, gids: np.ndarray, slot_gids: np.ndarray):
-        """Collective: build the routing table."""
+    def __init__(self, ctx: Context, gids: np.ndarray, route_ptr: np.ndarray, route_rank: np.ndarray):
         self.ctx = ctx
         self.comm = ctx.comm
-        size = ctx.size
-        owner = partition.rank_of(slot_gids) if len(slot_gids) else np.zeros(0, np.int32)
-        want_counts = np.bincount(owner, minlength=size).astype(np.int64)
-        wanted = np.ascontiguousarray(slot_gids[np.argsort(owner, kind="stable")], dtype=np.int64)
-        asked, got_counts = _alltoallv(self.comm, wanted, want_counts)
-        # routing table: for each local neuron, the ranks that asked for it (CSR over lids)
-        asker = np.repeat(np.arange(size, dtype=np.int64), got_counts)
-        lid = np.searchsorted(gids, asked)
-        order = np.lexsort((asker, lid))
-        self.route_ptr = np.zeros(len(gids) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(lid, minlength=len(gids)), out=self.route_ptr[1:])
-        self.route_rank = asker[order].astype(np.int64)
         self.gids = gids
+        self.route_ptr = route_ptr
+        self.route_rank = route_rank
         self.messages_sent = 0  # non-empty sends to other ranks, summed over epochs
 
     def _records(self, epoch_start: int, steps: np.ndarray, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,37 +149,19 @@ class TwoLevelExchange(MpiExchange):
 
     Parameters
     ----------
-    ranks_per_node : int
-        0: real nodes. Every node must hold the same number of ranks.
-    Others as `MpiExchange`.
+    nodes : dict
+        From `node_layout`. Others as `MpiExchange`.
     """
 
     name = "two_level"
 
-    def __init__(self, ctx: Context, partition: Partition, gids: np.ndarray, slot_gids: np.ndarray,
-                 ranks_per_node: int = 0):
-        """Collective: routing table and the node and cross-node communicators."""
-        super().__init__(ctx, partition, gids, slot_gids)
-        from mpi4py import MPI
-
-        comm = self.comm
-        if ranks_per_node:
-            if ctx.size % ranks_per_node:
-                raise ConfigError(f"simulation.ranks_per_node = {ranks_per_node}: must divide the number of "
-                                  f"ranks ({ctx.size})")
-            self.node = comm.Split(color=ctx.rank // ranks_per_node, key=ctx.rank)
-        else:
-            self.node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=ctx.rank)
-        leader = self.node.allreduce(ctx.rank, op=MPI.MIN)
-        layout = np.array(comm.allgather((leader, self.node.Get_rank(), self.node.Get_size())), dtype=np.int64)
-        if len(set(layout[:, 2])) != 1:
-            raise ConfigError("the two-level exchange needs the same number of ranks on every node")
-        leaders = np.unique(layout[:, 0])
-        self.node_of = np.searchsorted(leaders, layout[:, 0])  # node ordinal of every rank
-        self.local_of = layout[:, 1]  # index inside its node of every rank
+    def __init__(self, ctx: Context, gids: np.ndarray, route_ptr: np.ndarray, route_rank: np.ndarray, nodes: dict):
+        super().__init__(ctx, gids, route_ptr, route_rank)
+        self.node = nodes["node"]
+        self.cross = nodes["cross"]
+        self.node_of = nodes["node_of"]
+        self.local_of = nodes["local_of"]
         self.my_node = int(self.node_of[ctx.rank])
-        # ranks with this rank's local index, one per node, in node order
-        self.cross = comm.Split(color=int(self.local_of[ctx.rank]), key=self.my_node)
 
     def exchange(self, epoch_start: int, steps: np.ndarray, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Collective: as `MpiExchange.exchange`, in two stages."""
@@ -289,9 +291,45 @@ def _displs(counts: np.ndarray) -> np.ndarray:
     return out
 
 
+def node_layout(ctx: Context, ranks_per_node: int = 0) -> dict:
+    """Collective: the node communicators of the two-level exchange.
+
+    Parameters
+    ----------
+    ranks_per_node : int
+        0: ranks sharing memory form a node; else blocks of this many consecutive ranks.
+        Every node must hold the same number of ranks.
+
+    Returns
+    -------
+    dict
+        ``node`` (communicator of this rank's node), ``cross`` (the ranks with this
+        rank's local index, one per node, in node order), ``node_of`` and
+        ``local_of`` (node ordinal and local index of every rank, int64 arrays).
+    """
+    from mpi4py import MPI
+
+    comm = ctx.comm
+    if ranks_per_node:
+        if ctx.size % ranks_per_node:
+            raise ConfigError(f"simulation.ranks_per_node = {ranks_per_node}: must divide the number of "
+                              f"ranks ({ctx.size})")
+        node = comm.Split(color=ctx.rank // ranks_per_node, key=ctx.rank)
+    else:
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=ctx.rank)
+    leader = node.allreduce(ctx.rank, op=MPI.MIN)
+    layout = np.array(comm.allgather((leader, node.Get_rank(), node.Get_size())), dtype=np.int64)
+    if len(set(layout[:, 2])) != 1:
+        raise ConfigError("the two-level exchange needs the same number of ranks on every node")
+    node_of = np.searchsorted(np.unique(layout[:, 0]), layout[:, 0])
+    local_of = layout[:, 1]
+    cross = comm.Split(color=int(local_of[ctx.rank]), key=int(node_of[ctx.rank]))
+    return {"node": node, "cross": cross, "node_of": node_of, "local_of": local_of}
+
+
 def make_exchange(ctx: Context, partition: Partition, gids: np.ndarray, slot_gids: np.ndarray,
                   strategy: str = "alltoall", ranks_per_node: int = 0):
-    """Collective: the exchange strategy for a context (serial on one process).
+    """Collective: the exchange strategy for a context (serial on one process), routing table built.
 
     Parameters
     ----------
@@ -301,6 +339,7 @@ def make_exchange(ctx: Context, partition: Partition, gids: np.ndarray, slot_gid
     """
     if ctx.comm is None:
         return SerialExchange()
+    route_ptr, route_rank = routing(ctx, partition, gids, slot_gids)
     if strategy == "two_level":
-        return TwoLevelExchange(ctx, partition, gids, slot_gids, ranks_per_node)
-    return MpiExchange(ctx, partition, gids, slot_gids)
+        return TwoLevelExchange(ctx, gids, route_ptr, route_rank, node_layout(ctx, ranks_per_node))
+    return MpiExchange(ctx, gids, route_ptr, route_rank)

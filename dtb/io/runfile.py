@@ -235,9 +235,7 @@ class Recorder:
         self.part = None
         if self.record_spikes:
             folder = parts_dir(Path(run_path))
-            if ctx.is_root:
-                folder.mkdir(exist_ok=True)
-            ctx.barrier()
+            folder.mkdir(exist_ok=True)  # every rank, so that no rank has to wait for another
             self.part = SpikePart(folder / f"rank{ctx.rank}.h5")
 
     def _room(self, rows: int) -> None:
