@@ -38,6 +38,8 @@ SPLIT = 4       # multinomial split of a fixed total number of synapses over tar
 INIT = 5        # initial membrane potential / state
 NOISE = 6       # per-step OU background noise
 POISSON = 7     # per-step Poisson background input
+GAMMA = 8       # neuron-level spread of region hyperparameters
+ASSIMILATION = 9  # ensemble prior, random walk and observation perturbations of the Kalman filter
 
 
 @nb.njit(inline="always", cache=True)
