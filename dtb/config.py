@@ -49,6 +49,7 @@ class RecordingConfig:
     flush_ms: float = _key(100.0, "write recording buffers to the run file every this much biological time (ms)",
                            gt=0.0, le=1e9)
     progress: bool = _key(True, "show a progress bar on long phases (stderr)")
+    bold: bool = _key(False, "compute each region's BOLD signal (see [bold]) and store it as /bold")
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,61 @@ class PD14Config:
 
 
 @dataclass(frozen=True)
+class HyperConfig:
+    """Region hyperparameters of the lif_cond model: gains on neuron parameters (see dtb.model.hyper)."""
+
+    gamma_alpha: float = _key(5.0, "shape of the Gamma(alpha, alpha) spread of each neuron's gains around its "
+                              "region's value (mean 1, variance 1/alpha); 0 = no spread", ge=0.0, le=1e6)
+    g_ampa: float = _key(1.0, "region gain of the AMPA conductance (initial value when assimilated)", gt=0.0, le=1e3)
+    g_nmda: float = _key(1.0, "region gain of the NMDA conductance", gt=0.0, le=1e3)
+    g_gaba_a: float = _key(1.0, "region gain of the GABA-A conductance", gt=0.0, le=1e3)
+    g_gaba_b: float = _key(1.0, "region gain of the GABA-B conductance", gt=0.0, le=1e3)
+    i_bg: float = _key(1.0, "region gain of the background current's mean (wholebrain.bg_mu)", gt=0.0, le=1e3)
+
+
+@dataclass(frozen=True)
+class BoldConfig:
+    tr_ms: float = _key(720.0, "sampling interval of the recorded BOLD signal (ms; a multiple of 1 ms)", gt=0.0,
+                        le=1e6)
+    params: str = _key("dtb", "Balloon-Windkessel parameter set", choices=("dtb", "friston2003"))
+    eps: float = _key(0.0, "neuronal efficacy: gain of the firing fraction per ms on the vasodilatory signal "
+                      "(1/s^2); 0 = the parameter set's (dtb 200, friston2003 32.8)", ge=0.0, le=1e6)
+
+
+@dataclass(frozen=True)
+class AssimilationConfig:
+    members: int = _key(32, "ensemble members (disjoint copies of the brain in one simulation)", ge=2, le=100_000)
+    trs: int = _key(200, "TRs of the recording to assimilate (from the first)", ge=3, le=10**7)
+    fit: str = _key("g_ampa,g_gaba_a,i_bg", "comma-separated hyperparameters to fit, from: g_ampa, g_nmda, "
+                    "g_gaba_a, g_gaba_b, i_bg")
+    g_ampa_bounds: tuple = _key((0.5, 2.0), "bounds [lo, hi] of the fitted AMPA gain", ge=0.0, le=1e3)
+    g_nmda_bounds: tuple = _key((0.5, 2.0), "bounds of the fitted NMDA gain", ge=0.0, le=1e3)
+    g_gaba_a_bounds: tuple = _key((0.5, 2.0), "bounds of the fitted GABA-A gain", ge=0.0, le=1e3)
+    g_gaba_b_bounds: tuple = _key((0.5, 2.0), "bounds of the fitted GABA-B gain", ge=0.0, le=1e3)
+    i_bg_bounds: tuple = _key((0.7, 1.3), "bounds of the fitted background-current gain", ge=0.0, le=1e3)
+    prior_sd: float = _key(0.5, "s.d. of the initial ensemble around the [hyper] values (logit units)", ge=0.0,
+                           le=100.0)
+    walk_sd: float = _key(0.05, "s.d. of the random walk of each hyperparameter per TR (logit units)", ge=0.0,
+                          le=100.0)
+    obs_var: float = _key(1e-8, "observation error variance of the scaled BOLD", gt=0.0, le=1.0)
+    local_weight: float = _key(0.5, "weight of the per-region update (the global update gets the rest)", ge=0.0,
+                               le=1.0)
+    inflation: float = _key(1.0, "multiplicative inflation of the prior ensemble anomalies", ge=1.0, le=100.0)
+    detrend_order: int = _key(1, "polynomial order removed from each region's recorded BOLD (0 = mean)", ge=0,
+                              le=10)
+    band_lo_hz: float = _key(0.0, "high-pass edge of the zero-phase Butterworth filter (Hz); 0 = none", ge=0.0,
+                             le=1e3)
+    band_hi_hz: float = _key(0.0, "low-pass edge (Hz); 0 = none", ge=0.0, le=1e3)
+    obs_lo: float = _key(0.01, "each region's recorded BOLD is scaled to [obs_lo, obs_hi], the model's range",
+                         ge=-1.0, le=1.0)
+    obs_hi: float = _key(0.02, "upper end of the scaled BOLD", ge=-1.0, le=1.0)
+    spinup_ms: float = _key(2000.0, "simulated before the first TR; the hemodynamics then start at the steady "
+                            "state of its last half's rates (ms)", ge=0.0, le=1e7)
+    forecast5_every: int = _key(10, "make a 5-TR-ahead forecast every this many TRs; 0 = never", ge=0, le=10**7)
+    replay: bool = _key(True, "after the filter, replay one brain with the posterior-mean hyperparameters")
+
+
+@dataclass(frozen=True)
 class Config:
     """A complete, validated run configuration.
 
@@ -96,6 +152,9 @@ class Config:
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     wholebrain: WholebrainConfig = field(default_factory=WholebrainConfig)
     pd14: PD14Config = field(default_factory=PD14Config)
+    hyper: HyperConfig = field(default_factory=HyperConfig)
+    bold: BoldConfig = field(default_factory=BoldConfig)
+    assimilation: AssimilationConfig = field(default_factory=AssimilationConfig)
     #: folder that relative paths in the config are resolved against (not a key)
     base_dir: str = field(default=".", metadata=dict(internal=True), compare=False)
 
@@ -123,10 +182,13 @@ def _public_fields(cls):
 
 
 _SECTION_TYPES = {"simulation": SimulationConfig, "recording": RecordingConfig,
-                  "wholebrain": WholebrainConfig, "pd14": PD14Config}
+                  "wholebrain": WholebrainConfig, "pd14": PD14Config, "hyper": HyperConfig, "bold": BoldConfig,
+                  "assimilation": AssimilationConfig}
 
 
 def _allowed(meta, kind) -> str:
+    if kind is tuple:
+        return f"a pair [lo, hi] of numbers with {meta['ge']:g} <= lo < hi <= {meta['le']:g}"
     if meta.get("choices"):
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
     parts = []
@@ -150,6 +212,15 @@ def _coerce(name: str, value: Any, f: dataclasses.Field) -> Any:
     elif kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
+    elif kind is tuple:
+        ok = (isinstance(value, (list, tuple)) and len(value) == 2
+              and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))
+        if ok:
+            value = (float(value[0]), float(value[1]))
+            ok = meta["ge"] <= value[0] < value[1] <= meta["le"]
+        if not ok:
+            raise ConfigError(f"{name} = {value!r}: must be {_allowed(meta, kind)}")
+        return value
     elif kind is str:
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)  # subject ids look like numbers: subject = 102311
@@ -249,7 +320,28 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if wb.k_local_e + wb.k_local_i > 1.0 + 1e-12:
         raise ConfigError(f"wholebrain.k_local_e + wholebrain.k_local_i = {wb.k_local_e + wb.k_local_i:g}: "
                           "must be <= 1")
+    _check_assimilation(cfg)
     return cfg
+
+
+def _check_assimilation(cfg: Config) -> None:
+    from dtb.model.neurons import LIF_GAINS
+
+    da = cfg.assimilation
+    names = fitted(cfg)
+    unknown = [n for n in names if n not in LIF_GAINS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ConfigError(f"assimilation.fit = {da.fit!r}: must name distinct hyperparameters from "
+                          f"{', '.join(LIF_GAINS)}")
+    if not da.obs_lo < da.obs_hi:
+        raise ConfigError(f"assimilation.obs_lo = {da.obs_lo:g} must be < assimilation.obs_hi = {da.obs_hi:g}")
+    if 0 < da.band_hi_hz <= da.band_lo_hz:
+        raise ConfigError(f"assimilation.band_lo_hz = {da.band_lo_hz:g} must be < band_hi_hz = {da.band_hi_hz:g}")
+
+
+def fitted(cfg: Config) -> list[str]:
+    """Names of the hyperparameters ``assimilation.fit`` selects, in the given order."""
+    return [n.strip() for n in cfg.assimilation.fit.split(",") if n.strip()]
 
 
 def describe() -> str:
@@ -262,6 +354,8 @@ def describe() -> str:
     for name, f in entries:
         default = f.default
         shown = f"{default:.6g}" if isinstance(default, float) else repr(default).replace("'", '"')
+        if isinstance(default, tuple):
+            shown = "[" + ", ".join(f"{x:g}" for x in default) + "]"
         if isinstance(default, bool):
             shown = str(default).lower()
         rows.append(f"| `{name}` | `{shown}` | {_allowed(f.metadata, type(default))} | {f.metadata['doc']} |")

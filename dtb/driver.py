@@ -14,10 +14,13 @@ from dtb.config import Config
 from dtb.connectome.connectome import load_connectome
 from dtb.connectome.pd14 import pd14_recipe
 from dtb.connectome.wholebrain import wholebrain_recipe
+from dtb.activity import RegionActivity, steps_per_ms
+from dtb.bold import Balloon, bold_params
 from dtb.context import Context
 from dtb.errors import ConfigError
 from dtb.exchange import DryRunExchange, make_exchange
 from dtb.io.runfile import Recorder, RunWriter, check_output
+from dtb.model import hyper
 from dtb.model.recipe import Recipe
 from dtb.network import build_local
 from dtb.partition import partition as make_partition
@@ -72,6 +75,42 @@ class _Progress:
         self.bars.clear()
 
 
+def build(ctx: Context, recipe: Recipe, cfg: Config, progress=None, allow_dry_run: bool = True):
+    """Collective: partition ``recipe`` over the ranks, build this rank's part, set up exchange and simulation.
+
+    Neuron gains (lif_cond) start at the ``[hyper]`` values with the neuron-level spread.
+
+    Returns
+    -------
+    partition : Partition
+    net : LocalNetwork
+    exchange : object
+    sim : Simulation
+    """
+    sim_cfg = cfg.simulation
+    partition = make_partition(recipe, ctx.size, sim_cfg.partition, seed=sim_cfg.seed)
+    net = build_local(ctx, recipe, partition, sim_cfg.seed, progress=progress)
+    if sim_cfg.exchange == "dry_run":
+        if ctx.size > 1 or not allow_dry_run:
+            raise ConfigError("simulation.exchange = 'dry_run' plays many ranks in one process: run it without "
+                              "mpiexec (and not for an assimilation)")
+        fake = make_partition(recipe, sim_cfg.dry_run_ranks, sim_cfg.partition, seed=sim_cfg.seed)
+        exchange = DryRunExchange(fake, net, sim_cfg.ranks_per_node or 8)
+    else:
+        exchange = make_exchange(ctx, partition, net.gids, net.slot_gids, sim_cfg.exchange, sim_cfg.ranks_per_node)
+    gain = None
+    if recipe.neuron_model == "lif_cond":
+        spread = hyper.neuron_spread(sim_cfg.seed, net.gids, cfg.hyper.gamma_alpha)
+        theta = hyper.initial_theta(cfg.hyper, len(recipe.regions))
+        gain = hyper.neuron_gains(theta, neuron_regions(recipe, net), spread)
+    return partition, net, exchange, Simulation(ctx, net, exchange, sim_cfg.seed, gain)
+
+
+def neuron_regions(recipe: Recipe, net) -> np.ndarray:
+    """Region of each local neuron, shape (n_local,), int64."""
+    return np.array([p.region for p in recipe.populations], dtype=np.int64)[net.pop]
+
+
 def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | None = None) -> dict:
     """Collective: build and simulate the configured network and write its run file.
 
@@ -94,6 +133,11 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
     n_steps = steps_of("simulation.t_ms", sim_cfg.t_ms, sim_cfg.dt_ms)
     bin_steps = steps_of("recording.rate_bin_ms", cfg.recording.rate_bin_ms, sim_cfg.dt_ms)
     flush_steps = max(1, int(round(cfg.recording.flush_ms / sim_cfg.dt_ms)))
+    tr_steps = n_steps + 1  # no TR boundary unless BOLD is recorded
+    if cfg.recording.bold:
+        tr_steps = steps_of("bold.tr_ms", cfg.bold.tr_ms, sim_cfg.dt_ms)
+        steps_of("bold.tr_ms", cfg.bold.tr_ms, 1.0)
+        steps_per_ms(sim_cfg.dt_ms)
     # input errors surface before MPI starts, where every rank meets them alike and one message is printed
     check_output(out, overwrite)
     t0 = time.perf_counter()
@@ -102,18 +146,7 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
     progress = _Progress(cfg.recording.progress and ctx.is_root)
     writer = RunWriter(out, overwrite=overwrite) if ctx.is_root else None
     try:
-        partition = make_partition(recipe, ctx.size, sim_cfg.partition, seed=sim_cfg.seed)
-        net = build_local(ctx, recipe, partition, sim_cfg.seed, progress=progress)
-        if sim_cfg.exchange == "dry_run":
-            if ctx.size > 1:
-                raise ConfigError("simulation.exchange = 'dry_run' plays many ranks in one process: run it without "
-                                  "mpiexec")
-            fake = make_partition(recipe, sim_cfg.dry_run_ranks, sim_cfg.partition, seed=sim_cfg.seed)
-            exchange = DryRunExchange(fake, net, sim_cfg.ranks_per_node or 8)
-        else:
-            exchange = make_exchange(ctx, partition, net.gids, net.slot_gids, sim_cfg.exchange,
-                                     sim_cfg.ranks_per_node)
-        sim = Simulation(ctx, net, exchange, sim_cfg.seed)
+        partition, net, exchange, sim = build(ctx, recipe, cfg, progress)
         build_s = ctx.max(time.perf_counter() - t0)
         progress.close()
         synapse_counts = ctx.sum(net.synapse_counts)
@@ -134,12 +167,25 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
             writer.write_partition(partition.starts, partition.stops, partition.ranks, partition.strategy,
                                    partition.n_ranks)
         recorder = Recorder(ctx, writer, Path(out), offsets, sim_cfg.dt_ms, bin_steps, cfg.recording.spikes)
+        sinks, bold_rows = [recorder], []
+        if cfg.recording.bold:
+            activity = RegionActivity(ctx, recipe, sim_cfg.dt_ms)
+            balloon = Balloon(len(recipe.regions), bold_params(cfg.bold.params), cfg.bold.eps or None)
+            sinks.append(activity)
         advance = progress("simulate", n_steps, unit="step")
         t1 = time.perf_counter()
         while sim.step < n_steps:
-            sim.run(min(flush_steps, n_steps - sim.step), recorder, advance)
-            recorder.flush(sim.step)
+            stop = min(n_steps, (sim.step // flush_steps + 1) * flush_steps, (sim.step // tr_steps + 1) * tr_steps)
+            sim.run(stop - sim.step, sinks, advance)
+            if sim.step % tr_steps == 0:
+                balloon.advance(activity.take(sim.step // activity.steps_per_ms))
+                bold_rows.append(balloon.bold())
+            if sim.step % flush_steps == 0:
+                recorder.flush(sim.step)
         recorder.flush(sim.step, final=True)
+        if writer is not None and cfg.recording.bold:
+            writer.write_bold(np.array(bold_rows).reshape(-1, len(recipe.regions)).T, cfg.bold.tr_ms,
+                              cfg.bold.params, balloon.eps)
         sim_s = ctx.max(time.perf_counter() - t1)
         t2 = time.perf_counter()
         recorder.finish_spikes(partition.local_ranges(ctx.rank))

@@ -12,13 +12,13 @@ fibre-length delays of tens of ms such a ring would outweigh the synapses.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
 from dtb.context import Context
 from dtb.kernels import cpu, rng
-from dtb.model.neurons import IAF_COLUMNS, LIF_COLUMNS
+from dtb.model.neurons import IAF_COLUMNS, LIF_COLUMNS, LIF_GAINS
 from dtb.network import LocalNetwork
 
 
@@ -38,6 +38,8 @@ class Simulation:
         A spike exchange strategy (`dtb.exchange`).
     seed : int
         Seed of the initial state and per-step noise.
+    gain : ndarray, shape (len(LIF_GAINS), n_local), float64, optional
+        Per-neuron gains of lif_cond parameters (`dtb.model.hyper`); default all 1.
 
     Attributes
     ----------
@@ -46,7 +48,7 @@ class Simulation:
     epoch_steps : int
     """
 
-    def __init__(self, ctx: Context, net: LocalNetwork, exchange, seed: int):
+    def __init__(self, ctx: Context, net: LocalNetwork, exchange, seed: int, gain: np.ndarray | None = None):
         recipe = net.recipe
         self.ctx = ctx
         self.net = net
@@ -57,6 +59,10 @@ class Simulation:
         self.epoch_steps = min(recipe.min_delay_steps, cpu.MAX_EPOCH_STEPS)
         n = net.n_local
         self.state = self._initial_state()
+        if recipe.neuron_model == "lif_cond":
+            self.state["gain"] = np.ones((len(LIF_GAINS), n))
+            if gain is not None:
+                self.set_gains(gain)
         self.inbuf = np.zeros((self.epoch_steps, 2, n), dtype=np.float32)
         self.lo_hi = cpu.blocks(n, max(1, min(n, max(2 * ctx.threads, -(-n // cpu.BLOCK_NEURONS)))))
         self.mask = np.zeros(n, dtype=np.uint64)
@@ -95,6 +101,29 @@ class Simulation:
         i_bg = cols["ou_mu"] + sigma * rng.normals(self.seed, rng.INIT, net.gids, 1)
         return dict(v=v, j=np.zeros((4, n)), i_bg=i_bg, ref=ref)
 
+    def set_gains(self, gain: np.ndarray) -> None:
+        """Replace the per-neuron lif_cond gains, shape (len(LIF_GAINS), n_local), between run windows."""
+        if gain.shape != self.state["gain"].shape:
+            raise ValueError(f"gain has shape {gain.shape}, expected {self.state['gain'].shape}")
+        self.state["gain"][:] = gain
+
+    def snapshot(self) -> dict:
+        """A copy of everything the next steps depend on (state, pending spikes, step)."""
+        snap = {k: v.copy() for k, v in self.state.items()}
+        snap["pend"] = self.pend[:, : self.n_pend].copy()
+        snap["step"] = self.step
+        return snap
+
+    def restore(self, snap: dict) -> None:
+        """Go back to a `snapshot`: the steps that follow repeat exactly (noise is keyed by step)."""
+        for k in self.state:
+            self.state[k][...] = snap[k]
+        self.n_pend = snap["pend"].shape[1]
+        if self.n_pend > self.pend.shape[1]:
+            self.pend = np.empty((3, self.n_pend), dtype=np.int64)
+        self.pend[:, : self.n_pend] = snap["pend"]
+        self.step = snap["step"]
+
     def membrane_potential_mv(self) -> np.ndarray:
         """Membrane potentials of the local neurons (mV), shape (n_local,), float64."""
         v = self.state["v"]
@@ -109,8 +138,8 @@ class Simulation:
             return cpu.advance_iaf_psc_exp(*common, self.poisson_cdf, st["v"], st["i_ex"], st["i_in"], st["ref"],
                                            self.inbuf, self.lo_hi, self.mask, self.scratch, self.out_lid,
                                            self.out_step)
-        return cpu.advance_lif_cond(*common, st["v"], st["j"], st["i_bg"], st["ref"], self.inbuf, self.lo_hi,
-                                    self.mask, self.scratch, self.out_lid, self.out_step)
+        return cpu.advance_lif_cond(*common, st["v"], st["j"], st["i_bg"], st["ref"], st["gain"], self.inbuf,
+                                    self.lo_hi, self.mask, self.scratch, self.out_lid, self.out_step)
 
     def _enqueue(self, steps: np.ndarray, gids: np.ndarray) -> None:
         need = self.n_pend + len(gids)
@@ -122,15 +151,15 @@ class Simulation:
         self.n_pend = cpu.enqueue(steps, gids, net.slot_gids, net.slot_row_ptr, self.n_pend, self.pend[0],
                                   self.pend[1], self.pend[2])
 
-    def run(self, n_steps: int, sink: SpikeSink | None = None,
+    def run(self, n_steps: int, sinks: Sequence[SpikeSink] = (),
             on_progress: Callable[[int], None] | None = None) -> None:
         """Collective: advance ``n_steps`` steps, epoch by epoch.
 
         Parameters
         ----------
         n_steps : int
-        sink : SpikeSink, optional
-            Receives each epoch's local spikes.
+        sinks : sequence of SpikeSink
+            Each receives each epoch's local spikes.
         on_progress : callable, optional
             Called with the number of steps done after each epoch.
         """
@@ -147,7 +176,7 @@ class Simulation:
             gids = net.gids[self.out_lid[:n_spk]]
             r_steps, r_gids = self.exchange.exchange(self.step, steps, gids)
             self._enqueue(r_steps, r_gids)
-            if sink is not None:
+            for sink in sinks:
                 sink.spikes(steps, gids)
             self.step += m
             if on_progress is not None:

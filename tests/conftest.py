@@ -39,7 +39,7 @@ def collect(sim, n_steps):
             steps.append(s)
             gids.append(g)
 
-    sim.run(n_steps, Sink())
+    sim.run(n_steps, [Sink()])
     if not steps:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(steps), np.concatenate(gids)

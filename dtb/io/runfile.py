@@ -135,8 +135,35 @@ class RunWriter:
         ds.resize((n0 + len(rows_hz), ds.shape[1]))
         ds[n0:] = rows_hz
 
+    def write_bold(self, bold: np.ndarray, tr_ms: float, params: str, eps: float) -> None:
+        """Store the BOLD signal, shape (n_regions, n_trs), sampled at the end of each TR."""
+        ds = self.file.create_dataset("bold", data=np.asarray(bold, dtype=np.float64))
+        ds.attrs.update(dict(tr_ms=tr_ms, params=params, eps=eps, units="1", axes="region, TR",
+                             model="Balloon-Windkessel"))
+
+    def write_group(self, name: str, arrays: dict, attrs: dict) -> None:
+        """Store a group of named arrays (strings allowed) and scalar attributes."""
+        g = self.file.create_group(name)
+        for key, val in arrays.items():
+            val = np.asarray(val)
+            g.create_dataset(key, data=val.tolist() if val.dtype.kind == "U" else val,
+                             dtype=_STR if val.dtype.kind == "U" else None)
+        g.attrs.update(attrs)
+
     def finish(self, summary: dict) -> Path:
         """Write region rates and the summary, close, and move to the final name."""
+        f = self.file
+        if "rates/population_hz" in f:
+            self._region_rates()
+        f.create_dataset("summary", data=json.dumps(summary), dtype=_STR)
+        for k, v in summary.items():
+            if isinstance(v, (int, float, str)):
+                f.attrs[k] = v
+        f.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def _region_rates(self) -> None:
         f = self.file
         pop = f["rates/population_hz"]
         sizes = f["network/populations/size"][()]
@@ -148,13 +175,6 @@ class RunWriter:
         weights /= weights.sum(axis=0, keepdims=True)
         reg = f.create_dataset("rates/region_hz", data=(pop[()] @ weights).astype(np.float32))
         reg.attrs.update(dict(bin_ms=pop.attrs.get("bin_ms", 0.0), units="Hz"))
-        f.create_dataset("summary", data=json.dumps(summary), dtype=_STR)
-        for k, v in summary.items():
-            if isinstance(v, (int, float, str)):
-                f.attrs[k] = v
-        f.close()
-        os.replace(self.tmp, self.path)
-        return self.path
 
     def abort(self) -> None:
         """Close and delete the partial file and any spike parts."""

@@ -199,7 +199,7 @@ def advance_iaf_psc_exp(t0, m, seed, gids, pop, params, poisson_cdf, v, i_ex, i_
 
 
 @nb.njit(parallel=True, cache=True)
-def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_hi, mask, scratch, out_lid,
+def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, gain, inbuf, lo_hi, mask, scratch, out_lid,
                      out_step):
     """Advance DTB ``lif_cond`` neurons by ``m`` steps from step ``t0``.
 
@@ -216,6 +216,9 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_
     i_bg : ndarray, shape (N,), float64
         OU background current (mV/ms).
     params : ndarray, shape (n_pop, len(LIF_COLUMNS)), float64
+    gain : ndarray, shape (len(LIF_GAINS), N), float64
+        Per-neuron multipliers of the population's AMPA, NMDA, GABA-A and GABA-B
+        conductances and of the OU mean (region hyperparameter x neuron-level spread).
     scratch : ndarray, shape (2, N), uint32
         Scratch: this step's random words.
 
@@ -250,17 +253,18 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, inbuf, lo_
                 r = ref[n]
                 if r == 0:
                     # conductance of each receptor (same operation order as the plain formula)
-                    ga = pr[_LIF_G_AMPA] * ja
-                    gn = pr[_LIF_G_NMDA] * jn
-                    gga = pr[_LIF_G_GABA_A] * jga
-                    ggb = pr[_LIF_G_GABA_B] * jgb
+                    ga = pr[_LIF_G_AMPA] * gain[0, n] * ja
+                    gn = pr[_LIF_G_NMDA] * gain[1, n] * jn
+                    gga = pr[_LIF_G_GABA_A] * gain[2, n] * jga
+                    ggb = pr[_LIF_G_GABA_B] * gain[3, n] * jgb
                     gsum = pr[_LIF_G_L] + ga + gn + gga + ggb
                     veq = (pr[_LIF_G_L] * pr[_LIF_V_L_MV] + ga * pr[_LIF_E_AMPA_MV] + gn * pr[_LIF_E_NMDA_MV]
                            + gga * pr[_LIF_E_GABA_A_MV] + ggb * pr[_LIF_E_GABA_B_MV] + pr[_LIF_I_EXT] + i_bg[n]) / gsum
                     vn = veq + (vn - veq) * math.exp(-gsum * pr[_LIF_DT_OVER_C])
                 else:
                     r -= 1
-                i_bg[n] = pr[_LIF_OU_MU] + (i_bg[n] - pr[_LIF_OU_MU]) * pr[_LIF_OU_DECAY] + pr[_LIF_OU_NOISE] * z
+                mu = pr[_LIF_OU_MU] * gain[4, n]
+                i_bg[n] = mu + (i_bg[n] - mu) * pr[_LIF_OU_DECAY] + pr[_LIF_OU_NOISE] * z
                 x_e = np.float64(inbuf[s, 0, n])
                 x_i = np.float64(inbuf[s, 1, n])
                 j[0, n] = ja * pr[_LIF_D_AMPA] + x_e

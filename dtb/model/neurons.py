@@ -25,6 +25,10 @@ IAF_COLUMNS = ("p22", "p21_ex", "p21_in", "p20", "p11_ex", "p11_in", "theta_mv",
 LIF_COLUMNS = ("g_l", "v_l_mv", "v_th_mv", "v_reset_mv", "ref_steps", "i_ext",
                "g_ampa", "g_nmda", "g_gaba_a", "g_gaba_b", "e_ampa_mv", "e_nmda_mv", "e_gaba_a_mv", "e_gaba_b_mv",
                "d_ampa", "d_nmda", "d_gaba_a", "d_gaba_b", "ou_mu", "ou_decay", "ou_noise", "dt_over_c")
+# Per-neuron multipliers of lif_cond parameters (rows of the kernel's ``gain`` array): the
+# conductance gains of the four receptors and the gain of the background current's mean.
+# Region hyperparameters act through them (`dtb.model.hyper`).
+LIF_GAINS = ("g_ampa", "g_nmda", "g_gaba_a", "g_gaba_b", "i_bg")
 
 
 @dataclass(frozen=True)

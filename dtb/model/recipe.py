@@ -8,7 +8,7 @@ into synapses. Gids are canonical: population ``p`` holds gids
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -149,3 +149,23 @@ class Recipe:
             count = proj.total if proj.total else proj.indegree * self.populations[proj.target].size
             out[proj.target, proj.sources] += count * proj.source_p
         return out
+
+    def replicate(self, members: int) -> "Recipe":
+        """``members`` disjoint copies of this network in one recipe (an assimilation ensemble).
+
+        Member ``e`` holds populations ``e * P .. (e + 1) * P - 1`` named ``m<e>/<name>``
+        and regions ``e * R .. (e + 1) * R - 1``; its gids are offset by ``e`` times the
+        network size, so its synapses, initial state and noise are draws of its own.
+
+        Returns
+        -------
+        Recipe
+        """
+        n_pop, n_reg = len(self.populations), len(self.regions)
+        pops = tuple(replace(p, name=f"m{e}/{p.name}", region=e * n_reg + p.region)
+                     for e in range(members) for p in self.populations)
+        projs = tuple(replace(q, target=q.target + e * n_pop, sources=q.sources + e * n_pop)
+                      for e in range(members) for q in self.projections)
+        return replace(self, populations=pops, projections=projs, params=np.tile(self.params, (members, 1)),
+                       v0_mean_mv=np.tile(self.v0_mean_mv, members), v0_sd_mv=np.tile(self.v0_sd_mv, members),
+                       regions=tuple(f"m{e}/{r}" for e in range(members) for r in self.regions))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dtb.kernels import cpu
-from dtb.model.neurons import IAF_COLUMNS, LIF_COLUMNS, IafPscExp, LifCond
+from dtb.model.neurons import IAF_COLUMNS, LIF_COLUMNS, LIF_GAINS, IafPscExp, LifCond
 
 DT = 0.1
 
@@ -94,8 +94,8 @@ def _run_lif(row, n_steps, inputs=None, v0=-70.0, i_bg0=None):
             inbuf[0, :, 0] = inputs[t]
         out_lid, out_step = np.empty(1, np.int64), np.empty(1, np.int64)
         n = cpu.advance_lif_cond(t, 1, 1, np.zeros(1, np.int64), np.zeros(1, np.int32), row[None, :], v, j, i_bg,
-                                 ref, inbuf, cpu.blocks(1, 1), np.zeros(1, np.uint64), np.zeros((2, 1), np.uint32),
-                                 out_lid, out_step)
+                                 ref, np.ones((5, 1)), inbuf, cpu.blocks(1, 1), np.zeros(1, np.uint64),
+                                 np.zeros((2, 1), np.uint32), out_lid, out_step)
         vs.append(v[0])
         js.append(j[:, 0].copy())
         if n:
@@ -152,8 +152,9 @@ def test_ou_background_statistics():
     gids = np.arange(n, dtype=np.int64)
     for e in range(40):
         inbuf = np.zeros((50, 2, n), np.float32)
-        cpu.advance_lif_cond(e * 50, 50, 3, gids, np.zeros(n, np.int32), row[None, :], v, j, i_bg, ref, inbuf,
-                             cpu.blocks(n, 4), np.zeros(n, np.uint64), np.zeros((2, n), np.uint32),
+        cpu.advance_lif_cond(e * 50, 50, 3, gids, np.zeros(n, np.int32), row[None, :], v, j, i_bg, ref,
+                             np.ones((5, n)), inbuf, cpu.blocks(n, 4), np.zeros(n, np.uint64),
+                             np.zeros((2, n), np.uint32),
                              np.empty(n * 50, np.int64), np.empty(n * 50, np.int64))
         samples.append(i_bg.copy())
     s = np.array(samples[5:])
@@ -162,3 +163,30 @@ def test_ou_background_statistics():
     # lag-one-epoch (5 ms = tau) autocorrelation e^-1
     r = np.corrcoef(s[:-1].ravel(), s[1:].ravel())[0, 1]
     assert abs(r - math.exp(-1)) < 0.03
+
+
+def test_lif_gains_equal_scaled_parameters():
+    """A neuron's gains act exactly as its population's conductances and OU mean scaled by them."""
+    nrn = LifCond()
+    row = nrn.table_row(DT)
+    n, m = 300, 40
+    rs = np.random.default_rng(5)
+    gain = rs.uniform(0.5, 2.0, (len(LIF_GAINS), n))
+    scaled = np.tile(row, (n, 1))
+    for k, name in enumerate(LIF_GAINS):
+        col = LIF_COLUMNS.index("ou_mu" if name == "i_bg" else name)
+        scaled[:, col] *= gain[k]
+    gids = np.arange(n, dtype=np.int64)
+    inbuf = rs.uniform(0, 0.5, (m, 2, n)).astype(np.float32)
+    out = []
+    for pop, params, g in ((np.zeros(n, np.int32), row[None, :], gain),
+                           (np.arange(n, dtype=np.int32), scaled, np.ones((len(LIF_GAINS), n)))):
+        v, j, i_bg = np.full(n, -55.0), np.zeros((4, n)), np.full(n, 0.5)
+        lids = np.empty(n * m, np.int64)
+        cnt = cpu.advance_lif_cond(0, m, 3, gids, pop, params, v, j, i_bg, np.zeros(n, np.int32), g, inbuf.copy(),
+                                   cpu.blocks(n, 3), np.zeros(n, np.uint64), np.zeros((2, n), np.uint32), lids,
+                                   np.empty(n * m, np.int64))
+        out.append((v, j, i_bg, lids[:cnt]))
+    for a, b in zip(*out):
+        assert np.array_equal(a, b)
+    assert len(out[0][3]) > 0

@@ -98,3 +98,22 @@ def test_ziggurat_is_a_function_of_its_key():
     a = rng.normals(3, rng.NOISE, np.arange(1000), 5)
     np.testing.assert_array_equal(a, rng.normals(3, rng.NOISE, np.arange(1000), 5))
     assert np.mean(a == rng.normals(3, rng.NOISE, np.arange(1000), 6)) < 0.01
+
+
+@pytest.mark.parametrize("shape", [0.5, 1.0, 5.0, 50.0])
+def test_gamma_distribution(shape):
+    from scipy import stats
+
+    g = rng.gammas(3, rng.GAMMA, 0, np.arange(100_000), shape)
+    assert abs(g.mean() - 1.0) < 5 * np.sqrt(1 / shape / len(g))
+    assert stats.kstest(g, stats.gamma(shape, scale=1 / shape).cdf).pvalue > 1e-3
+
+
+def test_gamma_depends_only_on_key_and_gid():
+    gids = np.array([7, 3, 1_000_000_000_000, 42])
+    whole = rng.gammas(9, rng.GAMMA, 2, gids, 5.0)
+    one_by_one = [rng.gammas(9, rng.GAMMA, 2, gids[i : i + 1], 5.0)[0] for i in range(4)]
+    assert np.array_equal(whole, one_by_one)
+    assert not np.array_equal(whole, rng.gammas(9, rng.GAMMA, 3, gids, 5.0))
+    with pytest.raises(ValueError):
+        rng.gammas(9, rng.GAMMA, 2, gids, 0.0)

@@ -1,0 +1,1 @@
+"""Data assimilation: ensemble Kalman filter, recorded BOLD and fit metrics."""

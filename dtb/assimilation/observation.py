@@ -1,0 +1,223 @@
+"""Recorded resting-state BOLD: reading, validation and preprocessing for assimilation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from numpy.polynomial import legendre
+from scipy.signal import butter, sosfiltfilt
+
+from dtb.errors import DataError
+
+MIN_TRS = 10
+BUTTER_ORDER = 2
+
+
+@dataclass(frozen=True)
+class ObservedBold:
+    """One subject's recorded BOLD, as read (no preprocessing).
+
+    Attributes
+    ----------
+    bold : ndarray, shape (R, T), float64
+        Raw BOLD, scanner units, one row per region and one column per TR.
+    tr_s : float
+        Repetition time (s).
+    labels : tuple of str, length R
+        Region names.
+    subject : str
+    path : str
+        File the data came from.
+    """
+
+    bold: np.ndarray
+    tr_s: float
+    labels: tuple[str, ...]
+    subject: str
+    path: str
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise DataError(f"BOLD file {str(path)!r} does not exist")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"BOLD file {str(path)!r} is not a readable HDF5 file ({err})") from None
+
+
+def subjects(path: str | Path) -> list[str]:
+    """Sorted subject ids (the groups under ``/subjects``) of a file laid out like hcp_aal2.h5."""
+    path = Path(path)
+    try:
+        with _open(path) as f:
+            return sorted(f["subjects"].keys()) if "subjects" in f else []
+    except OSError as err:  # a truncated file can open and then fail on reading
+        raise DataError(f"{path}: cannot read '/subjects' ({err})") from None
+
+
+def load_observed_bold(path: str | Path, subject: str) -> ObservedBold:
+    """Read and validate one subject's recorded BOLD.
+
+    Parameters
+    ----------
+    path : str or Path
+        HDF5 file with ``/labels``, ``/subjects/<subject>/bold`` (R x T) and a root
+        attribute ``tr_s`` (s), the layout of dtb/data/hcp_aal2.h5.
+    subject : str
+        Subject id.
+
+    Returns
+    -------
+    ObservedBold
+
+    Raises
+    ------
+    DataError
+        One line naming the file and the dataset: a missing, non-HDF5 or truncated file,
+        an unknown subject (the message lists the known ones), a missing dataset, a bold
+        of wrong rank or with rows != len(labels), fewer than 10 TRs, NaN or inf, a
+        constant (zero-variance) region, a missing or non-positive tr_s.
+    """
+    path = Path(path)
+    name = str(path)
+    dset = f"/subjects/{subject}/bold"
+    with _open(path) as f:
+        try:
+            if "tr_s" not in f.attrs:
+                raise DataError(f"{name}: missing root attribute 'tr_s' (repetition time, s)")
+            try:
+                tr_s = float(f.attrs["tr_s"])
+            except (TypeError, ValueError):
+                raise DataError(f"{name}: root attribute 'tr_s' is not a number ({f.attrs['tr_s']!r})") from None
+            if "labels" not in f:
+                raise DataError(f"{name}: missing dataset '/labels'")
+            labels = tuple(lab.decode() if isinstance(lab, bytes) else str(lab)
+                           for lab in np.atleast_1d(f["labels"][()]))
+            known = sorted(f["subjects"].keys()) if "subjects" in f else []
+            if subject not in known:
+                raise DataError(f"{name}: subject {subject!r} not in file (has: {', '.join(known) or 'none'})")
+            if "bold" not in f["subjects"][subject]:
+                raise DataError(f"{name}: missing dataset '{dset}'")
+            try:
+                bold = np.asarray(f[dset][()], dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise DataError(f"{name}: '{dset}' is not numeric ({err})") from None
+        except OSError as err:  # h5py opens some truncated files and fails on reading
+            raise DataError(f"{name}: cannot read '{dset}' (truncated or corrupt file? {err})") from None
+    if not (np.isfinite(tr_s) and tr_s > 0):
+        raise DataError(f"{name}: root attribute 'tr_s' must be a positive number of seconds, got {tr_s}")
+    if bold.ndim != 2:
+        raise DataError(f"{name}: '{dset}' must be 2-D (regions x TRs), has shape {bold.shape}")
+    if bold.shape[0] != len(labels):
+        raise DataError(f"{name}: '{dset}' has {bold.shape[0]} rows but '/labels' has {len(labels)} regions")
+    if bold.shape[1] < MIN_TRS:
+        raise DataError(f"{name}: '{dset}' has {bold.shape[1]} TRs, needs at least {MIN_TRS}")
+    bad = ~np.isfinite(bold)
+    if bad.any():
+        r, t = (int(i) for i in np.argwhere(bad)[0])
+        raise DataError(f"{name}: '{dset}' contains NaN or inf (first at region {labels[r]!r}, TR {t})")
+    flat = np.ptp(bold, axis=1) == 0
+    if flat.any():
+        raise DataError(f"{name}: '{dset}' region {labels[int(np.argmax(flat))]!r} is constant "
+                        "(zero variance: cannot be scaled)")
+    return ObservedBold(bold=bold, tr_s=tr_s, labels=labels, subject=subject, path=name)
+
+
+def preprocess(raw, tr_s: float, detrend_order: int = 1, band_hz: tuple[float, float] = (0.0, 0.0),
+               lo: float = 0.02, hi: float = 0.05) -> np.ndarray:
+    """Detrend, optionally band-pass, and min-max scale recorded BOLD, region by region.
+
+    Steps: (a) subtract the least-squares polynomial of degree ``detrend_order`` in time
+    (fitted in a Legendre basis on time mapped to [-1, 1], for conditioning); (b) if
+    ``band_hz`` is not (0, 0), a zero-phase Butterworth filter (order 2, second-order
+    sections, forward-backward with ``scipy.signal.sosfiltfilt``); (c) an affine map of
+    each region's minimum to ``lo`` and maximum to ``hi``.
+
+    Parameters
+    ----------
+    raw : array_like, shape (R, T), float
+        BOLD, any units, one column per TR.
+    tr_s : float
+        Repetition time (s), > 0.
+    detrend_order : int, optional
+        Polynomial degree removed, 0 <= detrend_order < T (0 = the mean only).
+    band_hz : (float, float), optional
+        (low, high) cut-offs in Hz: (0, 0) no filter, (low, 0) high-pass, (0, high)
+        low-pass, both > 0 band-pass (low < high). Cut-offs must be below the Nyquist
+        frequency 1 / (2 tr_s).
+    lo, hi : float, optional
+        Output range (the defaults are the DTB's BOLD scaling), lo < hi.
+
+    Returns
+    -------
+    ndarray, shape (R, T), float64
+        Each row spans exactly [lo, hi].
+
+    Raises
+    ------
+    ValueError
+        Bad shapes or arguments, non-finite input, a cut-off at or above Nyquist, or a
+        region constant after filtering (it cannot be scaled).
+    """
+    x = np.asarray(raw, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] < 2:
+        raise ValueError(f"raw must have shape (R, T) with T >= 2, got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("raw contains NaN or inf")
+    if not (np.isfinite(tr_s) and tr_s > 0):
+        raise ValueError(f"tr_s must be > 0 s, got {tr_s}")
+    n_t = x.shape[1]
+    if int(detrend_order) != detrend_order or not 0 <= detrend_order < n_t:
+        raise ValueError(f"detrend_order must be an integer in [0, {n_t - 1}], got {detrend_order}")
+    if not lo < hi:
+        raise ValueError(f"scaling range needs lo < hi, got [{lo}, {hi}]")
+    t = np.linspace(-1.0, 1.0, n_t)
+    coef = legendre.legfit(t, x.T, int(detrend_order))
+    x = x - legendre.legval(t, coef)
+    sos = _butter_sos(band_hz, tr_s)
+    if sos is not None:
+        x = sosfiltfilt(sos, x, axis=1)
+    x_min, x_max = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
+    if np.any(x_max == x_min):
+        raise ValueError(f"region {int(np.argmax(x_max == x_min))} is constant after preprocessing; cannot scale")
+    u = (x - x_min) / (x_max - x_min)
+    # lo * (1 - u) + hi * u hits lo and hi exactly at u = 0, 1; lo + (hi - lo) * u can miss hi by an ulp.
+    return lo * (1.0 - u) + hi * u
+
+
+def _butter_sos(band_hz, tr_s: float):
+    low, high = (float(v) for v in band_hz)
+    nyquist_hz = 0.5 / tr_s
+    if low < 0 or high < 0:
+        raise ValueError(f"band_hz cut-offs must be >= 0, got {band_hz}")
+    if low >= nyquist_hz or high >= nyquist_hz:
+        raise ValueError(f"band_hz {band_hz} must lie below the Nyquist frequency {nyquist_hz:g} Hz (tr_s {tr_s} s)")
+    if low > 0 and high > 0:
+        if not low < high:
+            raise ValueError(f"band-pass needs low < high, got {band_hz}")
+        return butter(BUTTER_ORDER, [low, high], btype="bandpass", fs=1.0 / tr_s, output="sos")
+    if low > 0:
+        return butter(BUTTER_ORDER, low, btype="highpass", fs=1.0 / tr_s, output="sos")
+    if high > 0:
+        return butter(BUTTER_ORDER, high, btype="lowpass", fs=1.0 / tr_s, output="sos")
+    return None
+
+
+def describe_preprocessing(detrend_order: int, band_hz: tuple[float, float], lo: float, hi: float) -> str:
+    """One human-readable line describing :func:`preprocess` with these arguments (for output files)."""
+    low, high = (float(v) for v in band_hz)
+    if low > 0 and high > 0:
+        band = f"band-pass {low:g}-{high:g} Hz"
+    elif low > 0:
+        band = f"high-pass {low:g} Hz"
+    elif high > 0:
+        band = f"low-pass {high:g} Hz"
+    else:
+        band = None
+    filt = f"zero-phase Butterworth order {BUTTER_ORDER} {band} (sosfiltfilt)" if band else "no filter"
+    trend = "mean removed" if detrend_order == 0 else f"polynomial trend of order {detrend_order} removed"
+    return f"per region: {trend}; {filt}; min-max scaled to [{lo:g}, {hi:g}]"

@@ -1,0 +1,144 @@
+import h5py
+import numpy as np
+import pytest
+
+from dtb.assimilation.observation import (ObservedBold, describe_preprocessing, load_observed_bold, preprocess,
+                                          subjects)
+from dtb.connectome.connectome import bundled_connectome_path
+from dtb.errors import DataError
+
+
+def test_bundled_file():
+    path = bundled_connectome_path()
+    ids = subjects(path)
+    assert ids == ["101309", "102311", "102816", "131217", "211619"]
+    obs = load_observed_bold(path, ids[0])
+    assert isinstance(obs, ObservedBold)
+    assert obs.bold.shape == (94, 1200) and obs.bold.dtype == np.float64
+    assert obs.tr_s == pytest.approx(0.72) and len(obs.labels) == 94 and obs.labels[0] == "Precentral_L"
+    assert obs.subject == "101309" and obs.path == str(path)
+
+
+def _write(path, n=3, n_t=20, subject="s1", bold="default", tr_s=0.72, labels=True):
+    if isinstance(bold, str):
+        bold = np.random.default_rng(0).normal(100, 5, size=(n, n_t))
+    with h5py.File(path, "w") as f:
+        if labels:
+            f["labels"] = np.array([f"R{i}".encode() for i in range(n)])
+        if bold is not None:
+            f[f"subjects/{subject}/bold"] = bold
+        else:
+            f.create_group(f"subjects/{subject}")
+        if tr_s is not None:
+            f.attrs["tr_s"] = tr_s
+    return path
+
+
+def test_user_file(tmp_path):
+    obs = load_observed_bold(_write(tmp_path / "b.h5"), "s1")
+    assert obs.bold.shape == (3, 20) and obs.labels == ("R0", "R1", "R2")
+
+
+def _bad_bold(kind):
+    b = np.random.default_rng(0).normal(100, 5, size=(3, 20))
+    if kind == "nan":
+        b[1, 4] = np.nan
+    elif kind == "inf":
+        b[2, 0] = np.inf
+    elif kind == "const":
+        b[1] = 7.0
+    return b
+
+
+@pytest.mark.parametrize("kwargs, subject, match", [
+    (dict(), "s2", r"subject 's2' not in file \(has: s1\)"),
+    (dict(bold=None), "s1", "missing dataset '/subjects/s1/bold'"),
+    (dict(labels=False), "s1", "missing dataset '/labels'"),
+    (dict(bold=np.ones((3, 20, 2))), "s1", "must be 2-D"),
+    (dict(bold=np.ones((4, 20))), "s1", "4 rows but '/labels' has 3"),
+    (dict(n_t=9), "s1", "9 TRs, needs at least 10"),
+    (dict(bold=_bad_bold("nan")), "s1", "NaN or inf .*'R1', TR 4"),
+    (dict(bold=_bad_bold("inf")), "s1", "NaN or inf .*'R2', TR 0"),
+    (dict(bold=_bad_bold("const")), "s1", "'R1' is constant"),
+    (dict(tr_s=None), "s1", "missing root attribute 'tr_s'"),
+    (dict(tr_s=0.0), "s1", "'tr_s' must be a positive"),
+    (dict(tr_s=-1.0), "s1", "'tr_s' must be a positive"),
+])
+def test_data_errors(tmp_path, kwargs, subject, match):
+    path = _write(tmp_path / "b.h5", **kwargs)
+    with pytest.raises(DataError, match=match) as err:
+        load_observed_bold(path, subject)
+    msg = str(err.value)
+    assert str(path) in msg and "\n" not in msg
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_observed_bold(tmp_path / "none.h5", "s1")
+    junk = tmp_path / "junk.h5"
+    junk.write_text("not hdf5")
+    with pytest.raises(DataError, match="not a readable HDF5"):
+        load_observed_bold(junk, "s1")
+    with pytest.raises(DataError, match="not a readable HDF5"):
+        subjects(junk)
+    good = _write(tmp_path / "good.h5", n_t=2000)
+    data = good.read_bytes()
+    truncated = tmp_path / "trunc.h5"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=str(truncated)):
+        load_observed_bold(truncated, "s1")
+
+
+def test_detrend_removes_linear_trend_exactly():
+    t = np.arange(300) * 0.72
+    x = np.sin(2 * np.pi * 0.05 * t)
+    raw = np.vstack([1000 + 3.0 * t + x, -50 - 0.5 * t + x])
+    out = preprocess(raw, 0.72, detrend_order=1, lo=0.0, hi=1.0)
+    ref = preprocess(x[None] - np.polyval(np.polyfit(t, x, 1), t)[None], 0.72, detrend_order=0, lo=0.0, hi=1.0)
+    assert np.allclose(out, ref[[0, 0]], atol=1e-9)
+    quad = preprocess(np.vstack([t**2 + x, x]), 0.72, detrend_order=2)
+    assert np.allclose(quad[0], quad[1], atol=1e-9)
+
+
+def _power(x, f_hz, tr_s):
+    t = np.arange(x.size) * tr_s
+    return np.abs(np.sum(x * np.exp(-2j * np.pi * f_hz * t))) ** 2
+
+
+@pytest.mark.parametrize("band", [(0.01, 0.1), (0.0, 0.1), (0.01, 0.0)])
+def test_band_pass_keeps_in_band_removes_out_of_band(band):
+    tr_s, n_t = 0.72, 1200
+    t = np.arange(n_t) * tr_s
+    f_in = 0.04                                   # inside every band
+    f_out = 0.3 if band[1] > 0 else 0.002         # out of band
+    raw = np.vstack([np.sin(2 * np.pi * f_in * t) + np.sin(2 * np.pi * f_out * t)] * 2)
+    out = preprocess(raw, tr_s, detrend_order=0, band_hz=band, lo=-1.0, hi=1.0)[0]
+    ref = preprocess(raw, tr_s, detrend_order=0, lo=-1.0, hi=1.0)[0]
+    keep = _power(out, f_in, tr_s) / _power(ref, f_in, tr_s)
+    kill = _power(out, f_out, tr_s) / _power(ref, f_out, tr_s)
+    assert kill < 0.05 * keep, (keep, kill)
+
+
+def test_band_validation():
+    raw = np.random.default_rng(0).normal(size=(2, 100))
+    for band in [(0.8, 0.0), (0.0, 0.7), (0.1, 0.05), (-0.1, 0.0)]:
+        with pytest.raises(ValueError):
+            preprocess(raw, 0.72, band_hz=band)
+    with pytest.raises(ValueError, match="Nyquist"):
+        preprocess(raw, 0.72, band_hz=(0.0, 0.7))
+
+
+def test_scaling_spans_range_exactly():
+    raw = np.random.default_rng(1).normal(50, 10, size=(7, 300)) + np.arange(300)
+    out = preprocess(raw, 0.72, band_hz=(0.01, 0.1))
+    assert out.dtype == np.float64 and out.shape == raw.shape
+    assert np.all(out.min(axis=1) == 0.02) and np.all(out.max(axis=1) == 0.05)
+    with pytest.raises(ValueError, match="lo < hi"):
+        preprocess(raw, 0.72, lo=1.0, hi=1.0)
+
+
+def test_describe_preprocessing():
+    text = describe_preprocessing(1, (0.01, 0.1), 0.02, 0.05)
+    assert "\n" not in text and "band-pass 0.01-0.1 Hz" in text and "[0.02, 0.05]" in text and "order 1" in text
+    assert "no filter" in describe_preprocessing(0, (0.0, 0.0), 0.0, 1.0)
+    assert "high-pass 0.01 Hz" in describe_preprocessing(0, (0.01, 0.0), 0.0, 1.0)
