@@ -178,10 +178,11 @@ def test_lif_gains_equal_scaled_parameters():
         scaled[:, col] *= gain[k]
     gids = np.arange(n, dtype=np.int64)
     inbuf = rs.uniform(0, 0.5, (m, 2, n)).astype(np.float32)
+    v_start = rs.uniform(-60.0, -50.5, n)
     out = []
     for pop, params, g in ((np.zeros(n, np.int32), row[None, :], gain),
                            (np.arange(n, dtype=np.int32), scaled, np.ones((len(LIF_GAINS), n)))):
-        v, j, i_bg = np.full(n, -55.0), np.zeros((4, n)), np.full(n, 0.5)
+        v, j, i_bg = v_start.copy(), np.zeros((4, n)), np.full(n, 0.5)
         lids = np.empty(n * m, np.int64)
         cnt = cpu.advance_lif_cond(0, m, 3, gids, pop, params, v, j, i_bg, np.zeros(n, np.int32), g, inbuf.copy(),
                                    cpu.blocks(n, 3), np.zeros(n, np.uint64), np.zeros((2, n), np.uint32), lids,
