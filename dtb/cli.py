@@ -1,4 +1,4 @@
-"""Command line: ``dtb run | inspect | partition | slurm | config``. Thin: parses, calls, prints.
+"""Command line: ``dtb run | assimilate | inspect | partition | slurm | config``. Thin: parses, calls, prints.
 
 A `DTBError` prints one line ``dtb: error: ...`` and exits with status 2
 (``--debug`` shows the traceback instead).
@@ -27,6 +27,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    asm = sub.add_parser("assimilate", help="fit region hyperparameters to a recorded BOLD (ensemble Kalman filter)")
+    asm.add_argument("config", nargs="?", help="TOML configuration (defaults as dtb run, plus [assimilation])")
+    asm.add_argument("--data", default=None, help="HDF5 file with connectomes and BOLD (default: the bundled HCP file)")
+    asm.add_argument("--subject", default=None, help="subject id in the data file (default: wholebrain.subject)")
+    asm.add_argument("--members", type=int, default=None, help="ensemble size (default: assimilation.members)")
+    asm.add_argument("--trs", type=int, default=None, help="TRs to assimilate (default: assimilation.trs)")
+    asm.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    asm.add_argument("--out", default="dtb_assimilation.h5", help="run file to write (default: %(default)s)")
+    asm.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+    asm.add_argument("--quiet", action="store_true", help="no progress bars")
+    asm.add_argument("--json", action="store_true", help="print the summary as JSON")
+    asm.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     ins = sub.add_parser("inspect", help="print the facts of a run file")
     ins.add_argument("run_file")
@@ -66,8 +79,35 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def format_assimilation(s: dict) -> str:
+    """Human-readable summary of an assimilation (what ``dtb assimilate`` and ``dtb inspect`` print)."""
+    m = s["metrics"]
+    lines = [
+        f"dtb {s['dtb_version']} | assimilation of subject {s['subject']} ({s['data']}) | seed {s['seed']} | "
+        f"{s['n_ranks']} rank(s) x {s['threads']} thread(s), {s['backend']}",
+        f"ensemble   {s['members']} members x {s['neurons_per_member']:,} neurons ({s['n_synapses']:,} synapses), "
+        f"fitting {', '.join(s['fitted'])} in {s['n_regions']} regions",
+        f"time       build {s['build_s']:.1f} s, {s['trs']} TRs of {s['tr_s']:g} s in {s['assimilation_s']:.1f} s "
+        f"({s['s_per_tr']:.2f} s per TR)",
+        "metrics    (mean over regions)",
+    ]
+    for name in ("tracking_r", "forecast_r", "persistence_r", "forecast5_r", "persistence5_r", "replay_fc_r"):
+        if name in m:
+            lines.append(f"  {name:<16} {m[name]:.3f}")
+    spec = s.get("specificity")
+    if spec:
+        best = max(spec["other_r"].values(), default=float("nan"))
+        lines.append(f"  specificity      {'yes' if spec['specific'] else 'no'} (own FC r {spec['own_r']:.3f}, best "
+                     f"other {best:.3f})")
+    if "path" in s:
+        lines.append(f"run file   {s['path']}")
+    return "\n".join(lines)
+
+
 def format_summary(s: dict) -> str:
     """Human-readable run summary (what ``dtb run`` and ``dtb inspect`` print)."""
+    if s.get("kind") == "assimilation":
+        return format_assimilation(s)
     lines = [
         f"dtb {s['dtb_version']} | {s['model']} ({s['neuron_model']}) | seed {s['seed']} | "
         f"{s['n_ranks']} rank(s) x {s['threads']} thread(s), {s['backend']}",
@@ -99,6 +139,19 @@ def _run(args) -> int:
     summary = driver.run(cfg, args.out, overwrite=args.overwrite)
     summary["path"] = args.out
     print(format_summary(summary))
+    return 0
+
+
+def _assimilate(args) -> int:
+    from dtb.assimilation.driver import assimilate
+    from dtb.config import load_config
+
+    overrides = list(args.overrides) + (["recording.progress=false"] if args.quiet else [])
+    overrides += [f"assimilation.{k}={v}" for k, v in (("members", args.members), ("trs", args.trs)) if v is not None]
+    cfg = load_config(args.config, overrides)
+    summary = assimilate(cfg, args.out, data=args.data, subject=args.subject, overwrite=args.overwrite)
+    summary["path"] = args.out
+    print(json.dumps(summary, indent=1) if args.json else format_assimilation(summary))
     return 0
 
 
@@ -172,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dtb`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        commands = {"run": _run, "inspect": _inspect, "partition": _partition, "slurm": _slurm, "config": _config}
+        commands = {"run": _run, "assimilate": _assimilate, "inspect": _inspect, "partition": _partition, "slurm": _slurm, "config": _config}
         return commands[args.command](args)
     except DTBError as err:
         from dtb.context import abort_all, launcher_rank, mpi_running

@@ -122,10 +122,13 @@ class AssimilationConfig:
                            le=100.0)
     walk_sd: float = _key(0.05, "s.d. of the random walk of each hyperparameter per TR (logit units)", ge=0.0,
                           le=100.0)
-    obs_var: float = _key(1e-8, "observation error variance of the scaled BOLD", gt=0.0, le=1.0)
+    obs_var: float = _key(1e-6, "observation error variance of the scaled BOLD (the DTB used 1e-8 on [0.02, 0.05])",
+                          gt=0.0, le=1.0)
     local_weight: float = _key(0.5, "weight of the per-region update (the global update gets the rest)", ge=0.0,
                                le=1.0)
     inflation: float = _key(1.0, "multiplicative inflation of the prior ensemble anomalies", ge=1.0, le=100.0)
+    preprocess: bool = _key(True, "detrend, filter and scale the recorded BOLD; false: use it as it is (in model "
+                            "units, e.g. BOLD from a dtb run)")
     detrend_order: int = _key(1, "polynomial order removed from each region's recorded BOLD (0 = mean)", ge=0,
                               le=10)
     band_lo_hz: float = _key(0.0, "high-pass edge of the zero-phase Butterworth filter (Hz); 0 = none", ge=0.0,
@@ -136,6 +139,7 @@ class AssimilationConfig:
     obs_hi: float = _key(0.02, "upper end of the scaled BOLD", ge=-1.0, le=1.0)
     spinup_ms: float = _key(2000.0, "simulated before the first TR; the hemodynamics then start at the steady "
                             "state of its last half's rates (ms)", ge=0.0, le=1e7)
+    burn_in_trs: int = _key(10, "first TRs left out of the metrics while the filter converges", ge=0, le=10**7)
     forecast5_every: int = _key(10, "make a 5-TR-ahead forecast every this many TRs; 0 = never", ge=0, le=10**7)
     replay: bool = _key(True, "after the filter, replay one brain with the posterior-mean hyperparameters")
 

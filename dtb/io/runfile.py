@@ -62,6 +62,11 @@ class RunWriter:
         self.file = h5py.File(self.tmp, "w")
         self.file.attrs["schema_version"] = SCHEMA_VERSION
 
+    def write_header_plain(self, *, config_toml: str, version: str, model: str, seed: int, dt_ms: float) -> None:
+        """Root attributes and the resolved config, for a file without spikes or rates (an assimilation)."""
+        self.file.attrs.update(dict(dtb_version=version, model=model, seed=seed, dt_ms=dt_ms))
+        self.file.create_dataset("config", data=config_toml, dtype=_STR)
+
     def write_header(self, *, config_toml: str, version: str, model: str, seed: int, dt_ms: float, t_ms: float,
                      spike_population: str, n_populations: int) -> None:
         """Root attributes, the resolved config, and empty growable spike and rate datasets."""

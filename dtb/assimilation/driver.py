@@ -1,0 +1,295 @@
+"""assimilate: fit region hyperparameters so that an ensemble of brains tracks a recorded BOLD.
+
+The ensemble is ``members`` disjoint copies of the subject's brain in one recipe
+(`Recipe.replicate`), partitioned and distributed like any network. Per TR:
+random-walk the logit-transformed hyperparameters, push them to the neurons,
+simulate one TR, advance every member's hemodynamics, and update hyperparameters
+and hemodynamic states with the ensemble Kalman filter (`enkf_update`) against the
+preprocessed observation. Every rank runs the same filter on the same (summed)
+activity with the same counter-based draws, so no rank needs another's result and
+the outcome does not depend on the number of ranks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dtb.activity import RegionActivity, steps_per_ms
+from dtb.assimilation import metrics
+from dtb.assimilation.enkf import enkf_update, from_logit, to_logit
+from dtb.assimilation.observation import describe_preprocessing, load_observed_bold, preprocess, subjects
+from dtb.bold import Balloon, bold_params
+from dtb.config import Config, fitted
+from dtb.connectome.connectome import bundled_connectome_path, load_connectome
+from dtb.connectome.wholebrain import wholebrain_recipe
+from dtb.context import Context
+from dtb.driver import _Progress, build, neuron_regions, steps_of, version
+from dtb.errors import ConfigError, DataError
+from dtb.io.runfile import RunWriter, check_output
+from dtb.kernels import rng
+from dtb.model import hyper
+from dtb.model.neurons import LIF_GAINS
+
+#: draw indices of the filter's random numbers (purpose rng.ASSIMILATION), per TR
+_PRIOR, _WALK, _OBS = 0, 1, 2
+_FORECAST_TRS = 5
+#: box the filter's hemodynamic states are clipped to: |s| (1/s), and f, v, q (relative to rest)
+HEMO_S_MAX, HEMO_MIN, HEMO_MAX = 10.0, 0.2, 5.0
+METRIC_NAMES = ("tracking_r", "forecast_r", "persistence_r", "forecast5_r", "persistence5_r")
+
+
+class _Twin:
+    """One distributed simulation with its hemodynamics: the ensemble, or the replayed brain."""
+
+    def __init__(self, ctx: Context, cfg: Config, recipe, n_regions: int, progress):
+        self.ctx = ctx
+        self.recipe = recipe
+        _, self.net, _, self.sim = build(ctx, recipe, cfg, progress, allow_dry_run=False)
+        self.region = neuron_regions(recipe, self.net)
+        self.spread = hyper.neuron_spread(cfg.simulation.seed, self.net.gids, cfg.hyper.gamma_alpha)
+        self.theta = hyper.initial_theta(cfg.hyper, len(recipe.regions))
+        self.activity = RegionActivity(ctx, recipe, cfg.simulation.dt_ms)
+        self.balloon = Balloon(len(recipe.regions), bold_params(cfg.bold.params), cfg.bold.eps or None)
+        self.n_regions = n_regions
+
+    def set_hyper(self, rows: list[int], values: np.ndarray) -> None:
+        """Set hyperparameters ``rows`` of `LIF_GAINS` to ``values``, shape (len(rows), n_regions_total)."""
+        self.theta[rows] = values
+        self.sim.set_gains(hyper.neuron_gains(self.theta, self.region, self.spread))
+
+    def spin_up(self, steps: int) -> None:
+        """Collective: simulate ``steps``, then put the hemodynamics at the steady state of the last half's rates."""
+        if steps == 0:
+            return
+        self.sim.run(steps, [self.activity])
+        u = self.activity.take(self.sim.step // self.activity.steps_per_ms)
+        self.balloon.set_steady_state(u[len(u) // 2:].mean(axis=0))
+
+    def advance(self, steps: int, on_progress=None) -> np.ndarray:
+        """Collective: simulate ``steps`` and return the BOLD at their end, shape (members, n_regions)."""
+        self.sim.run(steps, [self.activity], on_progress)
+        self.balloon.advance(self.activity.take(self.sim.step // self.activity.steps_per_ms))
+        return self.balloon.bold().reshape(-1, self.n_regions)
+
+    def snapshot(self):
+        return self.sim.snapshot(), self.balloon.state.copy(), self.activity.ms0
+
+    def restore(self, snap) -> None:
+        sim_snap, balloon_state, ms0 = snap
+        self.sim.restore(sim_snap)
+        self.balloon.state[...] = balloon_state
+        self.activity.skip(ms0)
+
+
+def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, subject: str | None = None,
+               overwrite: bool = False, ctx: Context | None = None) -> dict:
+    """Collective: assimilate a subject's recorded BOLD and write the run file with its ``/assimilation`` group.
+
+    Parameters
+    ----------
+    cfg : Config
+        Uses ``[assimilation]``, ``[hyper]``, ``[bold]``, ``[wholebrain]`` (but the
+        connectome is the subject's own, from ``data``) and ``[simulation]``.
+    out : str or Path
+        Run file to write.
+    data : str or Path, optional
+        HDF5 file with the subjects' connectomes and BOLD (layout of the bundled file,
+        which is the default).
+    subject : str, optional
+        Subject id in ``data``; default ``wholebrain.subject``.
+    overwrite : bool
+    ctx : Context, optional
+
+    Returns
+    -------
+    dict
+        Summary with the metrics averaged over regions (``metrics``), on every rank.
+    """
+    da, sim_cfg = cfg.assimilation, cfg.simulation
+    data = Path(data) if data is not None else bundled_connectome_path()
+    subject = str(subject if subject is not None else cfg.wholebrain.subject)
+    cfg = dataclasses.replace(cfg, wholebrain=dataclasses.replace(cfg.wholebrain, subject=subject,
+                                                                  connectome=str(data.resolve())))
+    if cfg.model != "wholebrain":
+        raise ConfigError(f"model = {cfg.model!r}: assimilation fits the wholebrain model")
+    names = fitted(cfg)
+    rows = [LIF_GAINS.index(n) for n in names]
+    lo = np.array([getattr(da, f"{n}_bounds")[0] for n in names])[:, None]
+    hi = np.array([getattr(da, f"{n}_bounds")[1] for n in names])[:, None]
+    for n, a, b in zip(names, lo[:, 0], hi[:, 0]):
+        if not a < getattr(cfg.hyper, n) < b:
+            raise ConfigError(f"hyper.{n} = {getattr(cfg.hyper, n):g}: the initial value of a fitted hyperparameter "
+                              f"must lie inside assimilation.{n}_bounds = [{a:g}, {b:g}]")
+    check_output(out, overwrite)
+    obs = load_observed_bold(data, subject)
+    n_trs, members = da.trs, da.members
+    if n_trs > obs.bold.shape[1]:
+        raise ConfigError(f"assimilation.trs = {n_trs}: the recording of subject {subject} has only "
+                          f"{obs.bold.shape[1]} TRs")
+    tr_ms = obs.tr_s * 1e3
+    tr_steps = steps_of(f"the TR of {data.name} ({tr_ms:g} ms)", tr_ms, sim_cfg.dt_ms)
+    steps_of(f"the TR of {data.name} ({tr_ms:g} ms)", tr_ms, 1.0)
+    steps_per_ms(sim_cfg.dt_ms)
+    spin_steps = 0 if da.spinup_ms == 0 else steps_of("assimilation.spinup_ms", da.spinup_ms, sim_cfg.dt_ms)
+    band = (da.band_lo_hz, da.band_hi_hz)
+    prep = dict(detrend_order=da.detrend_order, band_hz=band, lo=da.obs_lo, hi=da.obs_hi)
+    try:
+        y = _prepare(obs.bold, obs.tr_s, da.preprocess, prep)[:, :n_trs]
+    except ValueError as err:
+        raise ConfigError(f"assimilation preprocessing: {err}") from None
+    con = load_connectome(data, subject)
+    if list(con.labels) != list(obs.labels):
+        raise DataError(f"{data}: the labels of /labels and of subject {subject}'s connectome differ")
+    base = wholebrain_recipe(cfg, con)
+    n_reg = len(base.regions)
+
+    t0 = time.perf_counter()
+    ctx = ctx or Context.from_environment(sim_cfg.backend, sim_cfg.threads)
+    progress = _Progress(cfg.recording.progress and ctx.is_root)
+    writer = RunWriter(out, overwrite=overwrite) if ctx.is_root else None
+    try:
+        ens = _Twin(ctx, cfg, base.replicate(members), n_reg, progress)
+        build_s = ctx.max(time.perf_counter() - t0)
+        progress.close()
+        n_synapses = int(ctx.sum(ens.net.n_synapses))
+        ids = np.arange(len(names) * members * n_reg, dtype=np.int64)
+        obs_ids = np.arange(members * n_reg, dtype=np.int64)
+
+        def normals(ids_, tr, use):
+            return rng.normals(sim_cfg.seed, rng.ASSIMILATION, ids_, 3 * (tr + 1) + use)
+
+        # the filter's state: hyperparameters in logit space, (H, members * regions)
+        x = to_logit(ens.theta[rows], lo, hi) + da.prior_sd * normals(ids, -1, _PRIOR).reshape(len(names), -1)
+        ens.set_hyper(rows, from_logit(x, lo, hi))
+        t1 = time.perf_counter()
+        ens.spin_up(spin_steps)
+        shape = (n_reg, n_trs)
+        prior, posterior, forecast5 = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+        hyper_mean = np.zeros((n_trs, n_reg, len(names)))
+        hyper_sd = np.zeros((n_trs, n_reg, len(names)))
+        advance = progress("assimilate", n_trs, unit="TR")
+        for t in range(n_trs):
+            x = x + da.walk_sd * normals(ids, t, _WALK).reshape(x.shape)
+            ens.set_hyper(rows, from_logit(x, lo, hi))
+            bold = ens.advance(tr_steps)
+            prior[:, t] = bold.mean(axis=0)
+            states = np.concatenate([x.reshape(len(names), members, n_reg).transpose(1, 2, 0),
+                                     ens.balloon.state.reshape(4, members, n_reg).transpose(1, 2, 0),
+                                     bold[:, :, None]], axis=2)
+            states = enkf_update(states, y[:, t], da.obs_var, normals(obs_ids, t, _OBS).reshape(members, n_reg),
+                                 da.local_weight, da.inflation)
+            x = states[:, :, : len(names)].transpose(2, 0, 1).reshape(len(names), -1)
+            hemo = states[:, :, len(names): len(names) + 4].transpose(2, 0, 1).reshape(4, -1)
+            # a linear update can leave the reachable set (f, v, q > 0, where the model is defined)
+            ens.balloon.state[0] = np.clip(hemo[0], -HEMO_S_MAX, HEMO_S_MAX)
+            ens.balloon.state[1:] = np.clip(hemo[1:], HEMO_MIN, HEMO_MAX)
+            posterior[:, t] = states[:, :, -1].mean(axis=0)
+            theta = from_logit(x, lo, hi).reshape(len(names), members, n_reg)
+            hyper_mean[t] = theta.mean(axis=1).T
+            hyper_sd[t] = theta.std(axis=1, ddof=1).T
+            if da.forecast5_every and t % da.forecast5_every == 0 and t + _FORECAST_TRS < n_trs:
+                # the free forecast from this posterior, then back to it
+                ens.set_hyper(rows, from_logit(x, lo, hi))
+                snap = ens.snapshot()
+                for _ in range(_FORECAST_TRS):
+                    bold5 = ens.advance(tr_steps)
+                forecast5[:, t + _FORECAST_TRS] = bold5.mean(axis=0)
+                ens.restore(snap)
+            advance(1)
+        assim_s = ctx.max(time.perf_counter() - t1)
+        peak_rss_mb = ctx.max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        del ens
+        progress.close()
+
+        replay = None
+        if da.replay:
+            twin = _Twin(ctx, cfg, base, n_reg, progress)
+            twin.spin_up(spin_steps)
+            replay = np.zeros(shape)
+            advance = progress("replay", n_trs, unit="TR")
+            for t in range(n_trs):
+                twin.set_hyper(rows, hyper_mean[t].T)
+                replay[:, t] = twin.advance(tr_steps)[0]
+                advance(1)
+            del twin
+            progress.close()
+
+        result = _metrics(y, prior, posterior, forecast5, replay, da.burn_in_trs, data, subject, n_trs, prep,
+                          da.preprocess, obs.tr_s)
+        summary = dict(kind="assimilation", dtb_version=version(), subject=subject, data=str(data),
+                       members=members, trs=n_trs, tr_s=obs.tr_s, fitted=names, n_regions=n_reg,
+                       neurons_per_member=base.n_neurons, n_neurons=base.n_neurons * members, n_synapses=n_synapses,
+                       seed=sim_cfg.seed, dt_ms=sim_cfg.dt_ms, n_ranks=ctx.size, threads=ctx.threads,
+                       backend=ctx.backend, build_s=build_s, assimilation_s=assim_s,
+                       s_per_tr=assim_s / n_trs, peak_rss_mb_per_rank=peak_rss_mb,
+                       metrics=result["mean"], specificity=result["specificity"])
+        if writer is not None:
+            writer.write_header_plain(config_toml=cfg.to_toml(), version=version(), model="wholebrain",
+                                      seed=sim_cfg.seed, dt_ms=sim_cfg.dt_ms)
+            arrays = dict(hyper_mean=hyper_mean, hyper_sd=hyper_sd, hyper_names=np.array(names),
+                          regions=np.array(obs.labels), bold_observed=y, bold_prior=prior,
+                          bold_posterior=posterior, bold_forecast5=forecast5)
+            if replay is not None:
+                arrays["bold_replay"] = replay
+            for name, vals in result["per_region"].items():
+                arrays[f"metrics/{name}"] = vals
+            attrs = dict(subject=subject, data=str(data), members=members, trs=n_trs, tr_s=obs.tr_s,
+                         preprocessing=(describe_preprocessing(da.detrend_order, band, da.obs_lo, da.obs_hi)
+                                        if da.preprocess else "none: the recorded BOLD as it is"),
+                         bold_params=cfg.bold.params, burn_in_trs=da.burn_in_trs)
+            attrs.update({f"metrics/{k}": v for k, v in result["mean"].items()})
+            writer.write_group("assimilation", arrays, attrs)
+            if replay is not None:
+                writer.write_bold(replay, tr_ms, cfg.bold.params, cfg.bold.eps or bold_params(cfg.bold.params).eps)
+            spec = result["specificity"]
+            if spec is not None:
+                writer.write_group("assimilation/specificity", dict(subjects=np.array(list(spec["other_r"])),
+                                                                    fc_r=np.array(list(spec["other_r"].values()))),
+                                   dict(own_r=spec["own_r"], specific=spec["specific"]))
+            writer.finish(summary)
+        ctx.barrier()
+        return summary
+    except BaseException:
+        progress.close()
+        if writer is not None:
+            writer.abort()
+        raise
+
+
+def _prepare(raw: np.ndarray, tr_s: float, preprocessed: bool, prep: dict) -> np.ndarray:
+    """The observation the filter sees: ``raw`` preprocessed as configured (or as it is), shape (R, T)."""
+    return preprocess(raw, tr_s, **prep) if preprocessed else np.asarray(raw, dtype=np.float64)
+
+
+def _metrics(y, prior, posterior, forecast5, replay, burn_in, data, subject, n_trs, prep, preprocessed,
+             tr_s) -> dict:
+    """Per-region and region-averaged figures of merit (see the README), skipping ``burn_in`` TRs."""
+    b = min(burn_in, n_trs - 3)
+    per = dict(tracking_r=metrics.pearson_rows(posterior[:, b:], y[:, b:]),
+               forecast_r=metrics.pearson_rows(prior[:, max(b, 1):], y[:, max(b, 1):]),
+               persistence_r=metrics.pearson_rows(y[:, max(b, 1) - 1:-1], y[:, max(b, 1):]))
+    has5 = np.flatnonzero(~np.isnan(forecast5[0]))
+    has5 = has5[has5 >= max(b, _FORECAST_TRS)]
+    if len(has5) >= 3:
+        per["forecast5_r"] = metrics.pearson_rows(forecast5[:, has5], y[:, has5])
+        per["persistence5_r"] = metrics.pearson_rows(y[:, has5 - _FORECAST_TRS], y[:, has5])
+    spec = None
+    if replay is not None:
+        fc_model = metrics.functional_connectivity(replay[:, b:])
+        per_fc = {}
+        for s in subjects(data):
+            other = load_observed_bold(data, s)
+            if other.bold.shape[0] == y.shape[0] and other.bold.shape[1] >= n_trs and other.tr_s == tr_s:
+                per_fc[s] = metrics.functional_connectivity(_prepare(other.bold, tr_s, preprocessed, prep)[:, b:n_trs])
+        spec = metrics.specificity(fc_model, per_fc, subject)
+        spec = dict(own_r=float(spec["own_r"]), other_r={k: float(v) for k, v in spec["other_r"].items()},
+                    specific=bool(spec["specific"]))
+    mean = {k: float(np.nanmean(v)) for k, v in per.items()}
+    if spec is not None:
+        mean["replay_fc_r"] = spec["own_r"]
+    return dict(per_region=per, mean=mean, specificity=spec)
