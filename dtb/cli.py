@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dtb`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        commands = {"run": _run, "assimilate": _assimilate, "inspect": _inspect, "partition": _partition, "slurm": _slurm, "config": _config}
+        commands = {"run": _run, "assimilate": _assimilate, "inspect": _inspect, "partition": _partition,
+                    "slurm": _slurm, "config": _config}
         return commands[args.command](args)
     except DTBError as err:
         from dtb.context import abort_all, launcher_rank, mpi_running

@@ -89,8 +89,9 @@ class PD14Config:
 class HyperConfig:
     """Region hyperparameters of the lif_cond model: gains on neuron parameters (see dtb.model.hyper)."""
 
-    gamma_alpha: float = _key(5.0, "shape of the Gamma(alpha, alpha) spread of each neuron's gains around its "
-                              "region's value (mean 1, variance 1/alpha); 0 = no spread", ge=0.0, le=1e6)
+    gamma_alpha: float = _key(0.0, "shape of the Gamma(alpha, alpha) spread of each neuron's gains around its "
+                              "region's value (mean 1, variance 1/alpha); 0 = no spread (the DTB used about 5)",
+                              ge=0.0, le=1e6)
     g_ampa: float = _key(1.0, "region gain of the AMPA conductance (initial value when assimilated)", gt=0.0, le=1e3)
     g_nmda: float = _key(1.0, "region gain of the NMDA conductance", gt=0.0, le=1e3)
     g_gaba_a: float = _key(1.0, "region gain of the GABA-A conductance", gt=0.0, le=1e3)

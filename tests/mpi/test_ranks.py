@@ -114,7 +114,7 @@ def test_dry_run_predicts_the_messages_ranks_send(world, connectome, name):
     world.barrier()
 
 
-ASSIM = ["wholebrain.n_neurons=1500", "wholebrain.in_degree=20", "simulation.dt_ms=1.0", "assimilation.members=3",
+ASSIM = ["wholebrain.n_neurons=2000", "wholebrain.in_degree=20", "simulation.dt_ms=1.0", "assimilation.members=3",
          "assimilation.trs=7", "assimilation.spinup_ms=100", "assimilation.burn_in_trs=0",
          "assimilation.forecast5_every=1", "hyper.gamma_alpha=5", "recording.progress=false"]
 
