@@ -138,6 +138,25 @@ def _dry_run(d: dict) -> list[str]:
     return out + [""]
 
 
+def _assimilation(rows: list[dict]) -> list[str]:
+    d0 = rows[0]
+    out = [f"### Assimilation of recorded HCP BOLD ({d0['members']} members x {d0['neurons_per_member']:,} neurons, "
+           f"{d0['trs']} TRs of {d0['tr_s']:g} s, fitting {', '.join(d0['fitted'])})", "",
+           "Command: `python benchmarks/assimilation.py` (configuration `benchmarks/assimilation.toml`); metrics are "
+           "means over the 94 regions after the burn-in TRs.",
+           f"Machine: {_machine(d0['machine'])}", "",
+           "| subject | tracking_r | forecast_r | persistence_r | forecast5_r | persistence5_r | replay_fc_r | "
+           "specific | s per TR | wall | peak RSS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for d in rows:
+        m = d["metrics"]
+        spec = d["specificity"]
+        out.append(f"| {d['subject']} | {m['tracking_r']:.3f} | {m['forecast_r']:.3f} | {m['persistence_r']:.3f} | "
+                   f"{m.get('forecast5_r', float('nan')):.3f} | {m.get('persistence5_r', float('nan')):.3f} | "
+                   f"{m.get('replay_fc_r', float('nan')):.3f} | {'yes' if spec and spec['specific'] else 'no'} | "
+                   f"{d['s_per_tr']:.2f} | {d['wall_s'] / 60:.1f} min | {d['peak_rss_mb']:.0f} MiB |")
+    return out + [""]
+
+
 def main() -> None:
     lines = ["# Benchmark results", "",
              "Every table below is produced by the command above it; `python benchmarks/report.py` rebuilds this",
@@ -167,6 +186,9 @@ def main() -> None:
             lines += _scaling(d)
         if d["benchmark"] == "dry_run_exchange":
             lines += _dry_run(d)
+    assim = [json.loads(p.read_text()) for p in order if p.name.startswith("assimilation_")]
+    if assim:
+        lines += _assimilation(assim)
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print(f"wrote {HERE / 'RESULTS.md'}")
 
