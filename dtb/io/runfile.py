@@ -359,8 +359,9 @@ def read_summary(path: str | Path) -> dict:
     except OSError as err:
         raise DataError(f"{str(path)!r} is not a readable HDF5 file ({err})") from None
     with f:
-        if "summary" not in f or "network" not in f:
-            raise DataError(f"{str(path)!r} is not a complete dtb run file (no /summary or /network)")
+        if "summary" not in f or ("network" not in f and "assimilation" not in f):
+            raise DataError(f"{str(path)!r} is not a complete dtb run file (no /summary, or neither /network nor "
+                            "/assimilation)")
         facts = json.loads(f["summary"][()].decode() if isinstance(f["summary"][()], bytes) else f["summary"][()])
         facts["path"] = str(path)
         return facts

@@ -53,6 +53,9 @@ def test_assimilate_writes_a_complete_group(tmp_path, capsys):
     assert summary["specificity"]["own_r"] == summary["metrics"]["replay_fc_r"]
     # the tracking figure is near one by construction only with enough members; here it must at least be positive
     assert summary["metrics"]["tracking_r"] > 0
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "assimilation of subject 102311" in text and "forecast5_r" in text and "specificity" in text
 
 
 def test_assimilate_refuses_bad_requests(tmp_path):
