@@ -6,6 +6,7 @@ over regions, specificity, timings, peak RSS).
 
     python benchmarks/assimilation.py                      # all five subjects, about 30 min each
     python benchmarks/assimilation.py --subjects 101309
+    python benchmarks/assimilation.py --subjects 101309 --tag local --set assimilation.local_weight=1
 """
 
 from __future__ import annotations
@@ -25,19 +26,22 @@ CONFIG = Path(__file__).with_name("assimilation.toml")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--subjects", nargs="+", default=list(SUBJECTS))
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a key of the configuration (repeatable)")
+    ap.add_argument("--tag", default="", help="suffix of the result name, for runs with --set overrides")
     args = ap.parse_args()
     warm_up("wholebrain")
     OUT.mkdir(exist_ok=True)
     for subject in args.subjects:
-        out = OUT / f"assimilation_{subject}.h5"
+        name = f"assimilation_{subject}" + (f"_{args.tag}" if args.tag else "")
+        out = OUT / f"{name}.h5"
         _, wall, rss = measure([sys.executable, "-m", "dtb", "assimilate", str(CONFIG), "--subject", subject,
                                 "--out", str(out), "--overwrite", "--quiet",
                                 *[x for o in args.overrides for x in ("--set", o)]])
         with h5py.File(out, "r") as f:
             summary = json.loads(f["summary"][()])
-        summary.update(wall_s=wall, peak_rss_mb=rss, config=CONFIG.read_text())
-        save(f"assimilation_{subject}", summary)
+        summary.update(wall_s=wall, peak_rss_mb=rss, config=CONFIG.read_text(), overrides=args.overrides)
+        save(name, summary)
         print(subject, json.dumps(summary["metrics"]), flush=True)
 
 

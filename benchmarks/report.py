@@ -145,12 +145,15 @@ def _assimilation(rows: list[dict]) -> list[str]:
            "Command: `python benchmarks/assimilation.py` (configuration `benchmarks/assimilation.toml`); metrics are "
            "means over the 94 regions after the burn-in TRs.",
            f"Machine: {_machine(d0['machine'])}", "",
-           "| subject | tracking_r | forecast_r | persistence_r | forecast5_r | persistence5_r | replay_fc_r | "
+           "| subject, overrides | tracking_r | forecast_r | persistence_r | forecast5_r | persistence5_r | replay_fc_r | "
            "specific | s per TR | wall | peak RSS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for d in rows:
         m = d["metrics"]
         spec = d["specificity"]
-        out.append(f"| {d['subject']} | {m['tracking_r']:.3f} | {m['forecast_r']:.3f} | {m['persistence_r']:.3f} | "
+        label = " ".join([d["subject"], *(f"`{o}`" for o in d.get("overrides", []))])
+        if d["trs"] != d0["trs"]:
+            label += f" ({d['trs']} TRs)"
+        out.append(f"| {label} | {m['tracking_r']:.3f} | {m['forecast_r']:.3f} | {m['persistence_r']:.3f} | "
                    f"{m.get('forecast5_r', float('nan')):.3f} | {m.get('persistence5_r', float('nan')):.3f} | "
                    f"{m.get('replay_fc_r', float('nan')):.3f} | {'yes' if spec and spec['specific'] else 'no'} | "
                    f"{d['s_per_tr']:.2f} | {d['wall_s'] / 60:.1f} min | {d['peak_rss_mb']:.0f} MiB |")
