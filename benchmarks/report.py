@@ -145,8 +145,8 @@ def _assimilation(rows: list[dict]) -> list[str]:
            "Command: `python benchmarks/assimilation.py` (configuration `benchmarks/assimilation.toml`); metrics are "
            "means over the 94 regions after the burn-in TRs.",
            f"Machine: {_machine(d0['machine'])}", "",
-           "| subject, overrides | tracking_r | forecast_r | persistence_r | forecast5_r | persistence5_r | replay_fc_r | "
-           "specific | s per TR | wall | peak RSS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| subject, overrides | tracking_r | forecast_r | persistence_r | forecast5_r | persistence5_r | "
+           "replay_fc_r | specific | s per TR | wall | peak RSS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for d in rows:
         m = d["metrics"]
         spec = d["specificity"]

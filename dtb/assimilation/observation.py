@@ -10,6 +10,7 @@ import numpy as np
 from numpy.polynomial import legendre
 from scipy.signal import butter, sosfiltfilt
 
+from dtb.connectome.connectome import open_data_file
 from dtb.errors import DataError
 
 MIN_TRS = 10
@@ -41,12 +42,7 @@ class ObservedBold:
 
 
 def _open(path: Path) -> h5py.File:
-    if not path.exists():
-        raise DataError(f"BOLD file {str(path)!r} does not exist")
-    try:
-        return h5py.File(path, "r")
-    except OSError as err:
-        raise DataError(f"BOLD file {str(path)!r} is not a readable HDF5 file ({err})") from None
+    return open_data_file(path, "BOLD file")
 
 
 def subjects(path: str | Path) -> list[str]:

@@ -75,17 +75,18 @@ class Connectome:
 
 def list_subjects(path: str | Path) -> list[str]:
     """Subject ids in a connectome file."""
-    with _open(Path(path)) as f:
+    with open_data_file(Path(path)) as f:
         return sorted(f["subjects"].keys()) if "subjects" in f else []
 
 
-def _open(path: Path) -> h5py.File:
+def open_data_file(path: Path, what: str = "connectome file") -> h5py.File:
+    """Open an input HDF5 file for reading; a `DataError` naming ``what`` and the path if it cannot be."""
     if not path.exists():
-        raise DataError(f"connectome file {str(path)!r} does not exist")
+        raise DataError(f"{what} {str(path)!r} does not exist")
     try:
         return h5py.File(path, "r")
     except OSError as err:
-        raise DataError(f"connectome file {str(path)!r} is not a readable HDF5 file ({err})") from None
+        raise DataError(f"{what} {str(path)!r} is not a readable HDF5 file ({err})") from None
 
 
 def load_connectome(path: str | Path | None = None, subject: str = "101309") -> Connectome:
@@ -112,7 +113,7 @@ def load_connectome(path: str | Path | None = None, subject: str = "101309") -> 
     """
     path = Path(path) if path is not None else bundled_connectome_path()
     name = str(path)
-    with _open(path) as f:
+    with open_data_file(path) as f:
         if "labels" not in f:
             raise DataError(f"{name}: missing dataset '/labels'")
         subjects = sorted(f["subjects"].keys()) if "subjects" in f else []
