@@ -75,6 +75,13 @@ class _Progress:
         self.bars.clear()
 
 
+def abandon(progress: _Progress, writer: RunWriter | None) -> None:
+    """After a failure: close the progress bars and delete the partial run file (rank 0)."""
+    progress.close()
+    if writer is not None:
+        writer.abort()
+
+
 def build(ctx: Context, recipe: Recipe, cfg: Config, progress=None, allow_dry_run: bool = True):
     """Collective: partition ``recipe`` over the ranks, build this rank's part, set up exchange and simulation.
 
@@ -86,6 +93,8 @@ def build(ctx: Context, recipe: Recipe, cfg: Config, progress=None, allow_dry_ru
     net : LocalNetwork
     exchange : object
     sim : Simulation
+    spread : ndarray, shape (len(LIF_GAINS), n_local), float64, or None
+        Each local neuron's Gamma factors on its gains (`dtb.model.hyper`); None for iaf_psc_exp.
     """
     sim_cfg = cfg.simulation
     partition = make_partition(recipe, ctx.size, sim_cfg.partition, seed=sim_cfg.seed)
@@ -98,12 +107,12 @@ def build(ctx: Context, recipe: Recipe, cfg: Config, progress=None, allow_dry_ru
         exchange = DryRunExchange(fake, net, sim_cfg.ranks_per_node or 8)
     else:
         exchange = make_exchange(ctx, partition, net.gids, net.slot_gids, sim_cfg.exchange, sim_cfg.ranks_per_node)
-    gain = None
+    gain = spread = None
     if recipe.neuron_model == "lif_cond":
         spread = hyper.neuron_spread(sim_cfg.seed, net.gids, cfg.hyper.gamma_alpha)
         theta = hyper.initial_theta(cfg.hyper, len(recipe.regions))
         gain = hyper.neuron_gains(theta, neuron_regions(recipe, net), spread)
-    return partition, net, exchange, Simulation(ctx, net, exchange, sim_cfg.seed, gain)
+    return partition, net, exchange, Simulation(ctx, net, exchange, sim_cfg.seed, gain), spread
 
 
 def neuron_regions(recipe: Recipe, net) -> np.ndarray:
@@ -146,7 +155,7 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
     progress = _Progress(cfg.recording.progress and ctx.is_root)
     writer = RunWriter(out, overwrite=overwrite) if ctx.is_root else None
     try:
-        partition, net, exchange, sim = build(ctx, recipe, cfg, progress)
+        partition, net, exchange, sim, _ = build(ctx, recipe, cfg, progress)
         build_s = ctx.max(time.perf_counter() - t0)
         progress.close()
         synapse_counts = ctx.sum(net.synapse_counts)
@@ -204,9 +213,7 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
         ctx.barrier()  # no rank returns before the run file is complete
         return summary
     except BaseException:
-        progress.close()
-        if writer is not None:
-            writer.abort()
+        abandon(progress, writer)
         raise
 
 

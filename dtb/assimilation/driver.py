@@ -28,7 +28,7 @@ from dtb.config import Config, fitted
 from dtb.connectome.connectome import bundled_connectome_path, load_connectome
 from dtb.connectome.wholebrain import wholebrain_recipe
 from dtb.context import Context
-from dtb.driver import _Progress, build, neuron_regions, steps_of, version
+from dtb.driver import _Progress, abandon, build, neuron_regions, steps_of, version
 from dtb.errors import ConfigError, DataError
 from dtb.io.runfile import RunWriter, check_output
 from dtb.kernels import rng
@@ -49,9 +49,8 @@ class _Twin:
     def __init__(self, ctx: Context, cfg: Config, recipe, n_regions: int, progress):
         self.ctx = ctx
         self.recipe = recipe
-        _, self.net, _, self.sim = build(ctx, recipe, cfg, progress, allow_dry_run=False)
+        _, self.net, _, self.sim, self.spread = build(ctx, recipe, cfg, progress, allow_dry_run=False)
         self.region = neuron_regions(recipe, self.net)
-        self.spread = hyper.neuron_spread(cfg.simulation.seed, self.net.gids, cfg.hyper.gamma_alpha)
         self.theta = hyper.initial_theta(cfg.hyper, len(recipe.regions))
         self.activity = RegionActivity(ctx, recipe, cfg.simulation.dt_ms)
         self.balloon = Balloon(len(recipe.regions), bold_params(cfg.bold.params), cfg.bold.eps or None)
@@ -255,9 +254,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         ctx.barrier()
         return summary
     except BaseException:
-        progress.close()
-        if writer is not None:
-            writer.abort()
+        abandon(progress, writer)
         raise
 
 
