@@ -23,8 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", help="TOML run configuration (defaults: the bundled HCP brain)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one key (repeatable), e.g. --set simulation.t_ms=500")
-    run.add_argument("--out", default="dtb_run.h5", help="run file to write (default: %(default)s)")
+    run.add_argument("--out", default=None, help="run file to write (default: dtb_run.h5)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+    run.add_argument("--resume", metavar="RUN", default=None,
+                     help="finish the stopped run RUN (its final path or RUN.partial) from its last checkpoint; "
+                          "its stored config is used unless CONFIG is given, --set may extend simulation.t_ms")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
@@ -135,9 +138,21 @@ def _run(args) -> int:
     from dtb.config import load_config
 
     overrides = list(args.overrides) + (["recording.progress=false"] if args.quiet else [])
-    cfg = load_config(args.config, overrides)
-    summary = driver.run(cfg, args.out, overwrite=args.overwrite)
-    summary["path"] = args.out
+    if args.resume is None:
+        out = args.out or "dtb_run.h5"
+        cfg = load_config(args.config, overrides)
+        summary = driver.run(cfg, out, overwrite=args.overwrite)
+    else:
+        from dtb.errors import ConfigError
+        from dtb.io.checkpoint import load_checkpoint, resume_target
+
+        out = resume_target(args.resume)
+        if args.overwrite or (args.out is not None and resume_target(args.out) != out):
+            raise ConfigError("--resume finishes the run it names: leave out --out and --overwrite")
+        ckpt = load_checkpoint(out)
+        cfg = load_config(args.config, overrides, text=None if args.config else ckpt.config_toml)
+        summary = driver.run(cfg, out, resume=True)
+    summary["path"] = str(out)
     print(format_summary(summary))
     return 0
 

@@ -38,6 +38,9 @@ class SimulationConfig:
                          "inside them), or dry_run (one process measures the traffic of dry_run_ranks ranks)",
                          choices=("alltoall", "two_level", "dry_run"))
     dry_run_ranks: int = _key(64, "ranks the dry-run exchange pretends to have", ge=1, le=10_000_000)
+    checkpoint_ms: float = _key(0.0, "write the run's full state to <out>.partial every this much biological time "
+                                "(ms), so that dtb run --resume can finish a stopped run; 0 = never", ge=0.0, le=1e9)
+    memory_check: bool = _key(True, "before building, refuse a run whose ranks cannot hold their part in memory")
     ranks_per_node: int = _key(0, "for the two-level exchange: 0 = ranks sharing memory form a node, else blocks "
                                "of this many consecutive ranks", ge=0, le=100_000)
 
@@ -160,13 +163,11 @@ class Config:
     hyper: HyperConfig = field(default_factory=HyperConfig)
     bold: BoldConfig = field(default_factory=BoldConfig)
     assimilation: AssimilationConfig = field(default_factory=AssimilationConfig)
-    #: folder that relative paths in the config are resolved against (not a key)
-    base_dir: str = field(default=".", metadata=dict(internal=True), compare=False)
 
     def to_dict(self) -> dict:
-        """Plain nested dict of every key (no internal fields)."""
+        """Plain nested dict of every key."""
         out = {}
-        for f in _public_fields(Config):
+        for f in dataclasses.fields(Config):
             val = getattr(self, f.name)
             out[f.name] = dataclasses.asdict(val) if dataclasses.is_dataclass(val) else val
         return out
@@ -176,14 +177,8 @@ class Config:
         return tomli_w.dumps(self.to_dict())
 
     def connectome_path(self) -> Path | None:
-        """Absolute path of the user's connectome file, or None for the bundled one."""
-        if not self.wholebrain.connectome:
-            return None
-        return (Path(self.base_dir) / self.wholebrain.connectome).resolve()
-
-
-def _public_fields(cls):
-    return [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+        """Absolute path of the user's connectome file (resolved by `load_config`), or None for the bundled one."""
+        return Path(self.wholebrain.connectome) if self.wholebrain.connectome else None
 
 
 _SECTION_TYPES = {"simulation": SimulationConfig, "recording": RecordingConfig,
@@ -253,8 +248,12 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                text: str | None = None) -> Config:
     """Read, merge and validate a run configuration.
+
+    Relative paths in it (``wholebrain.connectome``) are resolved against the config
+    file's folder (the working directory for ``--set`` and ``text``) and stored absolute.
 
     Parameters
     ----------
@@ -263,6 +262,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     overrides : list of str
         ``"section.key=value"`` items applied after the file, in order; values are
         TOML literals (``1e5``, ``true``, ``"x"``) or bare strings.
+    text : str, optional
+        TOML text used instead of ``path`` (the config stored in a run file).
 
     Returns
     -------
@@ -276,7 +277,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     raw: dict = {}
     base_dir = Path.cwd()
     where = "--set"
-    if path is not None:
+    if text is not None:
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"stored config is not valid TOML: {err}") from None
+        where = "stored config"
+    elif path is not None:
         path = Path(path)
         base_dir = path.resolve().parent
         try:
@@ -320,7 +327,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             if name in values:
                 kwargs[f.name] = _coerce(name, values[name], f)
         sections[sec] = cls(**kwargs)
-    cfg = Config(model=model, base_dir=str(base_dir), **sections)
+    if sections["wholebrain"].connectome:
+        resolved = str((base_dir / sections["wholebrain"].connectome).resolve())
+        sections["wholebrain"] = dataclasses.replace(sections["wholebrain"], connectome=resolved)
+    cfg = Config(model=model, **sections)
     wb = cfg.wholebrain
     if wb.k_local_e + wb.k_local_i > 1.0 + 1e-12:
         raise ConfigError(f"wholebrain.k_local_e + wholebrain.k_local_i = {wb.k_local_e + wb.k_local_i:g}: "

@@ -43,6 +43,16 @@ def launcher_rank() -> int:
     return 0
 
 
+def launcher_size() -> int:
+    """The number of ranks the launcher started (1 when not launched by MPI)."""
+    if not launched_by_mpi():
+        return 1
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 1
+
+
 def mpi_running() -> bool:
     """Whether MPI was initialised in this process (and not finalised) with more than one rank."""
     mpi = sys.modules.get("mpi4py.MPI")

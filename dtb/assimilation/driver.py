@@ -27,8 +27,8 @@ from dtb.bold import Balloon, bold_params
 from dtb.config import Config, fitted
 from dtb.connectome.connectome import bundled_connectome_path, load_connectome
 from dtb.connectome.wholebrain import wholebrain_recipe
-from dtb.context import Context
-from dtb.driver import _Progress, abandon, build, neuron_regions, steps_of, version
+from dtb.context import Context, launcher_size
+from dtb.driver import _Progress, abandon, build, neuron_regions, plan, steps_of, version
 from dtb.errors import ConfigError, DataError
 from dtb.io.runfile import RunWriter, check_output
 from dtb.kernels import rng
@@ -46,10 +46,11 @@ METRIC_NAMES = ("tracking_r", "forecast_r", "persistence_r", "forecast5_r", "per
 class _Twin:
     """One distributed simulation with its hemodynamics: the ensemble, or the replayed brain."""
 
-    def __init__(self, ctx: Context, cfg: Config, recipe, n_regions: int, progress):
+    def __init__(self, ctx: Context, cfg: Config, recipe, n_regions: int, progress, partition=None):
         self.ctx = ctx
         self.recipe = recipe
-        _, self.net, _, self.sim, self.spread = build(ctx, recipe, cfg, progress, allow_dry_run=False)
+        _, self.net, _, self.sim, self.spread = build(ctx, recipe, cfg, progress, allow_dry_run=False,
+                                                      partition=partition)
         self.region = neuron_regions(recipe, self.net)
         self.theta = hyper.initial_theta(cfg.hyper, len(recipe.regions))
         self.activity = RegionActivity(ctx, recipe, cfg.simulation.dt_ms)
@@ -148,11 +149,13 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
     n_reg = len(base.regions)
 
     t0 = time.perf_counter()
+    ensemble = base.replicate(members)
+    part = plan(ensemble, cfg, ctx.size if ctx is not None else launcher_size(), "this assimilation")
     ctx = ctx or Context.from_environment(sim_cfg.backend, sim_cfg.threads)
     progress = _Progress(cfg.recording.progress and ctx.is_root)
     writer = RunWriter(out, overwrite=overwrite) if ctx.is_root else None
     try:
-        ens = _Twin(ctx, cfg, base.replicate(members), n_reg, progress)
+        ens = _Twin(ctx, cfg, ensemble, n_reg, progress, part)
         build_s = ctx.max(time.perf_counter() - t0)
         progress.close()
         n_synapses = int(ctx.sum(ens.net.n_synapses))

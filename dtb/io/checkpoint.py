@@ -1,0 +1,145 @@
+"""Checkpoints: what a stopped run leaves behind, and what `dtb run --resume` reads.
+
+A checkpoint ``k`` is two kinds of file. Each rank writes its state (membrane and
+synaptic state, pending spikes, unfinished rate and BOLD bins) to
+``<run>.parts/rank<r>.state<k>.h5``; then rank 0 writes ``<run>.partial``: the run
+so far as a readable run file with a ``/checkpoint`` group (step, segment lengths,
+BOLD model state, timings). Only after ``<run>.partial`` names checkpoint ``k`` are
+the states of ``k - 1`` deleted. Random numbers are keyed by step, so the step is
+the generators' whole state.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from dtb.config import Config
+from dtb.errors import ConfigError, DataError, ResourceError
+from dtb.io.runfile import parts_dir, partial_path
+
+#: keys a resumed run may change: they do not change the network or what is recorded
+RESUMABLE_CHANGES = ("simulation.t_ms", "simulation.threads", "simulation.checkpoint_ms", "recording.progress",
+                     "recording.flush_ms")
+
+
+def state_path(folder: Path, rank: int, k: int) -> Path:
+    return folder / f"rank{rank}.state{k}.h5"
+
+
+def write_rank_state(folder: Path, rank: int, k: int, arrays: dict) -> None:
+    """Store one rank's state of checkpoint ``k`` (written under a temporary name, then renamed)."""
+    path = state_path(folder, rank, k)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        for key, val in arrays.items():
+            f.create_dataset(key, data=val)
+    os.replace(tmp, path)
+
+
+def read_rank_state(folder: Path, rank: int, k: int) -> dict:
+    """One rank's state of checkpoint ``k``: name -> ndarray (scalars as 0-d arrays)."""
+    path = state_path(folder, rank, k)
+    try:
+        with h5py.File(path, "r") as f:
+            out = {}
+            f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+            return out
+    except OSError as err:
+        raise DataError(f"checkpoint state {str(path)!r} is missing or unreadable ({err})") from None
+
+
+@dataclass
+class Checkpoint:
+    """The last checkpoint of an unfinished run (read from ``<run>.partial``).
+
+    Attributes
+    ----------
+    path : Path
+        Final path of the run.
+    config_toml : str
+        The run's resolved configuration.
+    step, n_ranks, segments : int
+        Steps done; ranks that wrote it; closed segments (checkpoint index + 1).
+    spike_rows : ndarray, shape (n_ranks, segments), int64
+    rate_rows : ndarray, shape (segments,), int64
+    bold : ndarray, shape (n_regions, n_trs), float64, or None
+    balloon_state : ndarray, shape (4, n_regions), float64, or None
+    build_s, sim_s : float
+        Timings of the runs so far.
+    """
+
+    path: Path
+    config_toml: str
+    step: int
+    n_ranks: int
+    segments: int
+    spike_rows: np.ndarray
+    rate_rows: np.ndarray
+    bold: np.ndarray | None
+    balloon_state: np.ndarray | None
+    build_s: float
+    sim_s: float
+
+    @property
+    def folder(self) -> Path:
+        return parts_dir(self.path)
+
+
+def resume_target(path: str | Path) -> Path:
+    """The final path of the run ``path`` names (the run file or its ``.partial``)."""
+    path = Path(path)
+    return path.with_name(path.name[: -len(".partial")]) if path.name.endswith(".partial") else path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read the last checkpoint of the unfinished run ``path``; a `DataError` if there is none."""
+    final = resume_target(path)
+    if final.exists():
+        raise ResourceError(f"{str(final)!r} is a finished run: nothing to resume")
+    partial = partial_path(final)
+    if not partial.exists():
+        raise DataError(f"no checkpoint to resume: {str(partial)!r} does not exist (checkpoints are written when "
+                        "simulation.checkpoint_ms > 0)")
+    try:
+        f = h5py.File(partial, "r")
+    except OSError as err:
+        raise DataError(f"{str(partial)!r} is not a readable HDF5 file ({err})") from None
+    with f:
+        if "checkpoint" not in f or "config" not in f:
+            raise DataError(f"{str(partial)!r} holds no checkpoint")
+        g = f["checkpoint"]
+        return Checkpoint(path=final, config_toml=f["config"][()].decode(), step=int(g.attrs["step"]),
+                          n_ranks=int(g.attrs["n_ranks"]), segments=int(g.attrs["segments"]),
+                          spike_rows=g["spike_rows"][()], rate_rows=g["rate_rows"][()],
+                          bold=f["bold"][()] if "bold" in f else None,
+                          balloon_state=g["balloon_state"][()] if "balloon_state" in g else None,
+                          build_s=float(g.attrs["build_s"]), sim_s=float(g.attrs["sim_s"]))
+
+
+def _flat(cfg: Config) -> dict:
+    out = {}
+    for sec, val in cfg.to_dict().items():
+        if isinstance(val, dict):
+            out.update({f"{sec}.{k}": v for k, v in val.items()})
+        else:
+            out[sec] = val
+    return out
+
+
+def check_resumable(stored: Config, cfg: Config, checkpoint: Checkpoint) -> None:
+    """A `ConfigError` unless ``cfg`` continues the run of ``stored`` (same network, recording, seed)."""
+    a, b = _flat(stored), _flat(cfg)
+    changed = [k for k in a if a[k] != b.get(k) and k not in RESUMABLE_CHANGES]
+    if changed:
+        shown = "; ".join(f"{k} = {b.get(k)!r} (the run has {a[k]!r})" for k in changed[:4])
+        raise ConfigError(f"--resume: the config changes the run: {shown}. A resumed run builds the same network "
+                          f"and records the same things; only {', '.join(RESUMABLE_CHANGES)} may change")
+    t_done = checkpoint.step * cfg.simulation.dt_ms
+    if cfg.simulation.t_ms < t_done:
+        raise ConfigError(f"--resume: simulation.t_ms = {cfg.simulation.t_ms:g} is before the checkpoint's time "
+                          f"({t_done:g} ms)")

@@ -1,0 +1,267 @@
+"""Recording on every rank: spikes and population rates into segment files.
+
+Each rank appends its spikes (and rank 0 the population rates, summed over ranks)
+to its current *segment*, ``<run>.parts/rank<r>.seg<k>.h5``. A checkpoint closes
+segment ``k`` and opens ``k + 1``, so every segment a checkpoint names is a closed
+file that no later write can damage. At the end each rank sorts its spikes by
+(gid, time); `dtb.io.runfile.RunWriter` turns the segments into the run file.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from dtb.context import Context
+
+
+def segment_name(rank: int, k: int) -> str:
+    return f"rank{rank}.seg{k}.h5"
+
+
+class RateSources:
+    """Rank 0's population-rate rows, spread over its segment files.
+
+    Parameters
+    ----------
+    folder : Path
+        The run's parts folder.
+    rows : list of int
+        Rate rows in each of rank 0's segments, in order.
+    n_populations : int
+    bin_ms : float
+    """
+
+    def __init__(self, folder: Path, rows: list[int], n_populations: int, bin_ms: float):
+        self.folder = folder
+        self.rows = list(rows)
+        self.n_populations = n_populations
+        self.bin_ms = bin_ms
+
+    @property
+    def n_rows(self) -> int:
+        return int(sum(self.rows))
+
+    def link(self, f: h5py.File) -> None:
+        """``f["rates/population_hz"]`` as a virtual dataset over the segments (names relative to ``f``'s folder)."""
+        shape = (self.n_rows, self.n_populations)
+        if self.n_rows == 0:
+            ds = f.create_dataset("rates/population_hz", shape=shape, dtype=np.float32)
+        else:
+            layout = h5py.VirtualLayout(shape=shape, dtype=np.float32)
+            at = 0
+            for k, n in enumerate(self.rows):
+                if n:
+                    source = h5py.VirtualSource(f"{self.folder.name}/{segment_name(0, k)}", "rates",
+                                                shape=(n, self.n_populations))
+                    layout[at:at + n] = source
+                    at += n
+            ds = f.create_virtual_dataset("rates/population_hz", layout)
+        ds.attrs.update(dict(bin_ms=self.bin_ms, units="Hz"))
+
+    def blocks(self, max_rows: int):
+        """Yield the rate rows in order, at most ``max_rows`` at a time (float32, (rows, n_populations))."""
+        for k, n in enumerate(self.rows):
+            if not n:
+                continue
+            with h5py.File(self.folder / segment_name(0, k), "r") as f:
+                for a in range(0, n, max_rows):
+                    yield f["rates"][a:min(n, a + max_rows)]
+
+
+class Recorder:
+    """Records one rank's spikes and the population rates of all ranks.
+
+    Parameters
+    ----------
+    ctx : Context
+    folder : Path
+        The run's parts folder (``<run>.parts``); every rank creates it if missing.
+    offsets : ndarray, shape (n_pop + 1,), int64
+        Population gid offsets.
+    dt_ms : float
+    bin_steps : int
+        Rate bin width in steps.
+    record_spikes : bool
+    segment : int
+        First segment to write: 0, or one past a checkpoint's last (see `restore`).
+
+    Attributes
+    ----------
+    segment : int
+        Index of the segment being written.
+    spike_rows : list of int
+        Spikes in each of this rank's closed segments.
+    rate_rows : list of int
+        Rate rows in each of rank 0's closed segments (rank 0 only).
+    """
+
+    def __init__(self, ctx: Context, folder: Path, offsets: np.ndarray, dt_ms: float, bin_steps: int,
+                 record_spikes: bool = True, segment: int = 0):
+        self.ctx = ctx
+        self.folder = folder
+        self.offsets = offsets
+        self.sizes = np.diff(offsets)
+        self.dt_ms = dt_ms
+        self.bin_steps = bin_steps
+        self.record_spikes = record_spikes
+        self._steps: list[np.ndarray] = []
+        self._gids: list[np.ndarray] = []
+        self.bin0 = 0  # first bin still in memory
+        self.counts = np.zeros((16, len(self.sizes)), dtype=np.int64)
+        self.total_counts = np.zeros(len(self.sizes), dtype=np.int64)  # this rank's
+        self.segment = segment
+        self.spike_rows: list[int] = []
+        self.rate_rows: list[int] = []
+        folder.mkdir(exist_ok=True)  # every rank, so that no rank has to wait for another
+        self.file = self._open_segment()
+
+    def _open_segment(self) -> h5py.File:
+        f = h5py.File(self.folder / segment_name(self.ctx.rank, self.segment), "w")
+        for name, dtype in (("timestamps", np.float64), ("node_ids", np.uint64)):
+            f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 16,))
+        f["timestamps"].attrs["units"] = "ms"
+        if self.ctx.is_root:
+            n_pop = len(self.sizes)
+            f.create_dataset("rates", shape=(0, n_pop), maxshape=(None, n_pop), dtype=np.float32,
+                             chunks=(max(1, (1 << 16) // max(n_pop, 1)), n_pop))
+        return f
+
+    def _room(self, rows: int) -> None:
+        if rows > len(self.counts):
+            grown = np.zeros((max(rows, 2 * len(self.counts)), len(self.sizes)), dtype=np.int64)
+            grown[: len(self.counts)] = self.counts
+            self.counts = grown
+
+    def spikes(self, steps: np.ndarray, gids: np.ndarray) -> None:
+        """Take one epoch's local spikes (emission step, gid) in (step, gid) order."""
+        if len(gids) == 0:
+            return
+        pops = np.searchsorted(self.offsets, gids, side="right") - 1
+        bins = steps // self.bin_steps - self.bin0
+        self._room(int(bins[-1]) + 1)
+        np.add.at(self.counts, (bins, pops), 1)
+        self.total_counts += np.bincount(pops, minlength=len(self.sizes))
+        if self.record_spikes:
+            self._steps.append(steps)
+            self._gids.append(gids)
+
+    @staticmethod
+    def _append(ds: h5py.Dataset, rows: np.ndarray) -> None:
+        n0 = ds.shape[0]
+        ds.resize((n0 + len(rows),) + ds.shape[1:])
+        ds[n0:] = rows
+
+    def flush(self, step: int, final: bool = False) -> None:
+        """Collective: store buffered spikes, and every rate bin complete at ``step`` (all if ``final``)."""
+        if self._steps:
+            # a spike of step t is stamped at the end of its step, (t + 1) dt
+            self._append(self.file["timestamps"], (np.concatenate(self._steps) + 1) * self.dt_ms)
+            self._append(self.file["node_ids"], np.concatenate(self._gids).astype(np.uint64))
+        self._steps.clear()
+        self._gids.clear()
+        n_done = -(-step // self.bin_steps) if final else step // self.bin_steps
+        k = n_done - self.bin0
+        if k <= 0:
+            return
+        self._room(k)
+        counts = self.ctx.sum(self.counts[:k].copy())
+        self.counts = np.concatenate([self.counts[k:], np.zeros_like(self.counts[:k])])
+        self.bin0 = n_done
+        if self.ctx.is_root:
+            rows = counts / self.sizes[None, :] / (self.bin_steps * self.dt_ms * 1e-3)
+            self._append(self.file["rates"], rows.astype(np.float32))
+
+    def state(self) -> dict:
+        """What a resumed run needs (after a `flush`): unfinished rate bins and spike totals."""
+        return {"recorder/counts": self.counts, "recorder/total_counts": self.total_counts,
+                "recorder/bin0": np.int64(self.bin0)}
+
+    def restore(self, state: dict, spike_rows: list[int], rate_rows: list[int]) -> None:
+        """Continue from a checkpoint: its `state`, and the lengths of its closed segments (this rank's spikes,
+        rank 0's rate rows)."""
+        self.counts = np.array(state["recorder/counts"])
+        self.total_counts = np.array(state["recorder/total_counts"])
+        self.bin0 = int(state["recorder/bin0"])
+        self.spike_rows, self.rate_rows = list(spike_rows), list(rate_rows)
+
+    def close(self) -> None:
+        """Close the current segment (after a `flush`); it joins the closed ones."""
+        self.spike_rows.append(self.file["node_ids"].shape[0])
+        if self.ctx.is_root:
+            self.rate_rows.append(self.file["rates"].shape[0])
+        self.file.close()
+        self.segment += 1
+
+    def next_segment(self) -> None:
+        """Close the current segment (after a `flush`) and start the next."""
+        self.close()
+        self.file = self._open_segment()
+
+    def spike_table(self) -> np.ndarray | None:
+        """Collective: spikes per (rank, closed segment), shape (n_ranks, n_segments), on rank 0 (None elsewhere)."""
+        gathered = self.ctx.gather_arrays(np.asarray(self.spike_rows, dtype=np.int64))
+        return None if gathered is None else np.array(gathered, dtype=np.int64).reshape(self.ctx.size, -1)
+
+    def spike_sources(self, table: np.ndarray) -> list[tuple[str, int]]:
+        """(path relative to the run file's folder, spikes) of every closed segment, segment by segment."""
+        return [(f"{self.folder.name}/{segment_name(r, k)}", int(table[r, k]))
+                for k in range(table.shape[1]) for r in range(table.shape[0])]
+
+    def rate_sources(self, bin_ms: float) -> RateSources:
+        """Rank 0: the closed segments' rate rows."""
+        return RateSources(self.folder, self.rate_rows, len(self.sizes), bin_ms)
+
+    def _own_spikes(self) -> tuple[np.ndarray, np.ndarray]:
+        """All spikes of this rank's closed segments, sorted by (gid, time)."""
+        times, ids = [np.zeros(0)], [np.zeros(0, np.uint64)]
+        for k in range(self.segment):
+            with h5py.File(self.folder / segment_name(self.ctx.rank, k), "r") as f:
+                times.append(f["timestamps"][()])
+                ids.append(f["node_ids"][()])
+        times, ids = np.concatenate(times), np.concatenate(ids)
+        order = np.lexsort((times, ids))
+        return times[order], ids[order]
+
+    def finish_spikes(self, ranges: np.ndarray):
+        """Collective, after `close`: sort each rank's spikes by (gid, time).
+
+        Parameters
+        ----------
+        ranges : ndarray, shape (k, 2), int64
+            This rank's gid ranges [start, stop).
+
+        Returns
+        -------
+        tuple of ndarray, or list of (relative path, length, first, stop), or None
+            On rank 0, what `RunWriter.finish` stores: a one-rank run's (times_ms, node_ids), or the
+            gid-ordered row ranges of the ranks' sorted files ``rank<r>.h5``; None on other ranks.
+        """
+        times, ids = self._own_spikes() if self.record_spikes else (np.zeros(0), np.zeros(0, np.uint64))
+        if self.ctx.size == 1:
+            return times, ids
+        name = f"rank{self.ctx.rank}.h5"
+        with h5py.File(self.folder / name, "w") as f:
+            f.create_dataset("timestamps", data=times)
+            f.create_dataset("node_ids", data=ids)
+        bounds = np.searchsorted(ids.astype(np.int64), ranges.ravel()).reshape(-1, 2)
+        # per range: (range start gid, first row, stop row, part length)
+        mine = np.column_stack([ranges[:, 0], bounds, np.full(len(ranges), len(ids))]).astype(np.int64)
+        gathered = self.ctx.gather_arrays(mine.ravel())
+        if gathered is None:
+            return None
+        rows = sorted((int(start), f"{self.folder.name}/rank{rank}.h5", int(length), int(first), int(stop))
+                      for rank, arr in enumerate(gathered) for start, first, stop, length in arr.reshape(-1, 4))
+        return [row[1:] for row in rows]
+
+    def remove_segments(self) -> None:
+        """Rank 0, once the final file is in place: delete the segments (the whole folder for one rank)."""
+        if self.ctx.size == 1:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return
+        for pattern in ("rank*.seg*.h5", "rank*.state*.h5"):
+            for p in self.folder.glob(pattern):
+                p.unlink(missing_ok=True)

@@ -1,0 +1,90 @@
+"""Memory preflight: refuse, before building, a run whose ranks cannot hold their part.
+
+The estimate per rank is the peak resident memory of building and running it on
+the CPU backend, from the partition's neuron and synapse counts. Its constants are
+fitted to the peak RSS that ``benchmarks/wholebrain_sizes.py`` measured (1e7 to
+4e8 synapses, lif_cond, K = 100) and round up: 6.2 GiB measured for 4e8 synapses
+and 4e6 neurons, 6.6 GiB estimated.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from dtb.errors import ResourceError
+from dtb.model.recipe import Recipe
+from dtb.partition import Partition
+from dtb.partition.report import population_fractions
+
+BASE_BYTES = 200 * 2**20  # interpreter, numba, MPI
+BYTES_PER_SYNAPSE = 14.0  # stored synapse (~7.5) plus build temporaries
+BYTES_PER_NEURON = 200.0  # state, gains, input buffers, recording
+
+
+def rank_loads(recipe: Recipe, partition: Partition) -> tuple[np.ndarray, np.ndarray]:
+    """Expected neurons and synapses (by target) on each rank, shapes (n_ranks,), float64."""
+    frac = population_fractions(recipe, partition)
+    neurons = frac.T @ np.diff(recipe.offsets).astype(np.float64)
+    synapses = frac.T @ recipe.expected_synapses().sum(axis=1)
+    return neurons, synapses
+
+
+def estimate_bytes(neurons: np.ndarray, synapses: np.ndarray) -> np.ndarray:
+    """Peak host memory per rank (bytes) for the given loads."""
+    return BASE_BYTES + BYTES_PER_SYNAPSE * synapses + BYTES_PER_NEURON * neurons
+
+
+def available_bytes() -> int:
+    """Memory this process may still use: MemAvailable, or less under a cgroup limit."""
+    avail = math.inf
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except OSError:
+        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            avail = min(avail, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return int(avail)
+
+
+def ranks_per_node(n_ranks: int) -> int:
+    """Ranks sharing this node's memory, as the launcher announces it (all of them if it does not)."""
+    for var in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE"):
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return max(1, min(int(value), n_ranks))
+    return n_ranks
+
+
+def preflight(recipe: Recipe, partition: Partition, what: str = "this run") -> None:
+    """A `ResourceError` if the most loaded rank of ``partition`` needs more memory than it has.
+
+    Says how much it needs, how much there is, and how many ranks of this size would do.
+    """
+    neurons, synapses = rank_loads(recipe, partition)
+    need = estimate_bytes(neurons, synapses)
+    local = ranks_per_node(partition.n_ranks)
+    per_rank = available_bytes() / local
+    if need.max() <= per_rank:
+        return
+    r = int(np.argmax(need))
+    # each rank still pays the base cost, so more ranks help only above it
+    room = per_rank - BASE_BYTES
+    enough = math.ceil((need.sum() - BASE_BYTES * len(need)) / room) if room > 0 else None
+    gib = 2**30
+    advice = (f"about {enough:,} ranks with {per_rank / gib:.1f} GiB each would do (e.g. {math.ceil(enough / local):,} "
+              f"nodes like this one)" if enough else "not even one rank fits beside the others on this node")
+    raise ResourceError(f"not enough memory for {what}: rank {r} of {partition.n_ranks} needs about "
+                        f"{need[r] / gib:.1f} GiB ({neurons[r]:,.0f} neurons, {synapses[r]:,.0f} synapses), but each of "
+                        f"the {local} rank(s) on this node has about {per_rank / gib:.1f} GiB; {advice}. "
+                        "(simulation.memory_check = false skips this check)")
