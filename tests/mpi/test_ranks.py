@@ -137,3 +137,34 @@ def test_assimilation_is_independent_of_rank_count(world, mpi_tmp_path):
                 key = name if name == "bold" else f"assimilation/{name}"
                 np.testing.assert_array_equal(a[key][()], b[key][()], err_msg=name)
             assert np.isfinite(a["assimilation/bold_prior"][()]).all()
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.mpi
+def test_resumed_run_is_bitwise_on_any_rank_count(world, mpi_tmp_path):
+    """Stopped after a checkpoint and resumed on P ranks: the same file as one uninterrupted process."""
+    base = RUNS["wholebrain"] + ["recording.progress=false", "recording.flush_ms=40", "recording.bold=true",
+                                 "bold.tr_ms=30"]
+    cfg = load_config(overrides=base + ["simulation.checkpoint_ms=50"])
+    out = mpi_tmp_path / f"resume_p{world.size}.h5"
+
+    def stop(step):
+        if step >= 1000:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        driver.run(cfg, out, ctx=world, on_checkpoint=stop)
+    world.barrier()
+    summary = driver.run(cfg, out, ctx=world, resume=True)
+    assert summary["resumed_at_ms"] == 100.0
+    if world.is_root:
+        ref = mpi_tmp_path / f"resume_ref_p{world.size}.h5"
+        driver.run(load_config(overrides=base), ref, ctx=Context.serial(threads=1))
+        with h5py.File(out) as a, h5py.File(ref) as b:
+            for name in ("spikes/wholebrain/timestamps", "spikes/wholebrain/node_ids", "rates/population_hz",
+                         "bold"):
+                np.testing.assert_array_equal(a[name][()], b[name][()], err_msg=name)
+    world.barrier()

@@ -2,11 +2,17 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
+
+from dtb.io.runfile import read_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
@@ -47,14 +53,86 @@ def test_existing_output_under_mpiexec(tmp_path):
     assert out.read_bytes() == b"keep me"
 
 
-@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
-def test_an_exception_on_one_rank_ends_the_job(tmp_path):
-    """Rank 1 alone cannot create its spike part: the job ends promptly, non-zero, with rank 1's message."""
+def dtb_under_mpiexec(n_ranks, *args):
+    return [MPIEXEC, "-n", str(n_ranks), sys.executable, "-m", "mpi4py", "-m", "dtb", *args]
+
+
+KILL_RUN = ["--quiet", "--set", "wholebrain.n_neurons=2000", "--set", "wholebrain.in_degree=20",
+            "--set", "simulation.t_ms=2000", "--set", "recording.bold=true", "--set", "bold.tr_ms=50"]
+
+
+def rank_pid(rank: int, needle: str) -> int | None:
+    """The pid of the MPI rank ``rank`` whose command line contains ``needle``."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if needle in (proc / "cmdline").read_bytes().decode(errors="replace") and \
+                    f"PMI_RANK={rank}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                return int(proc.name)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def wait_for(predicate, timeout_s):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s")
+
+
+def killed_job(tmp_path):
+    """A 2-rank run whose rank 1 is SIGKILLed after the first checkpoint; returns (out, seconds to end)."""
     out = tmp_path / "run.h5"
-    (tmp_path / "run.h5.parts" / "rank1.h5").mkdir(parents=True)  # a folder where rank 1's file must go
-    p = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py", "-m", "dtb", "run", "--quiet",
-                        "--set", "wholebrain.n_neurons=2000", "--set", "simulation.t_ms=2000", "--out", str(out)],
-                       capture_output=True, text=True, timeout=60)
+    job = subprocess.Popen(dtb_under_mpiexec(2, "run", *KILL_RUN, "--set", "simulation.checkpoint_ms=100",
+                                             "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(out.with_name("run.h5.partial").exists, 120)
+        os.kill(wait_for(lambda: rank_pid(1, str(out)), 10), signal.SIGKILL)
+        killed = time.monotonic()
+        job.wait(timeout=30)
+        ended_s = time.monotonic() - killed
+    finally:
+        job.kill()
+    assert job.returncode != 0 and not out.exists()
+    return out, ended_s
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
+def test_a_killed_rank_ends_the_job_and_resume_completes_the_run(tmp_path):
+    """SIGKILL one rank after the first checkpoint: the job ends within 30 s, non-zero; the checkpoint opens;
+    --resume on 2 ranks finishes the run, bitwise the uninterrupted run of one process."""
+    out, ended_s = killed_job(tmp_path)
+    assert ended_s < 30
+    partial = out.with_name("run.h5.partial")
+    facts = read_summary(partial)  # the last checkpoint opens and says how far the run got
+    assert 100.0 <= facts["t_ms"] < 2000.0 and facts["n_spikes"] > 0
+    with h5py.File(partial) as f:
+        assert f["rates/population_hz"].shape[0] == int(facts["t_ms"])
+        assert f["spikes/wholebrain/node_ids"].shape[0] == facts["n_spikes"]
+    p = subprocess.run(dtb_under_mpiexec(2, "run", "--resume", str(out), "--quiet"), capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    ref = tmp_path / "ref.h5"
+    subprocess.run([sys.executable, "-m", "dtb", "run", *KILL_RUN, "--out", str(ref)], check=True, timeout=300,
+                   capture_output=True)
+    with h5py.File(out) as a, h5py.File(ref) as b:
+        for name in ("spikes/wholebrain/timestamps", "spikes/wholebrain/node_ids", "rates/population_hz", "bold"):
+            np.testing.assert_array_equal(a[name][()], b[name][()], err_msg=name)
+        assert a.attrs["resumed_at_ms"] == facts["t_ms"]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["ref.h5", "run.h5", "run.h5.parts"]
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
+def test_an_error_on_one_rank_ends_the_job(tmp_path):
+    """Resuming, rank 1 alone cannot read its checkpoint state: the job ends promptly, non-zero, with its message."""
+    out, _ = killed_job(tmp_path)
+    for state in out.with_name("run.h5.parts").glob("rank1.state*.h5"):
+        state.write_bytes(b"not HDF5")
+    p = subprocess.run(dtb_under_mpiexec(2, "run", "--resume", str(out), "--quiet"), capture_output=True,
+                       text=True, timeout=60)
     assert p.returncode != 0
-    assert "rank1.h5" in p.stderr
-    assert not out.exists()
+    assert "rank 1: checkpoint state" in p.stderr and "rank1.state" in p.stderr
+    assert not out.exists() and out.with_name("run.h5.partial").exists()
