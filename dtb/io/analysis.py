@@ -1,0 +1,308 @@
+"""Reading runs for analysis: lazy views of a run file, and streaming statistics.
+
+    from dtb.io import open_run
+    with open_run("dtb_run.h5") as run:
+        run.rates.sel(population="Precentral_L.E").mean().compute()   # xarray over dask
+        times, ids = run.spikes.times_ms, run.spikes.node_ids        # dask arrays
+        cv = isi_cv(run)                                              # streams the spikes
+
+Spikes are never read whole: `Run.spike_blocks` yields blocks of ``chunk_spikes``
+spikes, and every helper here works block by block, keeping per-neuron or
+per-sample accumulators only. One-rank files, many-rank files (virtual datasets
+over the ranks' files) and the checkpoints of unfinished runs read alike.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from dtb.errors import DataError
+
+#: spikes per block when streaming (16 bytes each: 16 MiB)
+CHUNK_SPIKES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Spikes:
+    """The spikes of a run as lazy dask arrays, shape (n_spikes,).
+
+    Attributes
+    ----------
+    times_ms : dask.array.Array, float64
+        Time of each spike (end of its step), ms.
+    node_ids : dask.array.Array, uint64
+        Neuron (gid) of each spike.
+    sorting : str
+        'by_id' (by node id, then time) for a finished run, 'none' for a checkpoint
+        (segment by segment; each neuron's spikes still in time order).
+    """
+
+    times_ms: object
+    node_ids: object
+    sorting: str
+
+
+class Run:
+    """A run file opened for reading (see `open_run`). Use as a context manager, or call `close`.
+
+    Attributes
+    ----------
+    path : Path
+    metadata : dict
+        The root attributes and the run's summary (sizes, timings, rates, version).
+    populations : list of str
+    population_sizes, population_first_gid, population_region : ndarray, int64
+    regions : list of str
+    n_neurons : int
+    t_ms : float
+        Biological time the file covers.
+    """
+
+    def __init__(self, path: str | Path, chunk_spikes: int = CHUNK_SPIKES):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DataError(f"run file {str(self.path)!r} does not exist")
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as err:
+            raise DataError(f"{str(self.path)!r} is not a readable HDF5 file ({err})") from None
+        f = self.file
+        if "summary" not in f or "network" not in f:
+            self.file.close()
+            raise DataError(f"{str(self.path)!r} is not a dtb simulation run file (no /summary or /network)")
+        self.chunk_spikes = int(chunk_spikes)
+        self.metadata = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+        self.metadata.update(json.loads(f["summary"][()]))
+        net = f["network"]
+        self.populations = [s.decode() for s in net["populations/name"][()]]
+        self.population_sizes = net["populations/size"][()].astype(np.int64)
+        self.population_first_gid = net["populations/first_gid"][()].astype(np.int64)
+        self.population_region = net["populations/region"][()].astype(np.int64)
+        self.population_excitatory = net["populations/excitatory"][()].astype(bool)
+        self.regions = [s.decode() for s in net["regions"][()]]
+        self.n_neurons = int(self.population_sizes.sum())
+        self.t_ms = float(f.attrs["t_ms"])
+        self._spike_group = f[f"spikes/{f.attrs['spike_population']}"]
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.file.close()
+
+    @property
+    def config(self):
+        """The run's resolved configuration (`dtb.config.Config`)."""
+        from dtb.config import load_config
+
+        return load_config(text=self.file["config"][()].decode())
+
+    @property
+    def n_spikes(self) -> int:
+        return int(self._spike_group["node_ids"].shape[0])
+
+    @property
+    def spikes(self) -> Spikes:
+        """Lazy dask views of the spike datasets (chunks of ``chunk_spikes``)."""
+        import dask.array as da
+
+        g = self._spike_group
+        chunks = (max(1, min(self.chunk_spikes, self.n_spikes)),)
+        return Spikes(times_ms=da.from_array(g["timestamps"], chunks=chunks),
+                      node_ids=da.from_array(g["node_ids"], chunks=chunks), sorting=g.attrs["sorting"])
+
+    def spike_blocks(self):
+        """Yield the spikes as numpy blocks ``(times_ms float64, node_ids int64)`` of at most ``chunk_spikes``."""
+        g = self._spike_group
+        for a in range(0, self.n_spikes, self.chunk_spikes):
+            b = min(self.n_spikes, a + self.chunk_spikes)
+            yield g["timestamps"][a:b], g["node_ids"][a:b].astype(np.int64)
+
+    def _rates(self, name: str, labels: list[str], dim: str):
+        import dask.array as da
+        import xarray as xr
+
+        ds = self.file[f"rates/{name}"]
+        bin_ms = float(ds.attrs["bin_ms"])
+        time = (np.arange(ds.shape[0]) + 0.5) * bin_ms
+        coords = {"time": ("time", time, {"units": "ms", "long_name": "bin centre"}), dim: labels}
+        if dim == "population":
+            coords["region"] = (dim, [self.regions[r] for r in self.population_region])
+            coords["excitatory"] = (dim, self.population_excitatory)
+        return xr.DataArray(da.from_array(ds, chunks=(max(1, min(ds.shape[0], 1 << 14)), ds.shape[1])),
+                            dims=("time", dim), coords=coords, name=name,
+                            attrs={"units": "Hz", "bin_ms": bin_ms, "long_name": f"{dim} firing rate"})
+
+    @property
+    def rates(self):
+        """Population rates, xarray DataArray (time x population), Hz, lazy (dask); coords time (ms), region."""
+        return self._rates("population_hz", self.populations, "population")
+
+    @property
+    def region_rates(self):
+        """Region rates, xarray DataArray (time x region), Hz, lazy; None for a checkpoint (derived at the end)."""
+        return self._rates("region_hz", self.regions, "region") if "rates/region_hz" in self.file else None
+
+    @property
+    def bold(self):
+        """The BOLD signal, xarray DataArray (time x region), lazy; time is each TR's end (s). None if not recorded."""
+        if "bold" not in self.file:
+            return None
+        import dask.array as da
+        import xarray as xr
+
+        ds = self.file["bold"]
+        tr_s = float(ds.attrs["tr_ms"]) * 1e-3
+        time = (np.arange(ds.shape[1]) + 1) * tr_s
+        return xr.DataArray(da.from_array(ds, chunks=ds.shape).T, dims=("time", "region"),
+                            coords={"time": ("time", time, {"units": "s"}), "region": self.regions}, name="bold",
+                            attrs={"units": "1", "long_name": "BOLD signal change", "tr_s": tr_s,
+                                   "params": ds.attrs["params"]})
+
+    def population_of(self, gids: np.ndarray) -> np.ndarray:
+        """Population index of each gid, shape like ``gids``, int64."""
+        return np.searchsorted(self.population_first_gid, gids, side="right") - 1
+
+
+def open_run(path: str | Path, chunk_spikes: int = CHUNK_SPIKES) -> Run:
+    """Open a run file (finished, many-rank, or the ``.partial`` checkpoint of an unfinished run) for reading.
+
+    Parameters
+    ----------
+    path : str or Path
+    chunk_spikes : int
+        Spikes per block when streaming (memory per block: 16 bytes x chunk_spikes).
+
+    Raises
+    ------
+    DataError
+        Missing, not HDF5, or not a dtb simulation run file.
+    """
+    return Run(path, chunk_spikes)
+
+
+def spike_counts(run: Run) -> np.ndarray:
+    """Spikes of each neuron, shape (n_neurons,), int64 (streamed)."""
+    counts = np.zeros(run.n_neurons, dtype=np.int64)
+    for _, ids in run.spike_blocks():
+        counts += np.bincount(ids, minlength=run.n_neurons)
+    return counts
+
+
+def rate_histograms(run: Run, bins: np.ndarray | int = 50, max_rate_hz: float | None = None) -> dict:
+    """Histogram of the neurons' mean rates, per population.
+
+    Returns
+    -------
+    dict
+        ``edges`` (ndarray (n_bins + 1,), Hz) and ``counts`` (xarray DataArray, population x bin, neurons).
+    """
+    import xarray as xr
+
+    rates = spike_counts(run) / (run.t_ms * 1e-3)
+    edges = np.histogram_bin_edges(rates, bins=bins, range=(0.0, max_rate_hz or max(rates.max(), 1e-9)))
+    pop = run.population_of(np.arange(run.n_neurons))
+    counts = np.stack([np.histogram(rates[pop == p], bins=edges)[0] for p in range(len(run.populations))])
+    return dict(edges=edges, counts=xr.DataArray(counts, dims=("population", "bin"),
+                                                 coords={"population": run.populations},
+                                                 attrs={"units": "neurons", "rate_edges_hz": edges}))
+
+
+def isi_cv(run: Run) -> np.ndarray:
+    """Coefficient of variation of each neuron's inter-spike intervals, shape (n_neurons,), float64.
+
+    NaN where a neuron has fewer than 3 spikes. Streams the spikes; needs only that each
+    neuron's spikes come in time order, which holds for every dtb run file and checkpoint.
+    """
+    n = run.n_neurons
+    last = np.full(n, np.nan)
+    k, s1, s2 = np.zeros(n), np.zeros(n), np.zeros(n)
+    for times, ids in run.spike_blocks():
+        order = np.lexsort((times, ids))
+        times, ids = times[order], ids[order]
+        first = np.ones(len(ids), dtype=bool)
+        first[1:] = ids[1:] != ids[:-1]
+        isi = np.empty(len(ids))
+        isi[~first] = np.diff(times)[~first[1:]]
+        isi[first] = times[first] - last[ids[first]]  # NaN for a neuron's first spike
+        ok = ~np.isnan(isi)
+        np.add.at(k, ids[ok], 1.0)
+        np.add.at(s1, ids[ok], isi[ok])
+        np.add.at(s2, ids[ok], isi[ok] ** 2)
+        last_of = np.ones(len(ids), dtype=bool)
+        last_of[:-1] = ids[:-1] != ids[1:]
+        last[ids[last_of]] = times[last_of]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s1 / k
+        var = np.maximum(s2 / k - mean**2, 0.0) * k / (k - 1)
+        cv = np.sqrt(var) / mean
+    cv[k < 2] = np.nan
+    return cv
+
+
+def spike_count_correlation(run: Run, bin_ms: float = 5.0, per_population: int = 50, seed: int = 0,
+                            t_start_ms: float = 0.0, t_stop_ms: float | None = None):
+    """Mean pairwise Pearson correlation of spike counts, per population, from a sample of its neurons.
+
+    Counts go into a (sample x bin) int32 matrix while the spikes stream by: memory is
+    ``4 * per_population * n_populations * (t_stop - t_start) / bin_ms`` bytes.
+
+    Returns
+    -------
+    xarray.DataArray, dims (population,)
+        NaN where fewer than 2 sampled neurons fired.
+    """
+    import xarray as xr
+
+    t_stop_ms = run.t_ms if t_stop_ms is None else t_stop_ms
+    n_bins = int(np.ceil((t_stop_ms - t_start_ms) / bin_ms))
+    if n_bins < 2:
+        raise DataError(f"spike_count_correlation: [{t_start_ms:g}, {t_stop_ms:g}) ms holds fewer than 2 bins")
+    rng = np.random.default_rng(seed)
+    sample = np.concatenate([np.sort(rng.choice(np.arange(a, a + size), min(size, per_population), replace=False))
+                             for a, size in zip(run.population_first_gid, run.population_sizes)])
+    row_of = np.full(run.n_neurons, -1, dtype=np.int64)
+    row_of[sample] = np.arange(len(sample))
+    counts = np.zeros((len(sample), n_bins), dtype=np.int32)
+    for times, ids in run.spike_blocks():
+        rows = row_of[ids]
+        keep = (rows >= 0) & (times > t_start_ms) & (times <= t_stop_ms)
+        b = np.minimum(((times[keep] - t_start_ms) / bin_ms).astype(np.int64), n_bins - 1)
+        np.add.at(counts, (rows[keep], b), 1)
+    pops = run.population_of(sample)
+    out = np.full(len(run.populations), np.nan)
+    for p in range(len(run.populations)):
+        c = counts[pops == p].astype(np.float64)
+        c = c[c.std(axis=1) > 0]
+        if len(c) >= 2:
+            r = np.corrcoef(c)
+            out[p] = r[np.triu_indices(len(c), 1)].mean()
+    return xr.DataArray(out, dims=("population",), coords={"population": run.populations},
+                        name="spike_count_correlation", attrs={"bin_ms": bin_ms, "units": "1"})
+
+
+def bold_fc(run: Run, skip_trs: int = 0):
+    """Functional connectivity of the BOLD signal: Pearson r between regions, xarray DataArray (region x region).
+
+    ``skip_trs`` leaves out the first TRs (the hemodynamic transient).
+    """
+    import xarray as xr
+
+    bold = run.bold
+    if bold is None:
+        raise DataError(f"{str(run.path)!r} has no /bold (run with recording.bold = true)")
+    x = np.asarray(bold.values[skip_trs:], dtype=np.float64)
+    if x.shape[0] < 3:
+        raise DataError(f"{str(run.path)!r}: {x.shape[0]} TRs after skipping {skip_trs}; FC needs at least 3")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fc = np.corrcoef(x.T)
+    return xr.DataArray(fc, dims=("region", "region_2"), coords={"region": run.regions, "region_2": run.regions},
+                        name="fc", attrs={"units": "1", "long_name": "BOLD functional connectivity (Pearson r)"})
