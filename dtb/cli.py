@@ -1,4 +1,4 @@
-"""Command line: ``dtb run | assimilate | inspect | partition | slurm | config``. Thin: parses, calls, prints.
+"""Command line: ``dtb run | assimilate | inspect | plot | partition | slurm | config``. Thin: parses, calls, prints.
 
 A `DTBError` prints one line ``dtb: error: ...`` and exits with status 2
 (``--debug`` shows the traceback instead).
@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("run_file")
     ins.add_argument("--json", action="store_true", help="machine-readable output")
     ins.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    plo = sub.add_parser("plot", help="draw a run: raster, rates, BOLD and its FC")
+    plo.add_argument("run_file")
+    plo.add_argument("-o", "--out", default=None, help="image to write (default: RUN_FILE with .png)")
+    plo.add_argument("--neurons", type=int, default=500, help="about how many neurons the raster shows")
+    plo.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     par = sub.add_parser("partition", help="split a network over P ranks and report balance and traffic (no MPI)")
     par.add_argument("config", nargs="?")
@@ -178,6 +184,20 @@ def _inspect(args) -> int:
     return 0
 
 
+def _plot(args) -> int:
+    from pathlib import Path
+
+    from dtb.errors import ConfigError
+    from dtb.plot import plot_run
+
+    if args.neurons < 1:
+        raise ConfigError(f"--neurons {args.neurons}: must be >= 1")
+    out = args.out or str(Path(args.run_file).with_suffix(".png"))
+    panels = plot_run(args.run_file, out, args.neurons)
+    print(f"{out}: {', '.join(panels)}")
+    return 0
+
+
 def _partition(args) -> int:
     from dtb.config import load_config
     from dtb.driver import make_recipe
@@ -240,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dtb`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        commands = {"run": _run, "assimilate": _assimilate, "inspect": _inspect, "partition": _partition,
+        commands = {"run": _run, "assimilate": _assimilate, "inspect": _inspect, "plot": _plot, "partition": _partition,
                     "slurm": _slurm, "config": _config}
         return commands[args.command](args)
     except DTBError as err:
