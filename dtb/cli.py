@@ -134,6 +134,8 @@ def format_summary(s: dict) -> str:
         vals = sorted(rates.values())
         lines.append(f"           {len(rates)} populations: min {vals[0]:.2f} Hz, median "
                      f"{vals[len(vals) // 2]:.2f} Hz, max {vals[-1]:.2f} Hz")
+    if s.get("connectome"):
+        lines.append(f"input      connectome {s['connectome']}")
     if "path" in s:
         lines.append(f"run file   {s['path']}")
     return "\n".join(lines)

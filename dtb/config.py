@@ -335,6 +335,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if wb.k_local_e + wb.k_local_i > 1.0 + 1e-12:
         raise ConfigError(f"wholebrain.k_local_e + wholebrain.k_local_i = {wb.k_local_e + wb.k_local_i:g}: "
                           "must be <= 1")
+    steps = wb.local_delay_ms / cfg.simulation.dt_ms
+    if cfg.model == "wholebrain" and abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
+        raise ConfigError(f"wholebrain.local_delay_ms = {wb.local_delay_ms:g}: must be a multiple of simulation.dt_ms "
+                          f"= {cfg.simulation.dt_ms:g} (delays are whole steps)")
     _check_assimilation(cfg)
     return cfg
 

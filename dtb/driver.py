@@ -326,4 +326,5 @@ def summarize(recipe: Recipe, cfg: Config, ctx: Context, *, synapse_counts: np.n
         rate_i_hz=float(spike_counts[~exc].sum() / sizes[~exc].sum() / t_s),
         build_s=build_s, sim_s=sim_s, rtf=sim_s / t_s, bytes_per_synapse=bytes_per_synapse,
         n_ranks=ctx.size, threads=ctx.threads, backend=ctx.backend,
-        connectome=str(cfg.connectome_path() or "bundled") if recipe.model == "wholebrain" else "")
+        connectome=(f"{cfg.connectome_path() or 'bundled HCP/AAL2'} (subject {cfg.wholebrain.subject})"
+                    if recipe.model == "wholebrain" else ""))

@@ -1,0 +1,159 @@
+"""Malformed input, table-driven: one line naming the problem, exit status 2, no run file left behind.
+
+Each row is a command line run through ``dtb.cli.main`` in this process (test_cli.py and
+test_mpi_launch.py check the same contract through real processes and mpiexec).
+"""
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from dtb import cli
+
+N = 4
+
+
+def connectome(path, subject="s1", **changes):
+    """A valid 4-region connectome file, with ``changes`` (None drops a dataset)."""
+    sc = np.full((N, N), 5.0)
+    np.fill_diagonal(sc, 0.0)
+    data = dict(sc=sc, len_mm=np.where(sc > 0, 20.0, 0.0), nvoxel=np.full(N, 100), waytotal=np.full(N, 1000))
+    data.update(changes)
+    with h5py.File(path, "w") as f:
+        f["labels"] = np.array([f"R{i}".encode() for i in range(N)])
+        for key, val in data.items():
+            if val is not None:
+                f[f"subjects/{subject}/{key}"] = val
+    return path
+
+
+def sc_with(i, j, value):
+    sc = np.full((N, N), 5.0)
+    np.fill_diagonal(sc, 0.0)
+    sc[i, j] = value
+    return sc
+
+
+def setup_connectome(**changes):
+    return lambda d: connectome(d / "c.h5", **changes)
+
+
+def setup_truncated(d):
+    connectome(d / "c.h5")
+    data = (d / "c.h5").read_bytes()
+    (d / "c.h5").write_bytes(data[: len(data) // 2])
+
+
+def setup_text(name, text):
+    return lambda d: (d / name).write_text(text)
+
+
+def setup_unfinished_run(d):
+    """What a killed run leaves: a checkpoint file and its parts folder."""
+    (d / "out.h5.partial").write_bytes(b"checkpoint")
+    (d / "out.h5.parts").mkdir()
+
+
+RUN = ["run", "--quiet", "--out", "out.h5"]
+WITH_CONNECTOME = RUN + ["--set", 'wholebrain.connectome="c.h5"', "--set", "wholebrain.subject=s1"]
+
+CASES = {
+    # configuration
+    "unknown key": (RUN + ["--set", "simulation.bogus=1"], "unknown key 'simulation.bogus'", None),
+    "unknown section": (RUN + ["--set", "network.size=1"], "unknown key 'network.size'", None),
+    "wrong type (number)": (RUN + ["--set", "simulation.t_ms=abc"], "simulation.t_ms = 'abc': must be a number",
+                            None),
+    "wrong type (bool)": (RUN + ["--set", "recording.spikes=3"], "recording.spikes = 3: must be true or false", None),
+    "negative time": (RUN + ["--set", "simulation.t_ms=-5"], "simulation.t_ms = -5.0: must be a number > 0", None),
+    "zero time": (RUN + ["--set", "simulation.t_ms=0"], "simulation.t_ms = 0.0: must be a number > 0", None),
+    "zero time step": (RUN + ["--set", "simulation.dt_ms=0"], "simulation.dt_ms = 0.0: must be a number > 0", None),
+    "dt not dividing the delays": (RUN + ["--set", "simulation.dt_ms=0.3"],
+                                   "wholebrain.local_delay_ms = 1: must be a multiple of simulation.dt_ms = 0.3",
+                                   None),
+    "time not a whole number of steps": (RUN + ["--set", "simulation.t_ms=100.05"],
+                                         "simulation.t_ms = 100.05: must be a positive multiple", None),
+    "bad backend": (RUN + ["--set", "simulation.backend=tpu"], "simulation.backend = 'tpu': must be one of", None),
+    "bad choice": (RUN + ["--set", "simulation.partition=random"], "simulation.partition = 'random'", None),
+    "negative seed": (RUN + ["--set", "simulation.seed=-1"], "simulation.seed = -1: must be an integer >= 0", None),
+    "inconsistent keys": (RUN + ["--set", "wholebrain.k_local_e=0.7", "--set", "wholebrain.k_local_i=0.5"],
+                          "k_local_e + wholebrain.k_local_i = 1.2: must be <= 1", None),
+    "TR not whole ms": (RUN + ["--set", "recording.bold=true", "--set", "bold.tr_ms=0.5"],
+                        "bold.tr_ms = 0.5: must be a positive multiple of simulation.dt_ms = 1", None),
+    "--set without value": (RUN + ["--set", "simulation.t_ms"], "expected section.key=value", None),
+    "config not TOML": (["run", "bad.toml", "--quiet", "--out", "out.h5"], "is not valid TOML",
+                        setup_text("bad.toml", "[simulation\nt_ms = 1")),
+    "config file missing": (["run", "nope.toml", "--quiet", "--out", "out.h5"],
+                            "config file 'nope.toml' does not exist", None),
+    "unknown key in a file": (["run", "typo.toml", "--quiet", "--out", "out.h5"], "typo.toml: unknown key",
+                              setup_text("typo.toml", "[simulaton]\nt_ms = 10\n")),
+    # connectome files
+    "missing dataset": (WITH_CONNECTOME, "missing dataset '/subjects/s1/len_mm'", setup_connectome(len_mm=None)),
+    "wrong shape": (WITH_CONNECTOME, "sc has shape (3, 3), expected (4, 4)",
+                    setup_connectome(sc=np.ones((3, 3)))),
+    "NaN": (WITH_CONNECTOME, "sc contains NaN", setup_connectome(sc=sc_with(0, 1, np.nan))),
+    "negative sizes": (WITH_CONNECTOME, "nvoxel has negative values",
+                       setup_connectome(nvoxel=np.array([100, -3, 100, 100]))),
+    "empty region": (WITH_CONNECTOME, "region 'R1' is empty", setup_connectome(nvoxel=np.array([100, 0, 100, 100]))),
+    "asymmetric": (WITH_CONNECTOME, "sc is not symmetric", setup_connectome(sc=sc_with(0, 1, 9.0))),
+    "subject not present": (RUN + ["--set", 'wholebrain.connectome="c.h5"', "--set", "wholebrain.subject=s9"],
+                            "subject 's9' not in file (has: s1)", setup_connectome()),
+    "truncated HDF5": (WITH_CONNECTOME, "is not a readable HDF5 file", setup_truncated),
+    "not HDF5": (WITH_CONNECTOME, "is not a readable HDF5 file", setup_text("c.h5", "sc,len\n1,2\n")),
+    "connectome missing": (WITH_CONNECTOME, "c.h5' does not exist", None),
+    # outputs and resources
+    "output exists": (RUN, "output 'out.h5' exists (use --overwrite", setup_text("out.h5", "keep")),
+    "output folder missing": (["run", "--quiet", "--out", "no/such/dir/out.h5"],
+                              "output folder 'no/such/dir' does not exist", None),
+    "unfinished run in the way": (RUN, "holds the checkpoint of an unfinished run", setup_unfinished_run),
+    "too large for memory": (RUN + ["--set", "wholebrain.n_neurons=1e9", "--set", "wholebrain.in_degree=1000"],
+                             "not enough memory for this run: rank 0 of 1 needs about", None),
+    # other commands
+    "resume without checkpoint": (["run", "--resume", "out.h5"], "no checkpoint to resume", None),
+    "inspect a non-run file": (["inspect", "c.h5"], "is not a complete dtb run file", setup_connectome()),
+    "plot a text file": (["plot", "notes.h5"], "is not a readable HDF5 file", setup_text("notes.h5", "hello")),
+    "assimilate unknown subject": (["assimilate", "--subject", "999", "--quiet", "--out", "out.h5"],
+                                   "subject '999' not in", None),
+    "assimilate one member": (["assimilate", "--members", "1", "--quiet", "--out", "out.h5"],
+                              "assimilation.members = 1: must be an integer >= 2", None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, monkeypatch, capsys, name):
+    argv, needle, setup = CASES[name]
+    monkeypatch.chdir(tmp_path)
+    if setup is not None:
+        setup(tmp_path)
+    before = {p: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("dtb: error: ") and "Traceback" not in err, err
+    assert needle in err, err
+    after = {p: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
+    assert after == before  # nothing written, nothing removed
+
+
+def test_the_table_is_long_enough():
+    assert len(CASES) >= 25
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--debug", "run", "--quiet", "--set", "simulation.t_ms=0"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path, monkeypatch, capsys):
+    """A config's connectome path is relative to the config's folder, stored absolute, and reported."""
+    (tmp_path / "study").mkdir()
+    shutil.copy(cli.__file__.replace("cli.py", "data/hcp_aal2.h5"), tmp_path / "study" / "subject.h5")
+    (tmp_path / "study" / "run.toml").write_text('[wholebrain]\nconnectome = "subject.h5"\nn_neurons = 4000\n'
+                                                  'in_degree = 20\n[simulation]\nt_ms = 20\n')
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "study/run.toml", "--quiet", "--out", "r.h5"]) == 0
+    out = capsys.readouterr().out
+    assert f"connectome {tmp_path / 'study' / 'subject.h5'}" in out
+    with h5py.File(tmp_path / "r.h5") as f:
+        assert f'connectome = "{tmp_path / "study" / "subject.h5"}"' in f["config"][()].decode()
