@@ -38,8 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     asm.add_argument("--members", type=int, default=None, help="ensemble size (default: assimilation.members)")
     asm.add_argument("--trs", type=int, default=None, help="TRs to assimilate (default: assimilation.trs)")
     asm.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    asm.add_argument("--out", default="dtb_assimilation.h5", help="run file to write (default: %(default)s)")
+    asm.add_argument("--out", default=None, help="run file to write (default: dtb_assimilation.h5)")
     asm.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+    asm.add_argument("--resume", metavar="RUN", default=None,
+                     help="finish the stopped assimilation RUN from its last checkpoint (simulation.checkpoint_ms)")
     asm.add_argument("--quiet", action="store_true", help="no progress bars")
     asm.add_argument("--json", action="store_true", help="print the summary as JSON")
     asm.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -90,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def format_assimilation(s: dict) -> str:
     """Human-readable summary of an assimilation (what ``dtb assimilate`` and ``dtb inspect`` print)."""
+    if s.get("unfinished"):
+        return (f"dtb {s['dtb_version']} | unfinished assimilation of subject {s['subject']} ({s['data']}) | seed "
+                f"{s['seed']} | {s['n_ranks']} rank(s)\ncheckpoint after {s['trs_done']} of {s['trs']} TRs "
+                f"({s['members']} members); finish it with dtb assimilate --resume")
     m = s["metrics"]
     lines = [
         f"dtb {s['dtb_version']} | assimilation of subject {s['subject']} ({s['data']}) | seed {s['seed']} | "
@@ -171,9 +177,22 @@ def _assimilate(args) -> int:
 
     overrides = list(args.overrides) + (["recording.progress=false"] if args.quiet else [])
     overrides += [f"assimilation.{k}={v}" for k, v in (("members", args.members), ("trs", args.trs)) if v is not None]
-    cfg = load_config(args.config, overrides)
-    summary = assimilate(cfg, args.out, data=args.data, subject=args.subject, overwrite=args.overwrite)
-    summary["path"] = args.out
+    if args.resume is None:
+        out = args.out or "dtb_assimilation.h5"
+        cfg = load_config(args.config, overrides)
+        summary = assimilate(cfg, out, data=args.data, subject=args.subject, overwrite=args.overwrite)
+    else:
+        from dtb.errors import ConfigError
+        from dtb.io.checkpoint import read_checkpoint, resume_target
+
+        out = resume_target(args.resume)
+        if args.overwrite or args.data or args.subject or (args.out is not None and resume_target(args.out) != out):
+            raise ConfigError("--resume finishes the assimilation it names, with its data and subject: leave out "
+                              "--out, --overwrite, --data and --subject")
+        _, stored, _, _ = read_checkpoint(out)
+        cfg = load_config(args.config, overrides, text=None if args.config else stored)
+        summary = assimilate(cfg, out, data=cfg.wholebrain.connectome, subject=cfg.wholebrain.subject, resume=True)
+    summary["path"] = str(out)
     print(json.dumps(summary, indent=1) if args.json else format_assimilation(summary))
     return 0
 

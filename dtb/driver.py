@@ -179,7 +179,7 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
     ckpt = None
     if resume:
         ckpt = load_checkpoint(out)
-        check_resumable(load_config(text=ckpt.config_toml), cfg, ckpt)
+        check_resumable(load_config(text=ckpt.config_toml), cfg, ckpt.step)
     else:
         check_output(out, overwrite)
     t0 = time.perf_counter()
@@ -253,10 +253,11 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
                     arrays["balloon_state"] = balloon.state
                     writer.write_bold(np.array(bold_rows).reshape(-1, len(recipe.regions)).T, cfg.bold.tr_ms,
                                       cfg.bold.params, balloon.eps)
-                writer.write_checkpoint(summary, recorder.rate_sources(cfg.recording.rate_bin_ms),
-                                        recorder.spike_sources(table), arrays,
-                                        dict(step=sim.step, n_ranks=ctx.size, segments=k + 1, build_s=build_s,
-                                             sim_s=sim_s, t_ms=sim.step * sim_cfg.dt_ms))
+                writer.write_checkpoint(summary, arrays, dict(kind="run", step=sim.step, n_ranks=ctx.size,
+                                                              segments=k + 1, build_s=build_s, sim_s=sim_s,
+                                                              t_ms=sim.step * sim_cfg.dt_ms),
+                                        recorder.rate_sources(cfg.recording.rate_bin_ms),
+                                        recorder.spike_sources(table))
             ctx.barrier()  # <out>.partial names checkpoint k: the states of k - 1 are no longer needed
             state_path(folder, ctx.rank, k - 1).unlink(missing_ok=True)
             if on_checkpoint is not None:

@@ -85,6 +85,6 @@ def preflight(recipe: Recipe, partition: Partition, what: str = "this run") -> N
     advice = (f"about {enough:,} ranks with {per_rank / gib:.1f} GiB each would do (e.g. {math.ceil(enough / local):,} "
               f"nodes like this one)" if enough else "not even one rank fits beside the others on this node")
     raise ResourceError(f"not enough memory for {what}: rank {r} of {partition.n_ranks} needs about "
-                        f"{need[r] / gib:.1f} GiB ({neurons[r]:,.0f} neurons, {synapses[r]:,.0f} synapses), but each of "
-                        f"the {local} rank(s) on this node has about {per_rank / gib:.1f} GiB; {advice}. "
+                        f"{need[r] / gib:.1f} GiB ({neurons[r]:,.0f} neurons, {synapses[r]:,.0f} synapses), but "
+                        f"each of the {local} rank(s) on this node has about {per_rank / gib:.1f} GiB; {advice}. "
                         "(simulation.memory_check = false skips this check)")

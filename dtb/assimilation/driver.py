@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import resource
+import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -24,13 +26,14 @@ from dtb.assimilation import metrics
 from dtb.assimilation.enkf import enkf_update, from_logit, to_logit
 from dtb.assimilation.observation import describe_preprocessing, load_observed_bold, preprocess, subjects
 from dtb.bold import Balloon, bold_params
-from dtb.config import Config, fitted
+from dtb.config import Config, fitted, load_config
 from dtb.connectome.connectome import bundled_connectome_path, load_connectome
 from dtb.connectome.wholebrain import wholebrain_recipe
 from dtb.context import Context, launcher_size
 from dtb.driver import _Progress, abandon, build, neuron_regions, plan, steps_of, version
-from dtb.errors import ConfigError, DataError
-from dtb.io.runfile import RunWriter, check_output
+from dtb.errors import ConfigError, DataError, ResourceError
+from dtb.io.checkpoint import check_resumable, read_checkpoint, read_rank_state, state_path, write_rank_state
+from dtb.io.runfile import RunWriter, check_output, parts_dir
 from dtb.kernels import rng
 from dtb.model import hyper
 from dtb.model.neurons import LIF_GAINS
@@ -40,6 +43,8 @@ _PRIOR, _WALK, _OBS = 0, 1, 2
 _FORECAST_TRS = 5
 #: box the filter's hemodynamic states are clipped to: |s| (1/s), and f, v, q (relative to rest)
 HEMO_S_MAX, HEMO_MIN, HEMO_MAX = 10.0, 0.2, 5.0
+#: the per-TR records a checkpoint carries
+_RECORDS = ("prior", "posterior", "forecast5", "hyper_mean", "hyper_sd")
 METRIC_NAMES = ("tracking_r", "forecast_r", "persistence_r", "forecast5_r", "persistence5_r")
 
 
@@ -87,7 +92,8 @@ class _Twin:
 
 
 def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, subject: str | None = None,
-               overwrite: bool = False, ctx: Context | None = None) -> dict:
+               overwrite: bool = False, ctx: Context | None = None, resume: bool = False,
+               on_checkpoint: Callable[[int], None] | None = None) -> dict:
     """Collective: assimilate a subject's recorded BOLD and write the run file with its ``/assimilation`` group.
 
     Parameters
@@ -104,6 +110,11 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         Subject id in ``data``; default ``wholebrain.subject``.
     overwrite : bool
     ctx : Context, optional
+    resume : bool
+        Continue the unfinished assimilation ``out`` from its last checkpoint (written every
+        ``simulation.checkpoint_ms`` of biological time, rounded to whole TRs).
+    on_checkpoint : callable, optional
+        Called with the number of TRs done after each checkpoint (on every rank).
 
     Returns
     -------
@@ -125,7 +136,14 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         if not a < getattr(cfg.hyper, n) < b:
             raise ConfigError(f"hyper.{n} = {getattr(cfg.hyper, n):g}: the initial value of a fitted hyperparameter "
                               f"must lie inside assimilation.{n}_bounds = [{a:g}, {b:g}]")
-    check_output(out, overwrite)
+    out = Path(out)
+    if resume:
+        _, stored, ck_attrs, ck = read_checkpoint(out)
+        if ck_attrs.get("kind") != "assimilation":
+            raise DataError(f"{str(out)!r}: the checkpoint is a simulation run's: resume it with dtb run --resume")
+        check_resumable(load_config(text=stored), cfg, 0)
+    else:
+        check_output(out, overwrite)
     obs = load_observed_bold(data, subject)
     n_trs, members = da.trs, da.members
     if n_trs > obs.bold.shape[1]:
@@ -136,6 +154,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
     steps_of(f"the TR of {data.name} ({tr_ms:g} ms)", tr_ms, 1.0)
     steps_per_ms(sim_cfg.dt_ms)
     spin_steps = 0 if da.spinup_ms == 0 else steps_of("assimilation.spinup_ms", da.spinup_ms, sim_cfg.dt_ms)
+    every_trs = max(1, round(sim_cfg.checkpoint_ms / tr_ms)) if sim_cfg.checkpoint_ms else n_trs + 1
     band = (da.band_lo_hz, da.band_hi_hz)
     prep = dict(detrend_order=da.detrend_order, band_hz=band, lo=da.obs_lo, hi=da.obs_hi)
     try:
@@ -153,7 +172,15 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
     part = plan(ensemble, cfg, ctx.size if ctx is not None else launcher_size(), "this assimilation")
     ctx = ctx or Context.from_environment(sim_cfg.backend, sim_cfg.threads)
     progress = _Progress(cfg.recording.progress and ctx.is_root)
-    writer = RunWriter(out, overwrite=overwrite) if ctx.is_root else None
+    if resume and int(ck_attrs["n_ranks"]) != ctx.size:
+        raise ResourceError(f"--resume: the checkpoint was written by {ck_attrs['n_ranks']} rank(s); resume it on as "
+                            f"many (this job has {ctx.size})")
+    writer = RunWriter(out, overwrite=overwrite, resume=resume) if ctx.is_root else None
+    if writer is not None:
+        writer.write_header_plain(config_toml=cfg.to_toml(), version=version(), model="wholebrain",
+                                  seed=sim_cfg.seed, dt_ms=sim_cfg.dt_ms)
+    folder = parts_dir(out)
+    ctx.barrier()  # rank 0 has cleared an old run's leftovers
     try:
         ens = _Twin(ctx, cfg, ensemble, n_reg, progress, part)
         build_s = ctx.max(time.perf_counter() - t0)
@@ -165,17 +192,31 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         def normals(ids_, tr, use):
             return rng.normals(sim_cfg.seed, rng.ASSIMILATION, ids_, 3 * (tr + 1) + use)
 
-        # the filter's state: hyperparameters in logit space, (H, members * regions)
-        x = to_logit(ens.theta[rows], lo, hi) + da.prior_sd * normals(ids, -1, _PRIOR).reshape(len(names), -1)
-        ens.set_hyper(rows, from_logit(x, lo, hi))
-        t1 = time.perf_counter()
-        ens.spin_up(spin_steps)
         shape = (n_reg, n_trs)
         prior, posterior, forecast5 = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
         hyper_mean = np.zeros((n_trs, n_reg, len(names)))
         hyper_sd = np.zeros((n_trs, n_reg, len(names)))
+        t1 = time.perf_counter()
+        start, assim_before = 0, 0.0
+        if resume:
+            # the filter's state and records from the checkpoint; the ensemble's from this rank's file
+            x, start = ck["x"], int(ck_attrs["trs_done"])
+            prior, posterior, forecast5, hyper_mean, hyper_sd = (ck[k] for k in _RECORDS)
+            state = read_rank_state(folder, ctx.rank, int(ck_attrs["segments"]) - 1)
+            ens.sim.restore({**{k[4:]: v for k, v in state.items() if k.startswith("sim/")},
+                             "step": int(ck_attrs["step"])})
+            ens.activity.counts, ens.activity.ms0 = state["activity/counts"], int(state["activity/ms0"])
+            ens.balloon.state[...] = ck["balloon_state"]
+            build_s += float(ck_attrs["build_s"])
+            assim_before = float(ck_attrs["assimilation_s"])
+        else:
+            # the filter's state: hyperparameters in logit space, (H, members * regions)
+            x = to_logit(ens.theta[rows], lo, hi) + da.prior_sd * normals(ids, -1, _PRIOR).reshape(len(names), -1)
+            ens.set_hyper(rows, from_logit(x, lo, hi))
+            ens.spin_up(spin_steps)
         advance = progress("assimilate", n_trs, unit="TR")
-        for t in range(n_trs):
+        advance(start)
+        for t in range(start, n_trs):
             x = x + da.walk_sd * normals(ids, t, _WALK).reshape(x.shape)
             ens.set_hyper(rows, from_logit(x, lo, hi))
             bold = ens.advance(tr_steps)
@@ -203,7 +244,27 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                 forecast5[:, t + _FORECAST_TRS] = bold5.mean(axis=0)
                 ens.restore(snap)
             advance(1)
-        assim_s = ctx.max(time.perf_counter() - t1)
+            if (t + 1) % every_trs == 0 and t + 1 < n_trs:
+                k = (t + 1) // every_trs - 1
+                state = {f"sim/{key}": val for key, val in ens.sim.snapshot().items() if key != "step"}
+                state.update({"activity/counts": ens.activity.counts, "activity/ms0": np.int64(ens.activity.ms0)})
+                folder.mkdir(exist_ok=True)
+                write_rank_state(folder, ctx.rank, k, state)
+                assim_s = assim_before + ctx.max(time.perf_counter() - t1)
+                if writer is not None:
+                    records = dict(zip(_RECORDS, (prior, posterior, forecast5, hyper_mean, hyper_sd)))
+                    writer.write_checkpoint(
+                        dict(kind="assimilation", unfinished=True, dtb_version=version(), subject=subject,
+                             data=str(data), members=members, trs=n_trs, trs_done=t + 1, n_ranks=ctx.size,
+                             seed=sim_cfg.seed),
+                        dict(x=x, balloon_state=ens.balloon.state, **records),
+                        dict(kind="assimilation", trs_done=t + 1, step=ens.sim.step, n_ranks=ctx.size,
+                             segments=k + 1, build_s=build_s, assimilation_s=assim_s))
+                ctx.barrier()  # <out>.partial names checkpoint k: the states of k - 1 are no longer needed
+                state_path(folder, ctx.rank, k - 1).unlink(missing_ok=True)
+                if on_checkpoint is not None:
+                    on_checkpoint(t + 1)
+        assim_s = assim_before + ctx.max(time.perf_counter() - t1)
         peak_rss_mb = ctx.max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         del ens
         progress.close()
@@ -231,8 +292,6 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                        s_per_tr=assim_s / n_trs, peak_rss_mb_per_rank=peak_rss_mb,
                        metrics=result["mean"], specificity=result["specificity"])
         if writer is not None:
-            writer.write_header_plain(config_toml=cfg.to_toml(), version=version(), model="wholebrain",
-                                      seed=sim_cfg.seed, dt_ms=sim_cfg.dt_ms)
             arrays = dict(hyper_mean=hyper_mean, hyper_sd=hyper_sd, hyper_names=np.array(names),
                           regions=np.array(obs.labels), bold_observed=y, bold_prior=prior,
                           bold_posterior=posterior, bold_forecast5=forecast5)
@@ -254,6 +313,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                                                                     fc_r=np.array(list(spec["other_r"].values()))),
                                    dict(own_r=spec["own_r"], specific=spec["specific"]))
             writer.finish(summary)
+            shutil.rmtree(folder, ignore_errors=True)
         ctx.barrier()
         return summary
     except BaseException:

@@ -96,8 +96,19 @@ def resume_target(path: str | Path) -> Path:
     return path.with_name(path.name[: -len(".partial")]) if path.name.endswith(".partial") else path
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read the last checkpoint of the unfinished run ``path``; a `DataError` if there is none."""
+def read_checkpoint(path: str | Path) -> tuple[Path, str, dict, dict]:
+    """The last checkpoint of the unfinished run ``path`` (a `DataError` if there is none).
+
+    Returns
+    -------
+    final : Path
+        The run's final path.
+    config_toml : str
+    attrs : dict
+        Scalar attributes of ``/checkpoint``.
+    arrays : dict of ndarray
+        Datasets of ``/checkpoint``, and ``bold`` if the file has ``/bold``.
+    """
     final = resume_target(path)
     if final.exists():
         raise ResourceError(f"{str(final)!r} is a finished run: nothing to resume")
@@ -113,12 +124,23 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if "checkpoint" not in f or "config" not in f:
             raise DataError(f"{str(partial)!r} holds no checkpoint")
         g = f["checkpoint"]
-        return Checkpoint(path=final, config_toml=f["config"][()].decode(), step=int(g.attrs["step"]),
-                          n_ranks=int(g.attrs["n_ranks"]), segments=int(g.attrs["segments"]),
-                          spike_rows=g["spike_rows"][()], rate_rows=g["rate_rows"][()],
-                          bold=f["bold"][()] if "bold" in f else None,
-                          balloon_state=g["balloon_state"][()] if "balloon_state" in g else None,
-                          build_s=float(g.attrs["build_s"]), sim_s=float(g.attrs["sim_s"]))
+        arrays = {k: g[k][()] for k in g}
+        if "bold" in f:
+            arrays["bold"] = f["bold"][()]
+        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in g.attrs.items()}
+        return final, f["config"][()].decode(), attrs, arrays
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """The last checkpoint of the unfinished simulation run ``path``."""
+    final, config_toml, attrs, arrays = read_checkpoint(path)
+    if attrs.get("kind", "run") != "run":
+        raise DataError(f"{str(partial_path(final))!r} is the checkpoint of an assimilation: resume it with "
+                        "dtb assimilate --resume")
+    return Checkpoint(path=final, config_toml=config_toml, step=int(attrs["step"]), n_ranks=int(attrs["n_ranks"]),
+                      segments=int(attrs["segments"]), spike_rows=arrays["spike_rows"], rate_rows=arrays["rate_rows"],
+                      bold=arrays.get("bold"), balloon_state=arrays.get("balloon_state"),
+                      build_s=float(attrs["build_s"]), sim_s=float(attrs["sim_s"]))
 
 
 def _flat(cfg: Config) -> dict:
@@ -131,15 +153,15 @@ def _flat(cfg: Config) -> dict:
     return out
 
 
-def check_resumable(stored: Config, cfg: Config, checkpoint: Checkpoint) -> None:
-    """A `ConfigError` unless ``cfg`` continues the run of ``stored`` (same network, recording, seed)."""
+def check_resumable(stored: Config, cfg: Config, step: int) -> None:
+    """A `ConfigError` unless ``cfg`` continues the run of ``stored`` (same network, recording, seed) from ``step``."""
     a, b = _flat(stored), _flat(cfg)
     changed = [k for k in a if a[k] != b.get(k) and k not in RESUMABLE_CHANGES]
     if changed:
         shown = "; ".join(f"{k} = {b.get(k)!r} (the run has {a[k]!r})" for k in changed[:4])
         raise ConfigError(f"--resume: the config changes the run: {shown}. A resumed run builds the same network "
                           f"and records the same things; only {', '.join(RESUMABLE_CHANGES)} may change")
-    t_done = checkpoint.step * cfg.simulation.dt_ms
+    t_done = step * cfg.simulation.dt_ms
     if cfg.simulation.t_ms < t_done:
         raise ConfigError(f"--resume: simulation.t_ms = {cfg.simulation.t_ms:g} is before the checkpoint's time "
                           f"({t_done:g} ms)")

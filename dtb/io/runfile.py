@@ -156,27 +156,30 @@ class RunWriter:
         f.close()
         os.replace(_tmp_path(target), target)
 
-    def write_checkpoint(self, summary: dict, rates, spikes, state: dict, state_attrs: dict) -> Path:
+    def write_checkpoint(self, summary: dict, state: dict, state_attrs: dict, rates=None, spikes=None) -> Path:
         """Write ``<path>.partial``: everything so far, readable as a run file, plus the state to resume from.
 
         Parameters
         ----------
         summary : dict
-            The run's facts up to the checkpoint (``t_ms`` is the checkpoint's time).
-        rates : RateSources
-            Rank 0's segments holding the rate rows.
-        spikes : list of (relative path, n_spikes)
-            Every segment of every rank.
+            The run's facts up to the checkpoint (``t_ms`` is the checkpoint's time, if any).
         state : dict of ndarray
             Stored under ``/checkpoint`` (BOLD model state, segment lengths, ...).
         state_attrs : dict
-            Scalar attributes of ``/checkpoint`` (step, n_ranks, timings, ...).
+            Scalar attributes of ``/checkpoint`` (kind, step, n_ranks, timings, ...).
+        rates : RateSources, optional
+            Rank 0's segments holding the rate rows (a simulation run).
+        spikes : list of (relative path, n_spikes), optional
+            Every segment of every rank (a simulation run).
         """
         target = partial_path(self.path)
         f = self._open(target)
-        f.attrs["t_ms"] = summary["t_ms"]
-        rates.link(f)
-        self._link_spikes(f, [(p, n, 0, n) for p, n in spikes], sorting="none")
+        if "t_ms" in summary:
+            f.attrs["t_ms"] = summary["t_ms"]
+        if rates is not None:
+            rates.link(f)
+        if spikes is not None:
+            self._link_spikes(f, [(p, n, 0, n) for p, n in spikes], sorting="none")
         g = f.create_group("checkpoint")
         for key, val in state.items():
             g.create_dataset(key, data=val)
@@ -283,9 +286,9 @@ def read_summary(path: str | Path) -> dict:
     except OSError as err:
         raise DataError(f"{str(path)!r} is not a readable HDF5 file ({err})") from None
     with f:
-        if "summary" not in f or ("network" not in f and "assimilation" not in f):
-            raise DataError(f"{str(path)!r} is not a complete dtb run file (no /summary, or neither /network nor "
-                            "/assimilation)")
+        if "summary" not in f or not ({"network", "assimilation", "checkpoint"} & set(f)):
+            raise DataError(f"{str(path)!r} is not a complete dtb run file (no /summary, or none of /network, "
+                            "/assimilation, /checkpoint)")
         facts = json.loads(f["summary"][()].decode() if isinstance(f["summary"][()], bytes) else f["summary"][()])
         facts["path"] = str(path)
         return facts

@@ -117,3 +117,28 @@ def test_filter_recovers_known_hyperparameters(tmp_path):
     se = last.std(ddof=1) / np.sqrt(len(last))
     assert abs(last.mean() - truth) < 3 * se, (last, se)
     assert abs(last.mean() - truth) < abs(1.0 - truth) / 2
+
+
+def test_a_stopped_assimilation_resumes_bitwise(tmp_path, capsys):
+    """Checkpointed every 3 TRs and stopped after the first: --resume writes the uninterrupted file's group."""
+    small = [o for o in SMALL if not o.startswith("assimilation.trs")] + ["assimilation.trs=8"]
+    ref = tmp_path / "ref.h5"
+    assimilate(load_config(overrides=small), ref)
+    out = tmp_path / "a.h5"
+
+    class Stop(Exception):
+        pass
+
+    def stop(trs_done):
+        raise Stop
+
+    with pytest.raises(Stop):
+        assimilate(load_config(overrides=small + ["simulation.checkpoint_ms=2160"]), out, on_checkpoint=stop)
+    assert not out.exists() and main(["inspect", str(out) + ".partial"]) == 0
+    assert "checkpoint after 3 of 8 TRs" in capsys.readouterr().out
+    assert main(["assimilate", "--resume", str(out), "--quiet"]) == 0
+    with h5py.File(ref) as a, h5py.File(out) as b:
+        for name in ("bold_prior", "bold_posterior", "bold_forecast5", "hyper_mean", "hyper_sd", "bold_replay"):
+            np.testing.assert_array_equal(a[f"assimilation/{name}"][()], b[f"assimilation/{name}"][()], err_msg=name)
+        assert json.loads(b["summary"][()])["metrics"] == json.loads(a["summary"][()])["metrics"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "ref.h5"]
