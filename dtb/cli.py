@@ -142,6 +142,8 @@ def format_summary(s: dict) -> str:
                      f"{vals[len(vals) // 2]:.2f} Hz, max {vals[-1]:.2f} Hz")
     if s.get("connectome"):
         lines.append(f"input      connectome {s['connectome']}")
+    if s.get("unfinished"):
+        lines.append("checkpoint of an unfinished run: finish it with dtb run --resume")
     if "path" in s:
         lines.append(f"run file   {s['path']}")
     return "\n".join(lines)

@@ -20,7 +20,8 @@ from dtb.bold import Balloon, bold_params
 from dtb.context import Context, launcher_size
 from dtb.errors import ConfigError, ResourceError
 from dtb.exchange import DryRunExchange, make_exchange
-from dtb.io.checkpoint import check_resumable, load_checkpoint, read_rank_state, state_path, write_rank_state
+from dtb.io.checkpoint import (check_resumable, load_checkpoint, rank_state, read_rank_state, restore_rank_state,
+                               state_path, write_rank_state)
 from dtb.io.recording import Recorder
 from dtb.io.runfile import RunWriter, check_output, parts_dir
 from dtb.preflight import preflight
@@ -225,11 +226,9 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
         sim_s_before = 0.0
         if ckpt is not None:
             state = read_rank_state(folder, ctx.rank, ckpt.segments - 1)
-            sim.restore({**{k[4:]: v for k, v in state.items() if k.startswith("sim/")}, "step": ckpt.step})
+            restore_rank_state(state, ckpt.step, sim, activity)
             recorder.restore(state, ckpt.spike_rows[ctx.rank], ckpt.rate_rows)
             if activity is not None:
-                activity.counts = state["activity/counts"]
-                activity.ms0 = int(state["activity/ms0"])
                 balloon.state[:] = ckpt.balloon_state
                 bold_rows = list(ckpt.bold.T)
             build_s += ckpt.build_s
@@ -237,16 +236,13 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
 
         def checkpoint(sim_s: float) -> None:
             k = recorder.segment
-            state = {**{f"sim/{key}": val for key, val in sim.snapshot().items() if key != "step"},
-                     **recorder.state()}
-            if activity is not None:
-                state.update({"activity/counts": activity.counts, "activity/ms0": np.int64(activity.ms0)})
-            write_rank_state(folder, ctx.rank, k, state)
+            write_rank_state(folder, ctx.rank, k, {**rank_state(sim, activity), **recorder.state()})
             recorder.next_segment()
             table = recorder.spike_table()
             summary = summarize(recipe, cfg, ctx, synapse_counts=synapse_counts,
                                 spike_counts=ctx.sum(recorder.total_counts), bytes_per_synapse=bytes_per_synapse,
                                 build_s=build_s, sim_s=sim_s, t_ms=sim.step * sim_cfg.dt_ms)
+            summary["unfinished"] = True
             if writer is not None:
                 arrays = dict(spike_rows=table, rate_rows=np.asarray(recorder.rate_rows, dtype=np.int64))
                 if balloon is not None:

@@ -32,7 +32,8 @@ from dtb.connectome.wholebrain import wholebrain_recipe
 from dtb.context import Context, launcher_size
 from dtb.driver import _Progress, abandon, build, neuron_regions, plan, steps_of, version
 from dtb.errors import ConfigError, DataError, ResourceError
-from dtb.io.checkpoint import check_resumable, read_checkpoint, read_rank_state, state_path, write_rank_state
+from dtb.io.checkpoint import (check_resumable, rank_state, read_checkpoint, read_rank_state, restore_rank_state,
+                               state_path, write_rank_state)
 from dtb.io.runfile import RunWriter, check_output, parts_dir
 from dtb.kernels import rng
 from dtb.model import hyper
@@ -202,10 +203,8 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
             # the filter's state and records from the checkpoint; the ensemble's from this rank's file
             x, start = ck["x"], int(ck_attrs["trs_done"])
             prior, posterior, forecast5, hyper_mean, hyper_sd = (ck[k] for k in _RECORDS)
-            state = read_rank_state(folder, ctx.rank, int(ck_attrs["segments"]) - 1)
-            ens.sim.restore({**{k[4:]: v for k, v in state.items() if k.startswith("sim/")},
-                             "step": int(ck_attrs["step"])})
-            ens.activity.counts, ens.activity.ms0 = state["activity/counts"], int(state["activity/ms0"])
+            restore_rank_state(read_rank_state(folder, ctx.rank, int(ck_attrs["segments"]) - 1), int(ck_attrs["step"]),
+                               ens.sim, ens.activity)
             ens.balloon.state[...] = ck["balloon_state"]
             build_s += float(ck_attrs["build_s"])
             assim_before = float(ck_attrs["assimilation_s"])
@@ -246,10 +245,8 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
             advance(1)
             if (t + 1) % every_trs == 0 and t + 1 < n_trs:
                 k = (t + 1) // every_trs - 1
-                state = {f"sim/{key}": val for key, val in ens.sim.snapshot().items() if key != "step"}
-                state.update({"activity/counts": ens.activity.counts, "activity/ms0": np.int64(ens.activity.ms0)})
                 folder.mkdir(exist_ok=True)
-                write_rank_state(folder, ctx.rank, k, state)
+                write_rank_state(folder, ctx.rank, k, rank_state(ens.sim, ens.activity))
                 assim_s = assim_before + ctx.max(time.perf_counter() - t1)
                 if writer is not None:
                     records = dict(zip(_RECORDS, (prior, posterior, forecast5, hyper_mean, hyper_sd)))

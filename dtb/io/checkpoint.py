@@ -41,6 +41,21 @@ def write_rank_state(folder: Path, rank: int, k: int, arrays: dict) -> None:
     os.replace(tmp, path)
 
 
+def rank_state(sim, activity=None) -> dict:
+    """What one rank's `Simulation` (and `RegionActivity`, if any) needs to go on: name -> ndarray."""
+    state = {f"sim/{key}": val for key, val in sim.snapshot().items() if key != "step"}
+    if activity is not None:
+        state.update({"activity/counts": activity.counts, "activity/ms0": np.int64(activity.ms0)})
+    return state
+
+
+def restore_rank_state(state: dict, step: int, sim, activity=None) -> None:
+    """Put a `rank_state` back into ``sim`` (at ``step``) and ``activity``."""
+    sim.restore({**{k[4:]: v for k, v in state.items() if k.startswith("sim/")}, "step": step})
+    if activity is not None:
+        activity.counts, activity.ms0 = state["activity/counts"], int(state["activity/ms0"])
+
+
 def read_rank_state(folder: Path, rank: int, k: int) -> dict:
     """One rank's state of checkpoint ``k``: name -> ndarray (scalars as 0-d arrays)."""
     path = state_path(folder, rank, k)

@@ -73,7 +73,7 @@ def test_the_checkpoint_is_a_readable_run_file_of_the_run_so_far(tmp_path, refer
     _, out = stopped_run(tmp_path, "wholebrain")
     partial = out.with_name("run.h5.partial")
     facts = read_summary(partial)
-    assert facts["t_ms"] == 140.0
+    assert facts["t_ms"] == 140.0 and facts["unfinished"]
     with h5py.File(partial) as p, h5py.File(reference["wholebrain"]) as r:
         t_ref, ids_ref = r["spikes/wholebrain/timestamps"][()], r["spikes/wholebrain/node_ids"][()]
         early = t_ref <= 140.0
