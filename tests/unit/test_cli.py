@@ -56,3 +56,9 @@ def test_errors_are_one_line_exit_2(tmp_path, args, needle):
 def test_debug_shows_traceback(tmp_path):
     p = dtb("--debug", "run", "--set", "simulation.dt_ms=0", cwd=tmp_path)
     assert p.returncode == 2 and "Traceback" in p.stderr
+
+
+def test_importing_dtb_never_imports_cupy():
+    code = ("import sys, dtb, dtb.cli, dtb.driver, dtb.io, dtb.plot, dtb.kernels.gpu, dtb.assimilation.driver; "
+            "sys.exit('cupy' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
