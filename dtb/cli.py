@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="finish the stopped run RUN (its final path or RUN.partial) from its last checkpoint; "
                           "its stored config is used unless CONFIG is given, --set may extend simulation.t_ms")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--backend", choices=("cpu", "gpu", "auto", "gpu_emulated"), default=None,
+                     help="compute backend (default: simulation.backend)")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     asm = sub.add_parser("assimilate", help="fit region hyperparameters to a recorded BOLD (ensemble Kalman filter)")
@@ -43,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     asm.add_argument("--resume", metavar="RUN", default=None,
                      help="finish the stopped assimilation RUN from its last checkpoint (simulation.checkpoint_ms)")
     asm.add_argument("--quiet", action="store_true", help="no progress bars")
+    asm.add_argument("--backend", choices=("cpu", "gpu", "auto", "gpu_emulated"), default=None,
+                     help="compute backend (default: simulation.backend)")
     asm.add_argument("--json", action="store_true", help="print the summary as JSON")
     asm.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
@@ -149,11 +153,17 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
+def _common_overrides(args) -> list[str]:
+    """--set items plus what --quiet and --backend stand for."""
+    return (list(args.overrides) + (["recording.progress=false"] if args.quiet else [])
+            + ([f"simulation.backend={args.backend}"] if args.backend else []))
+
+
 def _run(args) -> int:
     from dtb import driver
     from dtb.config import load_config
 
-    overrides = list(args.overrides) + (["recording.progress=false"] if args.quiet else [])
+    overrides = _common_overrides(args)
     if args.resume is None:
         out = args.out or "dtb_run.h5"
         cfg = load_config(args.config, overrides)
@@ -177,7 +187,7 @@ def _assimilate(args) -> int:
     from dtb.assimilation.driver import assimilate
     from dtb.config import load_config
 
-    overrides = list(args.overrides) + (["recording.progress=false"] if args.quiet else [])
+    overrides = _common_overrides(args)
     overrides += [f"assimilation.{k}={v}" for k, v in (("members", args.members), ("trs", args.trs)) if v is not None]
     if args.resume is None:
         out = args.out or "dtb_assimilation.h5"

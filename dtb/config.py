@@ -29,7 +29,9 @@ class SimulationConfig:
     t_ms: float = _key(1000.0, "biological time to simulate (ms)", gt=0.0, le=1e9)
     dt_ms: float = _key(0.1, "integration time step (ms)", gt=0.0, le=1.0)
     seed: int = _key(1, "seed of every random draw (network, initial state, noise)", ge=0, le=SEED_MAX)
-    backend: str = _key("cpu", "compute backend", choices=("cpu",))
+    backend: str = _key("cpu", "compute backend: numba CPU kernels, the CUDA kernels on a GPU (one per rank), auto "
+                        "(the GPU if there is one), or gpu_emulated (the CUDA kernels built for the host with nvcc: "
+                        "slow, for testing)", choices=("cpu", "gpu", "auto", "gpu_emulated"))
     threads: int = _key(0, "CPU threads per rank for the kernels; 0 = the node's cores / ranks on the node",
                         ge=0, le=4096)
     partition: str = _key("contiguous", "how neurons are split over MPI ranks (see dtb partition)",

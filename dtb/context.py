@@ -77,9 +77,11 @@ class Context:
     rank, size : int
         This process's rank and the number of ranks.
     backend : str
-        'cpu'.
+        'cpu', 'gpu' or 'gpu_emulated' (`dtb.kernels.gpu.resolve_backend`).
     threads : int
         Threads the CPU kernels of this rank may use.
+    local_rank : int
+        This rank's index among the ranks on its node (picks its GPU).
     comm : mpi4py.MPI.Comm or None
         The communicator; None for a serial run.
     """
@@ -88,6 +90,7 @@ class Context:
     size: int = 1
     backend: str = "cpu"
     threads: int = 1
+    local_rank: int = 0
     comm: object = field(default=None, compare=False, repr=False)
 
     @classmethod
@@ -104,12 +107,12 @@ class Context:
         from mpi4py import MPI
 
         comm = MPI.COMM_WORLD
-        if not threads:
-            local = comm.Split_type(MPI.COMM_TYPE_SHARED)
-            threads = max(1, _cores() // local.Get_size())
-            local.Free()
+        local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        local_rank, local_size = local.Get_rank(), local.Get_size()
+        local.Free()
+        threads = threads or max(1, _cores() // local_size)
         return cls(rank=comm.Get_rank(), size=comm.Get_size(), backend=backend, threads=_set_threads(threads),
-                   comm=comm)
+                   local_rank=local_rank, comm=comm)
 
     @classmethod
     def from_environment(cls, backend: str = "cpu", threads: int = 0) -> "Context":

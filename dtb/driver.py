@@ -17,18 +17,20 @@ from dtb.connectome.pd14 import pd14_recipe
 from dtb.connectome.wholebrain import wholebrain_recipe
 from dtb.activity import RegionActivity, steps_per_ms
 from dtb.bold import Balloon, bold_params
-from dtb.context import Context, launcher_size
+from dtb.context import Context, launcher_rank, launcher_size
 from dtb.errors import ConfigError, ResourceError
 from dtb.exchange import DryRunExchange, make_exchange
 from dtb.io.checkpoint import (check_resumable, load_checkpoint, rank_state, read_rank_state, restore_rank_state,
                                state_path, write_rank_state)
 from dtb.io.recording import Recorder
 from dtb.io.runfile import RunWriter, check_output, parts_dir
-from dtb.preflight import preflight
+from dtb.device_simulation import DeviceSimulation
+from dtb.kernels.gpu import make_device, resolve_backend
 from dtb.model import hyper
 from dtb.model.recipe import Recipe
 from dtb.network import build_local
 from dtb.partition import partition as make_partition
+from dtb.preflight import preflight
 from dtb.simulation import Simulation
 
 
@@ -130,7 +132,11 @@ def build(ctx: Context, recipe: Recipe, cfg: Config, progress=None, allow_dry_ru
         spread = hyper.neuron_spread(sim_cfg.seed, net.gids, cfg.hyper.gamma_alpha)
         theta = hyper.initial_theta(cfg.hyper, len(recipe.regions))
         gain = hyper.neuron_gains(theta, neuron_regions(recipe, net), spread)
-    return partition, net, exchange, Simulation(ctx, net, exchange, sim_cfg.seed, gain), spread
+    if ctx.backend == "cpu":
+        sim = Simulation(ctx, net, exchange, sim_cfg.seed, gain)
+    else:
+        sim = DeviceSimulation(ctx, net, exchange, sim_cfg.seed, gain, make_device(ctx.backend, ctx.local_rank))
+    return partition, net, exchange, sim, spread
 
 
 def neuron_regions(recipe: Recipe, net) -> np.ndarray:
@@ -186,7 +192,9 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
     t0 = time.perf_counter()
     recipe = make_recipe(cfg)
     part = plan(recipe, cfg, ctx.size if ctx is not None else launcher_size())
-    ctx = ctx or Context.from_environment(sim_cfg.backend, sim_cfg.threads)
+    if ctx is None:
+        backend = resolve_backend(sim_cfg.backend, announce=launcher_rank() == 0)
+        ctx = Context.from_environment(backend, sim_cfg.threads)
     if ckpt is not None and ckpt.n_ranks != ctx.size:
         raise ResourceError(f"--resume: the checkpoint was written by {ckpt.n_ranks} rank(s); resume it on as many "
                             f"(this job has {ctx.size})")

@@ -22,6 +22,37 @@ from dtb.model.neurons import IAF_COLUMNS, LIF_COLUMNS, LIF_GAINS
 from dtb.network import LocalNetwork
 
 
+def initial_state(net: LocalNetwork, seed: int) -> dict:
+    """Initial state of the local neurons, drawn from (seed, INIT, gid): the same on any partition.
+
+    Returns
+    -------
+    dict of ndarray
+        iaf_psc_exp: ``v`` (relative to E_L, mV), ``i_ex``, ``i_in`` (pA), ``ref`` (int32 steps);
+        lif_cond: ``v`` (mV), ``j`` (4, n) traces, ``i_bg`` (mV/ms), ``ref``.
+    """
+    recipe = net.recipe
+    z = rng.normals(seed, rng.INIT, net.gids, 0)
+    v = recipe.v0_mean_mv[net.pop] + recipe.v0_sd_mv[net.pop] * z
+    n = net.n_local
+    ref = np.zeros(n, dtype=np.int32)
+    if recipe.neuron_model == "iaf_psc_exp":
+        e_l = recipe.params[net.pop, IAF_COLUMNS.index("e_l_mv")]
+        return dict(v=v - e_l, i_ex=np.zeros(n), i_in=np.zeros(n), ref=ref)
+    cols = {c: recipe.params[net.pop, i] for i, c in enumerate(LIF_COLUMNS)}
+    v = np.minimum(v, cols["v_th_mv"] - 0.1)
+    # OU current starts in its stationary distribution
+    sigma = cols["ou_noise"] / np.sqrt(np.maximum(1.0 - cols["ou_decay"] ** 2, 1e-300))
+    i_bg = cols["ou_mu"] + sigma * rng.normals(seed, rng.INIT, net.gids, 1)
+    return dict(v=v, j=np.zeros((4, n)), i_bg=i_bg, ref=ref)
+
+
+def poisson_table(recipe) -> np.ndarray:
+    """Cumulative Poisson tables of the populations' external drive (iaf_psc_exp), shape (n_pop, K), float64."""
+    lam = recipe.params[:, IAF_COLUMNS.index("poisson_lam")]
+    return cpu.poisson_tables(lam, int(16 + lam.max() + 10 * np.sqrt(lam.max())))
+
+
 class SpikeSink(Protocol):
     def spikes(self, steps: np.ndarray, gids: np.ndarray) -> None:
         """Receive one epoch's local spikes (emission step, gid), in (step, gid) order."""
@@ -58,7 +89,7 @@ class Simulation:
         self.step = 0
         self.epoch_steps = min(recipe.min_delay_steps, cpu.MAX_EPOCH_STEPS)
         n = net.n_local
-        self.state = self._initial_state()
+        self.state = initial_state(net, seed)
         if recipe.neuron_model == "lif_cond":
             self.state["gain"] = np.ones((len(LIF_GAINS), n))
             if gain is not None:
@@ -67,9 +98,7 @@ class Simulation:
         self.lo_hi = cpu.blocks(n, max(1, min(n, max(2 * ctx.threads, -(-n // cpu.BLOCK_NEURONS)))))
         self.mask = np.zeros(n, dtype=np.uint64)
         if recipe.neuron_model == "iaf_psc_exp":
-            lam = recipe.params[:, IAF_COLUMNS.index("poisson_lam")]
-            size = int(16 + lam.max() + 10 * np.sqrt(lam.max()))
-            self.poisson_cdf = cpu.poisson_tables(lam, size)
+            self.poisson_cdf = poisson_table(recipe)
             self.scratch = np.empty(n)
         else:
             self.scratch = np.empty((2, n), dtype=np.uint32)
@@ -83,23 +112,6 @@ class Simulation:
     def _ref_column(self) -> int:
         cols = IAF_COLUMNS if self.net.recipe.neuron_model == "iaf_psc_exp" else LIF_COLUMNS
         return cols.index("ref_steps")
-
-    def _initial_state(self) -> dict:
-        """Initial state drawn from (seed, INIT, gid): the same on any partition."""
-        recipe, net = self.net.recipe, self.net
-        z = rng.normals(self.seed, rng.INIT, net.gids, 0)
-        v = recipe.v0_mean_mv[net.pop] + recipe.v0_sd_mv[net.pop] * z
-        n = net.n_local
-        ref = np.zeros(n, dtype=np.int32)
-        if recipe.neuron_model == "iaf_psc_exp":
-            e_l = recipe.params[net.pop, IAF_COLUMNS.index("e_l_mv")]
-            return dict(v=v - e_l, i_ex=np.zeros(n), i_in=np.zeros(n), ref=ref)
-        cols = {c: recipe.params[net.pop, i] for i, c in enumerate(LIF_COLUMNS)}
-        v = np.minimum(v, cols["v_th_mv"] - 0.1)
-        # OU current starts in its stationary distribution
-        sigma = cols["ou_noise"] / np.sqrt(np.maximum(1.0 - cols["ou_decay"] ** 2, 1e-300))
-        i_bg = cols["ou_mu"] + sigma * rng.normals(self.seed, rng.INIT, net.gids, 1)
-        return dict(v=v, j=np.zeros((4, n)), i_bg=i_bg, ref=ref)
 
     def set_gains(self, gain: np.ndarray) -> None:
         """Replace the per-neuron lif_cond gains, shape (len(LIF_GAINS), n_local), between run windows."""

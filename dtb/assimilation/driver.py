@@ -29,13 +29,14 @@ from dtb.bold import Balloon, bold_params
 from dtb.config import Config, fitted, load_config
 from dtb.connectome.connectome import bundled_connectome_path, load_connectome
 from dtb.connectome.wholebrain import wholebrain_recipe
-from dtb.context import Context, launcher_size
+from dtb.context import Context, launcher_rank, launcher_size
 from dtb.driver import _Progress, abandon, build, neuron_regions, plan, steps_of, version
 from dtb.errors import ConfigError, DataError, ResourceError
 from dtb.io.checkpoint import (check_resumable, rank_state, read_checkpoint, read_rank_state, restore_rank_state,
                                state_path, write_rank_state)
 from dtb.io.runfile import RunWriter, check_output, parts_dir
 from dtb.kernels import rng
+from dtb.kernels.gpu import resolve_backend
 from dtb.model import hyper
 from dtb.model.neurons import LIF_GAINS
 
@@ -171,7 +172,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
     t0 = time.perf_counter()
     ensemble = base.replicate(members)
     part = plan(ensemble, cfg, ctx.size if ctx is not None else launcher_size(), "this assimilation")
-    ctx = ctx or Context.from_environment(sim_cfg.backend, sim_cfg.threads)
+    ctx = ctx or Context.from_environment(resolve_backend(sim_cfg.backend, launcher_rank() == 0), sim_cfg.threads)
     progress = _Progress(cfg.recording.progress and ctx.is_root)
     if resume and int(ck_attrs["n_ranks"]) != ctx.size:
         raise ResourceError(f"--resume: the checkpoint was written by {ck_attrs['n_ranks']} rank(s); resume it on as "

@@ -1,24 +1,37 @@
-"""The CUDA kernels (``dtb/kernels/cuda/*.cu``) as a CuPy module, compiled once per device.
+"""The CUDA kernels (``dtb/kernels/cuda``) and the devices that run them.
 
-CuPy is imported only when `module` is first called, so importing dtb never imports
-it. ``cupy.RawModule`` compiles with NVRTC and keeps the binary in CuPy's on-disk
-kernel cache (``~/.cupy/kernel_cache``), so a later process on the same device type
-loads it without compiling; this process keeps one loaded module per device.
+`CudaDevice` runs them on a GPU through CuPy: ``cupy.RawModule`` compiles
+``kernels.cu`` with NVRTC once per device in this process (CuPy also keeps the
+binary in its on-disk kernel cache, so later processes load it without compiling).
+`HostDevice` runs the very same kernel bodies on the host, compiled by nvcc into a
+shared library (``host_check.cu``): the GPU backend's whole code path, with NumPy
+arrays, on machines without a GPU (tests, debugging). Both offer ``xp`` (the array
+module), ``launch(kernel, n_threads, *args)`` and ``to_host(array)``.
 
-Status: the kernels are written and tested (compiled with nvcc, their bodies run on
-the host against the numba kernels: tests/unit/test_cuda_kernels.py; on a GPU,
-tests/gpu), but no simulation loop uses them yet (`simulation.backend` is 'cpu' only).
+CuPy is imported only when a `CudaDevice` is made (or `gpu_usable` asks), so
+importing dtb never imports it.
 """
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import numpy as np
+
+from dtb.errors import ResourceError
 
 SOURCE_DIR = Path(__file__).with_name("cuda")
 KERNELS = ("advance_iaf_psc_exp", "advance_lif_cond", "spike_flags", "deliver_f32", "deliver_u16", "fixed_to_float",
            "count_spikes")
 #: no fused multiply-add: keeps the device's arithmetic closer to the CPU kernels'
 OPTIONS = ("-std=c++17", "--fmad=false")
+THREADS_PER_BLOCK = 256
 
 _modules: dict[int, object] = {}
 
@@ -37,6 +50,34 @@ def gpu_usable() -> tuple[bool, str]:
     return True, ""
 
 
+def resolve_backend(name: str, announce: bool = True) -> str:
+    """The backend a run uses for ``simulation.backend = name``: 'cpu', 'gpu' or 'gpu_emulated'.
+
+    'gpu' without a usable GPU is a `ResourceError`; 'auto' takes the GPU when there is one and
+    says which it took on stderr when ``announce`` (one rank of a job announces).
+    """
+    if name == "gpu_emulated" and shutil.which("nvcc") is None:
+        raise ResourceError("simulation.backend = 'gpu_emulated' needs nvcc (the CUDA toolkit) on this machine")
+    if name in ("cpu", "gpu_emulated"):
+        return name
+    ok, why = gpu_usable()
+    if name == "gpu" and not ok:
+        raise ResourceError(f"simulation.backend = 'gpu', but there is no usable GPU: {why}")
+    choice = "gpu" if ok else "cpu"
+    if name == "auto" and announce:
+        print(f"dtb: backend auto: {choice}" + ("" if ok else f" ({why})"), file=sys.stderr, flush=True)
+    return choice
+
+
+def make_device(backend: str, local_rank: int = 0):
+    """The device of a rank: its node's GPU number ``local_rank`` (modulo the GPUs), or the host emulation."""
+    if backend == "gpu_emulated":
+        return HostDevice()
+    import cupy
+
+    return CudaDevice(local_rank % cupy.cuda.runtime.getDeviceCount())
+
+
 def module(device_id: int | None = None):
     """The kernels compiled for ``device_id`` (default: the current device), as a ``cupy.RawModule``."""
     import cupy
@@ -45,7 +86,103 @@ def module(device_id: int | None = None):
     if device.id not in _modules:
         source = (SOURCE_DIR / "kernels.cu").read_text()
         with device:
-            mod = cupy.RawModule(code=source, options=(*OPTIONS, f"-I{SOURCE_DIR}"), name_expressions=())
+            mod = cupy.RawModule(code=source, options=(*OPTIONS, f"-I{SOURCE_DIR}"))
             mod.compile()
         _modules[device.id] = mod
     return _modules[device.id]
+
+
+class CudaDevice:
+    """One GPU, through CuPy.
+
+    Parameters
+    ----------
+    device_id : int
+        CUDA device ordinal (one rank per GPU: the rank's index on its node, modulo the devices).
+    """
+
+    name = "gpu"
+
+    def __init__(self, device_id: int = 0):
+        import cupy
+
+        self.xp = cupy
+        self.device = cupy.cuda.Device(device_id)
+        self.device.use()
+        self.module = module(self.device.id)
+        self.description = f"{cupy.cuda.runtime.getDeviceProperties(self.device.id)['name'].decode()} " \
+                           f"(device {self.device.id})"
+
+    def launch(self, kernel: str, n_threads: int, *args) -> None:
+        if n_threads > 0:
+            blocks = -(-n_threads // THREADS_PER_BLOCK)
+            self.module.get_function(kernel)((blocks,), (THREADS_PER_BLOCK,), args)
+
+    def to_host(self, a) -> np.ndarray:
+        return self.xp.asnumpy(a)
+
+    def free_bytes(self) -> int:
+        return int(self.device.mem_info[0])
+
+
+_CTYPES = {np.dtype(np.int64): ctypes.c_longlong, np.dtype(np.int32): ctypes.c_int,
+           np.dtype(np.uint64): ctypes.c_ulonglong}
+
+
+class HostDevice:
+    """The GPU kernels run on the host (built with nvcc), with NumPy arrays.
+
+    Parameters
+    ----------
+    cache_dir : Path, optional
+        Where the shared library is built and kept (default ``~/.cache/dtb``); it is rebuilt
+        when a source changes.
+    """
+
+    name = "gpu_emulated"
+    description = "the GPU kernels on the host"
+
+    def __init__(self, cache_dir: Path | None = None):
+        self.xp = np
+        self.lib = ctypes.CDLL(str(build_host_library(cache_dir)))
+
+    def launch(self, kernel: str, n_threads: int, *args) -> None:
+        converted = []
+        for a in args:
+            if isinstance(a, np.ndarray):
+                if not a.flags.c_contiguous:
+                    raise ValueError(f"{kernel}: array arguments must be C-contiguous")
+                converted.append(ctypes.c_void_p(a.ctypes.data))
+            else:
+                converted.append(_CTYPES[np.asarray(a).dtype](int(a)))
+        getattr(self.lib, kernel)(ctypes.c_longlong(n_threads), *converted)
+
+    @staticmethod
+    def to_host(a) -> np.ndarray:
+        return a
+
+    @staticmethod
+    def free_bytes() -> int:
+        from dtb.preflight import available_bytes
+
+        return available_bytes()
+
+
+def build_host_library(cache_dir: Path | None = None) -> Path:
+    """Compile ``host_check.cu`` with nvcc into a shared library (once per source version); its path."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        raise ResourceError("the emulated GPU backend needs nvcc (the CUDA toolkit) to build the kernels for the host")
+    sources = sorted(SOURCE_DIR.glob("*.cu*"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+    cache_dir = Path(cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dtb")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    lib = cache_dir / f"dtb_host_kernels_{digest}.so"
+    if not lib.exists():
+        tmp = lib.with_name(f"{lib.name}.{os.getpid()}.tmp")
+        p = subprocess.run([nvcc, "-shared", "-Xcompiler", "-fPIC", "-O2", *OPTIONS, f"-I{SOURCE_DIR}", "-o", str(tmp),
+                            str(SOURCE_DIR / "host_check.cu")], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise ResourceError(f"nvcc could not build the host kernels: {p.stderr.strip()[-2000:]}")
+        os.replace(tmp, lib)  # atomic: ranks building at once all end with one good file
+    return lib

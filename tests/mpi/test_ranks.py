@@ -3,6 +3,8 @@
     mpiexec -n 4 python -m mpi4py -m pytest --with-mpi tests/mpi
 """
 
+import shutil
+
 import h5py
 import numpy as np
 import pytest
@@ -166,5 +168,22 @@ def test_resumed_run_is_bitwise_on_any_rank_count(world, mpi_tmp_path):
         with h5py.File(out) as a, h5py.File(ref) as b:
             for name in ("spikes/wholebrain/timestamps", "spikes/wholebrain/node_ids", "rates/population_hz",
                          "bold"):
+                np.testing.assert_array_equal(a[name][()], b[name][()], err_msg=name)
+    world.barrier()
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="the emulated GPU backend needs nvcc")
+@pytest.mark.parametrize("model", sorted(RUNS))
+def test_gpu_backend_is_independent_of_rank_count(world, mpi_tmp_path, model):
+    """The GPU code path (kernels built for the host) writes the same spikes on P ranks as on one."""
+    cfg = load_config(overrides=RUNS[model] + ["recording.progress=false", "recording.flush_ms=40"])
+    out = mpi_tmp_path / f"gpu_{model}_p{world.size}.h5"
+    driver.run(cfg, out, ctx=Context.world(backend="gpu_emulated", threads=1))
+    if world.is_root:
+        ref = mpi_tmp_path / f"gpu_{model}_serial_p{world.size}.h5"
+        driver.run(cfg, ref, ctx=Context.serial(backend="gpu_emulated", threads=1))
+        with h5py.File(out) as a, h5py.File(ref) as b:
+            for name in (f"spikes/{model}/timestamps", f"spikes/{model}/node_ids", "rates/population_hz"):
                 np.testing.assert_array_equal(a[name][()], b[name][()], err_msg=name)
     world.barrier()

@@ -1,0 +1,84 @@
+"""The GPU backend's simulation loop without a GPU: DeviceSimulation on the host build of the CUDA
+kernels (backend 'gpu_emulated'). The same code runs on a GPU with CuPy arrays (tests/gpu).
+
+Skipped where nvcc is missing.
+"""
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+import device_checks
+from device_checks import RUNS, run, spikes
+from dtb import cli, driver
+from dtb.config import load_config
+from dtb.context import Context
+from dtb.device_simulation import DeviceSimulation
+from dtb.errors import ResourceError
+from dtb.kernels.gpu import HostDevice, resolve_backend
+
+pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on this machine")
+
+
+@pytest.mark.parametrize("model", ["wholebrain", "pd14"])
+def test_emulated_gpu_run_matches_the_cpu_and_repeats_itself(tmp_path, model):
+    device_checks.check_backend_run(tmp_path, model, "gpu_emulated")
+
+
+def test_emulated_gpu_checkpoints_resume_bitwise(tmp_path):
+    ref, _ = run(tmp_path, "ref", "wholebrain", "gpu_emulated", "recording.bold=true", "bold.tr_ms=50")
+
+    class Stop(Exception):
+        pass
+
+    def stop(step):
+        raise Stop
+
+    extra = ["recording.bold=true", "bold.tr_ms=50", "simulation.checkpoint_ms=100"]
+    with pytest.raises(Stop):
+        run(tmp_path, "stopped", "wholebrain", "gpu_emulated", *extra, on_checkpoint=stop)
+    out, summary = run(tmp_path, "stopped", "wholebrain", "gpu_emulated", *extra, resume=True)
+    assert summary["resumed_at_ms"] == 100.0
+    for a, b in zip(spikes(ref, "wholebrain"), spikes(out, "wholebrain")):
+        np.testing.assert_array_equal(a, b)
+    with h5py.File(ref) as a, h5py.File(out) as b:
+        np.testing.assert_array_equal(a["bold"][()], b["bold"][()])
+
+
+def test_snapshots_cross_backends(connectome):
+    """A CPU snapshot restored on the device (and back) continues the same state."""
+    cfg = load_config(overrides=RUNS["wholebrain"])
+    recipe = driver.make_recipe(cfg)
+    ctx = Context.serial(threads=1)
+    _, net, exchange, cpu_sim, _ = driver.build(ctx, recipe, cfg, partition=driver.plan(recipe, cfg, 1))
+    cpu_sim.run(100)
+    dev_sim = DeviceSimulation(ctx, net, exchange, cfg.simulation.seed, device=HostDevice())
+    dev_sim.restore(cpu_sim.snapshot())
+    back = dev_sim.snapshot()
+    for key, val in cpu_sim.snapshot().items():
+        np.testing.assert_array_equal(back[key], val, err_msg=key)
+    np.testing.assert_array_equal(dev_sim.membrane_potential_mv(), cpu_sim.membrane_potential_mv())
+
+
+def test_backend_choice(capsys):
+    assert resolve_backend("cpu") == "cpu"
+    assert resolve_backend("gpu_emulated") == "gpu_emulated"
+    try:
+        import cupy
+        has_gpu = cupy.is_available()
+    except ImportError:
+        has_gpu = False
+    assert resolve_backend("auto") == ("gpu" if has_gpu else "cpu")
+    assert capsys.readouterr().err.startswith(f"dtb: backend auto: {'gpu' if has_gpu else 'cpu'}")
+    if not has_gpu:
+        with pytest.raises(ResourceError, match="simulation.backend = 'gpu', but there is no usable GPU"):
+            resolve_backend("gpu")
+
+
+def test_cli_backend_flag(tmp_path, capsys):
+    out = tmp_path / "r.h5"
+    assert cli.main(["run", "--quiet", "--backend", "gpu_emulated", "--out", str(out), "--set", "model=pd14",
+                     "--set", "pd14.n_scale=0.02", "--set", "simulation.t_ms=50"]) == 0
+    assert "gpu_emulated" in capsys.readouterr().out
