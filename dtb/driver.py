@@ -83,7 +83,7 @@ class _Progress:
 
 
 def abandon(progress: _Progress, writer: RunWriter | None) -> None:
-    """After a failure: close the progress bars and delete the partial run file (rank 0)."""
+    """After a failure: close the progress bars and drop what rank 0 wrote, keeping the last checkpoint."""
     progress.close()
     if writer is not None:
         writer.abort()
@@ -287,7 +287,7 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
                               cfg.bold.params, balloon.eps)
         sim_s = sim_s_before + ctx.max(time.perf_counter() - t1)
         t2 = time.perf_counter()
-        spikes = recorder.finish_spikes(partition.local_ranges(ctx.rank))
+        spikes = recorder.finish_spikes(partition.local_ranges(ctx.rank), net.gids)
         spike_sort_s = ctx.max(time.perf_counter() - t2)
         progress.close()
         summary = summarize(recipe, cfg, ctx, synapse_counts=synapse_counts,

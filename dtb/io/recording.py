@@ -72,6 +72,38 @@ class RateSources:
                     yield f["rates"][a:min(n, a + max_rows)]
 
 
+class SortedSpikes:
+    """A rank's spikes sorted by (gid, time), produced block by block (`Recorder.sorted_spikes`).
+
+    Parameters
+    ----------
+    total : int
+    blocks : callable
+        Returns a fresh iterator of (times_ms float64, node_ids uint64) blocks.
+    """
+
+    def __init__(self, total: int, blocks):
+        self.total = total
+        self.blocks = blocks
+
+    def write(self, group: h5py.Group) -> tuple[np.ndarray, np.ndarray]:
+        """Write ``timestamps`` and ``node_ids`` into ``group``; return (distinct gids, their spike counts)."""
+        chunks = (min(self.total, 1 << 16),) if self.total else None
+        ts = group.create_dataset("timestamps", shape=(self.total,), dtype=np.float64, chunks=chunks)
+        ts.attrs["units"] = "ms"
+        ids = group.create_dataset("node_ids", shape=(self.total,), dtype=np.uint64, chunks=chunks)
+        at, gids, counts = 0, [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for t, i in self.blocks():
+            ts[at:at + len(t)] = t
+            ids[at:at + len(t)] = i
+            at += len(t)
+            g, c = np.unique(i.astype(np.int64), return_counts=True)
+            gids.append(g)
+            counts.append(c)
+        assert at == self.total, (at, self.total)
+        return np.concatenate(gids), np.concatenate(counts)
+
+
 class Recorder:
     """Records one rank's spikes and the population rates of all ranks.
 
@@ -215,41 +247,95 @@ class Recorder:
         """Rank 0: the closed segments' rate rows."""
         return RateSources(self.folder, self.rate_rows, len(self.sizes), bin_ms)
 
-    def _own_spikes(self) -> tuple[np.ndarray, np.ndarray]:
-        """All spikes of this rank's closed segments, sorted by (gid, time)."""
-        times, ids = [np.zeros(0)], [np.zeros(0, np.uint64)]
+    def _segment_blocks(self, block: int):
+        """This rank's closed segments' spikes, in recorded order, as (times_ms, node_ids) blocks."""
         for k in range(self.segment):
             with h5py.File(self.folder / segment_name(self.ctx.rank, k), "r") as f:
-                times.append(f["timestamps"][()])
-                ids.append(f["node_ids"][()])
-        times, ids = np.concatenate(times), np.concatenate(ids)
-        order = np.lexsort((times, ids))
-        return times[order], ids[order]
+                n = f["node_ids"].shape[0]
+                for a in range(0, n, block):
+                    yield f["timestamps"][a:a + block], f["node_ids"][a:a + block]
 
-    def finish_spikes(self, ranges: np.ndarray):
-        """Collective, after `close`: sort each rank's spikes by (gid, time).
+    def sorted_spikes(self, gids: np.ndarray, max_spikes: int):
+        """This rank's spikes sorted by (gid, time), in blocks of whole neurons, holding at most about
+        ``max_spikes`` spikes in memory at a time.
+
+        When all of them fit, one read and one sort. Otherwise a first pass counts each local
+        neuron's spikes, and then each window of neurons whose spikes fit is read from every
+        segment (the segments are read once per window), sorted and handed on.
+
+        Parameters
+        ----------
+        gids : ndarray, shape (n_local,), int64
+            The local gids, increasing.
+        max_spikes : int
+
+        Yields
+        ------
+        times_ms : ndarray, float64
+        node_ids : ndarray, uint64
+        """
+        if not self.record_spikes:
+            return
+        total = int(sum(self.spike_rows))
+        block = max(1, min(max_spikes, 1 << 20))
+        if total <= max_spikes:
+            windows = [(0, len(gids))]
+        else:
+            counts = np.zeros(len(gids), dtype=np.int64)
+            for _, ids in self._segment_blocks(block):
+                counts += np.bincount(np.searchsorted(gids, ids.astype(np.int64)), minlength=len(gids))
+            cum = np.concatenate([[0], np.cumsum(counts)])
+            windows, a = [], 0
+            while a < len(gids):
+                # the largest window from a whose spikes fit (at least one neuron)
+                b = max(a + 1, int(np.searchsorted(cum, cum[a] + max_spikes, side="right")) - 1)
+                windows.append((a, b))
+                a = b
+        for a, b in windows:
+            lo, hi = int(gids[a]), int(gids[b - 1]) + 1
+            times, ids = [np.zeros(0)], [np.zeros(0, np.uint64)]
+            for t, i in self._segment_blocks(block):
+                keep = (i >= lo) & (i < hi) if len(windows) > 1 else slice(None)
+                times.append(t[keep])
+                ids.append(i[keep])
+            times, ids = np.concatenate(times), np.concatenate(ids)
+            order = np.lexsort((times, ids))
+            yield times[order], ids[order]
+
+    def finish_spikes(self, ranges: np.ndarray, gids: np.ndarray, max_spikes: int | None = None):
+        """Collective, after `close`: sort each rank's spikes by (gid, time), in bounded memory.
 
         Parameters
         ----------
         ranges : ndarray, shape (k, 2), int64
             This rank's gid ranges [start, stop).
+        gids : ndarray, shape (n_local,), int64
+            This rank's gids, increasing.
+        max_spikes : int, optional
+            Spikes sorted in memory at a time (`sorted_spikes`); default from the memory this
+            rank may use (40 bytes per spike, a quarter of its share).
 
         Returns
         -------
-        tuple of ndarray, or list of (relative path, length, first, stop), or None
-            On rank 0, what `RunWriter.finish` stores: a one-rank run's (times_ms, node_ids), or the
+        SortedSpikes, or list of (relative path, length, first, stop), or None
+            On rank 0, what `RunWriter.finish` stores: a one-rank run's sorted spikes, or the
             gid-ordered row ranges of the ranks' sorted files ``rank<r>.h5``; None on other ranks.
         """
-        times, ids = self._own_spikes() if self.record_spikes else (np.zeros(0), np.zeros(0, np.uint64))
+        if max_spikes is None:
+            from dtb.preflight import available_bytes, ranks_per_node
+
+            max_spikes = max(1 << 20, available_bytes() // ranks_per_node(self.ctx.size) // 160)
+        spikes = SortedSpikes(int(sum(self.spike_rows)) if self.record_spikes else 0,
+                              lambda: self.sorted_spikes(gids, max_spikes))
         if self.ctx.size == 1:
-            return times, ids
+            return spikes
         name = f"rank{self.ctx.rank}.h5"
         with h5py.File(self.folder / name, "w") as f:
-            f.create_dataset("timestamps", data=times)
-            f.create_dataset("node_ids", data=ids)
-        bounds = np.searchsorted(ids.astype(np.int64), ranges.ravel()).reshape(-1, 2)
+            per_gid = spikes.write(f)
         # per range: (range start gid, first row, stop row, part length)
-        mine = np.column_stack([ranges[:, 0], bounds, np.full(len(ranges), len(ids))]).astype(np.int64)
+        first = np.searchsorted(per_gid[0], ranges.ravel()).reshape(-1, 2)
+        rows = np.concatenate([[0], np.cumsum(per_gid[1])])[first]
+        mine = np.column_stack([ranges[:, 0], rows, np.full(len(ranges), spikes.total)]).astype(np.int64)
         gathered = self.ctx.gather_arrays(mine.ravel())
         if gathered is None:
             return None

@@ -195,20 +195,17 @@ class RunWriter:
         summary : dict
         rates : RateSources, optional
             Copied into ``/rates/population_hz``; ``/rates/region_hz`` is derived from them.
-        spikes : tuple of ndarray, or list of (relative path, length, first, stop), optional
-            (times_ms, node_ids) of a one-rank run, stored as plain datasets; or gid-ordered
-            row ranges of the ranks' sorted spike files, stored as virtual datasets.
+        spikes : SortedSpikes, or list of (relative path, length, first, stop), optional
+            A one-rank run's sorted spikes (`dtb.io.recording.SortedSpikes`), stored as plain
+            datasets; or gid-ordered row ranges of the ranks' sorted files, stored as virtual datasets.
         """
         f = self._open(self.path)
         if rates is not None:
             self._copy_rates(f, rates)
-        if isinstance(spikes, tuple):
-            times_ms, node_ids = spikes
+        if hasattr(spikes, "write"):
             grp = f.create_group(f"spikes/{f.attrs['spike_population']}")
             grp.attrs["sorting"] = "by_id"
-            chunks = (min(len(times_ms), 1 << 16),) if len(times_ms) else None
-            grp.create_dataset("timestamps", data=times_ms, dtype=np.float64, chunks=chunks).attrs["units"] = "ms"
-            grp.create_dataset("node_ids", data=node_ids, dtype=np.uint64, chunks=chunks)
+            spikes.write(grp)
         elif spikes is not None:
             self._link_spikes(f, spikes, sorting="by_id")
         self._commit(f, summary, self.path)

@@ -108,3 +108,36 @@ def test_pd14_run_without_spike_recording(tmp_path):
         assert f["rates/population_hz"].shape == (50, 8)
         assert list(f["network/regions"].asstr()[()]) == ["L23", "L4", "L5", "L6"]
         assert json.loads(f["summary"][()])["n_spikes"] == s["n_spikes"] > 0
+
+
+def test_spikes_sort_in_bounded_memory(tmp_path):
+    """Sorting a rank's spikes by (gid, time) in windows of neurons gives the one-pass result, block by block."""
+    from dtb.context import Context
+    from dtb.io.recording import Recorder
+
+    rec = Recorder(Context.serial(threads=1), tmp_path / "parts", np.array([0, 500, 1200]), 0.1, 10)
+    r = np.random.default_rng(0)
+    for epoch in range(40):
+        steps = r.integers(epoch * 10, epoch * 10 + 10, 300)
+        gids = r.integers(0, 1200, 300)
+        order = np.lexsort((gids, steps))
+        rec.spikes(steps[order], gids[order])
+        if epoch % 5 == 4:
+            rec.flush((epoch + 1) * 10)
+        if epoch % 13 == 12:
+            rec.next_segment()  # spikes spread over several segment files
+    rec.flush(400, final=True)
+    rec.close()
+    local = np.arange(1200, dtype=np.int64)
+    (whole,) = list(rec.sorted_spikes(local, 10**9))
+    assert len(whole[0]) == 12_000 and rec.segment == 4
+    np.testing.assert_array_equal(np.lexsort((whole[0], whole[1])), np.arange(12_000))
+    blocks = list(rec.sorted_spikes(local, 1000))
+    assert len(blocks) >= 12 and max(len(t) for t, _ in blocks) <= 1000
+    for got, want in zip((np.concatenate([b[k] for b in blocks]) for k in (0, 1)), whole):
+        np.testing.assert_array_equal(got, want)
+    with h5py.File(tmp_path / "out.h5", "w") as f:
+        gids, counts = rec.finish_spikes(np.array([[0, 1200]]), local, max_spikes=700).write(f)
+        np.testing.assert_array_equal(f["timestamps"][()], whole[0])
+        np.testing.assert_array_equal(f["node_ids"][()], whole[1])
+    np.testing.assert_array_equal(np.repeat(gids, counts), whole[1].astype(np.int64))
