@@ -16,7 +16,7 @@ import pytest
 
 import device_checks
 from dtb.kernels import rng
-from dtb.kernels.gpu import KERNELS, SOURCE_DIR, HostDevice
+from dtb.kernels.gpu import KERNELS, OPTIONS, SOURCE_DIR, HostDevice
 from dtb.model.neurons import IAF_COLUMNS, LIF_COLUMNS
 
 NVCC = shutil.which("nvcc")
@@ -35,6 +35,41 @@ def test_every_cu_file_compiles(tmp_path, arch):
                           str(SOURCE_DIR / "kernels.cu")], capture_output=True, text=True, check=True).stdout
     for name in KERNELS:  # extern "C": the names CuPy looks up
         assert re.search(rf"\.entry {name}\(", ptx), name
+
+
+def nvrtc_library():
+    """libnvrtc from the nvidia-cuda-nvrtc wheel (a test dependency) or the CUDA toolkit, or None."""
+    import glob
+    import importlib.util
+
+    spec = importlib.util.find_spec("nvidia.cuda_nvrtc")
+    places = [p + "/lib/libnvrtc.so*" for p in (spec.submodule_search_locations if spec else [])]
+    places += ["/usr/local/cuda/lib64/libnvrtc.so*", "/usr/local/cuda/targets/*/lib/libnvrtc.so*"]
+    found = [f for pattern in places for f in sorted(glob.glob(pattern)) if "alt" not in f]
+    return ctypes.CDLL(found[0]) if found else None
+
+
+def test_kernels_compile_with_nvrtc():
+    """What cupy.RawModule does on a GPU machine: NVRTC, without the C library's headers, to PTX."""
+    nvrtc = nvrtc_library()
+    if nvrtc is None:
+        pytest.skip("no libnvrtc (pip install nvidia-cuda-nvrtc-cu12)")
+    prog = ctypes.c_void_p()
+    source = (SOURCE_DIR / "kernels.cu").read_bytes()
+    assert nvrtc.nvrtcCreateProgram(ctypes.byref(prog), source, b"kernels.cu", 0, None, None) == 0
+    options = [b"--gpu-architecture=compute_90", f"-I{SOURCE_DIR}".encode()] + [o.encode() for o in OPTIONS]
+    status = nvrtc.nvrtcCompileProgram(prog, len(options), (ctypes.c_char_p * len(options))(*options))
+    size = ctypes.c_size_t()
+    nvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    nvrtc.nvrtcGetPTXSize(prog, ctypes.byref(size))
+    ptx = ctypes.create_string_buffer(size.value)
+    nvrtc.nvrtcGetPTX(prog, ptx)
+    nvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
+    assert status == 0, log.value.decode()
+    for name in KERNELS:
+        assert re.search(rf"\.entry {name}\(", ptx.value.decode()), name
 
 
 def test_parameter_columns_match_the_python_tables():

@@ -8,8 +8,6 @@
 // the last bits of float32: GPU and CPU spikes agree statistically, not bitwise.
 #pragma once
 
-#include <stdint.h>
-
 #include "rng.cuh"
 
 namespace dtb {

@@ -4,8 +4,18 @@
 // Every function is __host__ __device__ so that tests compile them for the host too.
 #pragma once
 
-#include <stdint.h>
+#if defined(__CUDACC_RTC__)
+// NVRTC (cupy.RawModule) has no C library headers; its math functions are built in.
+typedef unsigned char uint8_t;
+typedef unsigned short uint16_t;
+typedef int int32_t;
+typedef unsigned int uint32_t;
+typedef long long int64_t;
+typedef unsigned long long uint64_t;
+#else
 #include <math.h>
+#include <stdint.h>
+#endif
 
 #if defined(__CUDACC__)
 #define DTB_HD __host__ __device__ __forceinline__
