@@ -35,7 +35,14 @@ def machine() -> dict:
 
     from dtb.driver import version
 
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_gib": round(mem_kb / 2**20, 1),
+    from dtb.kernels.gpu import gpu_usable
+
+    gpu = None
+    if gpu_usable()[0]:
+        import cupy
+
+        gpu = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_gib": round(mem_kb / 2**20, 1), "gpu": gpu,
             "python": platform.python_version(), "numba": numba.__version__, "dtb": version(),
             "date": time.strftime("%Y-%m-%d")}
 
@@ -76,13 +83,13 @@ def dtb_run(overrides: list[str], name: str, discard_ms: float = 0.0) -> dict:
     return summary
 
 
-def warm_up(model: str) -> None:
-    """Run a tiny job of ``model`` so that numba's kernel cache is compiled before anything is timed."""
+def warm_up(model: str, backend: str = "cpu") -> None:
+    """Run a tiny job of ``model`` so that the kernels (numba's or CUDA's) are compiled before anything is timed."""
     OUT.mkdir(exist_ok=True)
     small = {"pd14": ["model=pd14", "pd14.n_scale=0.01", "pd14.k_scale=0.01", "simulation.t_ms=5"],
              "wholebrain": ["wholebrain.n_neurons=2000", "wholebrain.in_degree=10", "simulation.t_ms=5"]}[model]
     measure([sys.executable, "-m", "dtb", "run", "--out", str(OUT / f"warmup_{model}.h5"), "--overwrite", "--quiet",
-             *[x for o in small for x in ("--set", o)]])
+             "--set", f"simulation.backend={backend}", *[x for o in small for x in ("--set", o)]])
 
 
 def save(name: str, data: dict) -> Path:

@@ -5,6 +5,7 @@ dropped) against the NEST column of shared/reference/pd14.md: within 10 %.
 
     python benchmarks/pd14.py --n-scale 1.0 --seeds 1 2 3 --t-ms 5500 --discard-ms 500   # the full-scale check
     python benchmarks/pd14.py --n-scale 0.1 --seeds 1 --t-ms 1000
+    python benchmarks/pd14.py --backend gpu --seeds 1 --t-ms 10000 --discard-ms 500   # the GPU target (an H100)
 """
 
 from __future__ import annotations
@@ -26,23 +27,28 @@ def main() -> None:
     ap.add_argument("--discard-ms", type=float, default=500.0)
     ap.add_argument("--background", default="poisson", choices=("poisson", "dc"))
     ap.add_argument("--no-spikes", action="store_true", help="recording of spikes off (rates still binned)")
+    ap.add_argument("--backend", default="cpu", choices=("cpu", "gpu", "gpu_emulated"))
     ap.add_argument("--name", default=None)
     args = ap.parse_args()
-    warm_up("pd14")
-    name = args.name or f"pd14_n{args.n_scale:g}_k{args.k_scale:g}"
+    warm_up("pd14", args.backend)
+    suffix = "" if args.backend == "cpu" else f"_{args.backend}"
+    name = args.name or f"pd14_n{args.n_scale:g}_k{args.k_scale:g}{suffix}"
     runs = []
     for seed in args.seeds:
         s = dtb_run(["model=pd14", f"pd14.n_scale={args.n_scale}", f"pd14.k_scale={args.k_scale}",
                      f"pd14.background={args.background}", f"simulation.t_ms={args.t_ms}", f"simulation.seed={seed}",
-                     f"recording.spikes={'false' if args.no_spikes else 'true'}", "recording.rate_bin_ms=1.0"],
+                     f"recording.spikes={'false' if args.no_spikes else 'true'}", "recording.rate_bin_ms=1.0",
+                     f"simulation.backend={args.backend}"],
                     f"{name}_s{seed}", discard_ms=args.discard_ms)
         print(f"seed {seed}: build {s['build_s']:.2f} s, RTF {s['rtf']:.2f}, RSS {s['peak_rss_mb']:.0f} MiB, "
-              f"{s['bytes_per_synapse']:.2f} B/syn", flush=True)
+              f"{s['bytes_per_synapse']:.2f} B/syn, time split (s) "
+              + ", ".join(f"{k} {v:.2f}" for k, v in s["phase_s"].items()), flush=True)
         runs.append(s)
     rates = np.array([[r["rates_after_discard_hz"][n] for n in NAMES] for r in runs])
     mean = rates.mean(axis=0)
     rel = (mean - FULL_RATES_HZ) / FULL_RATES_HZ
     result = {"n_scale": args.n_scale, "k_scale": args.k_scale, "seeds": args.seeds, "t_ms": args.t_ms,
+              "backend": args.backend,
               "background": args.background, "record_spikes": not args.no_spikes, "runs": runs,
               "mean_rates_hz": dict(zip(NAMES, mean.tolist())),
               "build_s": float(np.mean([r["build_s"] for r in runs])),

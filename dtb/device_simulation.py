@@ -25,7 +25,7 @@ from dtb.errors import ResourceError
 from dtb.kernels import cpu, rng
 from dtb.model.neurons import IAF_COLUMNS, LIF_GAINS
 from dtb.network import LocalNetwork
-from dtb.simulation import SpikeSink, initial_state, poisson_table
+from dtb.simulation import PhaseClock, SpikeSink, initial_state, poisson_table
 
 
 class DeviceSimulation:
@@ -48,6 +48,8 @@ class DeviceSimulation:
     epoch_steps : int
     state : dict of device arrays
         As `Simulation.state`.
+    clock : PhaseClock
+        Wall time per phase; the device is synchronised at each mark.
     """
 
     def __init__(self, ctx: Context, net: LocalNetwork, exchange, seed: int, gain: np.ndarray | None = None,
@@ -58,6 +60,7 @@ class DeviceSimulation:
         self.dt_ms = recipe.dt_ms
         self.step = 0
         self.epoch_steps = min(recipe.min_delay_steps, cpu.MAX_EPOCH_STEPS)
+        self.clock = PhaseClock(device.synchronize)
         n = net.n_local
         self._check_memory()
         state = initial_state(net, seed)
@@ -170,16 +173,21 @@ class DeviceSimulation:
     def run(self, n_steps: int, sinks: Sequence[SpikeSink] = (),
             on_progress: Callable[[int], None] | None = None) -> None:
         """Collective: advance ``n_steps`` steps, epoch by epoch (as `Simulation.run`)."""
-        stop = self.step + n_steps
+        stop, clock = self.step + n_steps, self.clock
+        clock.start()
         while self.step < stop:
             m = min(self.epoch_steps, stop - self.step)
             self._deliver(m)
+            clock.mark("delivery")
             self._advance(m)
             steps, gids = self._spikes(m)
+            clock.mark("update")
             r_steps, r_gids = self.exchange.exchange(self.step, steps, gids)
             self._enqueue(r_steps, r_gids)
+            clock.mark("exchange")
             for sink in sinks:
                 sink.spikes(steps, gids)
+            clock.mark("recording")
             self.step += m
             if on_progress is not None:
                 on_progress(m)

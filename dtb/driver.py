@@ -277,7 +277,9 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
                 balloon.advance(activity.take(sim.step // activity.steps_per_ms))
                 bold_rows.append(balloon.bold())
             if sim.step % flush_steps == 0 or sim.step % ckpt_steps == 0:
+                sim.clock.start()
                 recorder.flush(sim.step)
+                sim.clock.mark("recording")
             if sim.step % ckpt_steps == 0 and sim.step < n_steps:
                 checkpoint(sim_s_before + ctx.max(time.perf_counter() - t1))
         recorder.flush(sim.step, final=True)
@@ -300,6 +302,7 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
             summary["dry_run"] = exchange.stats()
         summary["peak_rss_mb_per_rank"] = ctx.max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         summary["synapses_per_rank_max"] = int(ctx.max(net.n_synapses))
+        summary["phase_s"] = {k: ctx.max(v) for k, v in sim.clock.phase_s.items()}  # slowest rank's
         if writer is not None:
             writer.finish(summary, recorder.rate_sources(cfg.recording.rate_bin_ms), spikes)
             recorder.remove_segments()

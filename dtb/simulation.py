@@ -12,6 +12,7 @@ fibre-length delays of tens of ms such a ring would outweigh the synapses.
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -53,6 +54,30 @@ def poisson_table(recipe) -> np.ndarray:
     return cpu.poisson_tables(lam, int(16 + lam.max() + 10 * np.sqrt(lam.max())))
 
 
+#: the parts of an epoch whose wall time a simulation adds up in ``phase_s`` (seconds)
+PHASES = ("delivery", "update", "exchange", "recording")
+
+
+class PhaseClock:
+    """Adds the wall time since the last mark to a phase; ``sync`` (a device's) runs first so that
+    asynchronous work is charged to the phase that launched it."""
+
+    def __init__(self, sync: Callable[[], None] | None = None):
+        self.phase_s = dict.fromkeys(PHASES, 0.0)
+        self.sync = sync
+        self.t = time.perf_counter()
+
+    def start(self) -> None:
+        self.t = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        if self.sync is not None:
+            self.sync()
+        now = time.perf_counter()
+        self.phase_s[phase] += now - self.t
+        self.t = now
+
+
 class SpikeSink(Protocol):
     def spikes(self, steps: np.ndarray, gids: np.ndarray) -> None:
         """Receive one epoch's local spikes (emission step, gid), in (step, gid) order."""
@@ -77,6 +102,8 @@ class Simulation:
     step : int
         Steps done so far.
     epoch_steps : int
+    clock : PhaseClock
+        Wall time spent in each phase of the epoch loop (``clock.phase_s``).
     """
 
     def __init__(self, ctx: Context, net: LocalNetwork, exchange, seed: int, gain: np.ndarray | None = None):
@@ -88,6 +115,7 @@ class Simulation:
         self.dt_ms = recipe.dt_ms
         self.step = 0
         self.epoch_steps = min(recipe.min_delay_steps, cpu.MAX_EPOCH_STEPS)
+        self.clock = PhaseClock()
         n = net.n_local
         self.state = initial_state(net, seed)
         if recipe.neuron_model == "lif_cond":
@@ -175,21 +203,26 @@ class Simulation:
         on_progress : callable, optional
             Called with the number of steps done after each epoch.
         """
-        net = self.net
+        net, clock = self.net, self.clock
         stop = self.step + n_steps
+        clock.start()
         while self.step < stop:
             m = min(self.epoch_steps, stop - self.step)
             self.inbuf[:m] = 0.0
             self.n_pend = cpu.deliver(self.step, m, self.n_pend, self.pend[0], self.pend[1], self.pend[2],
                                       net.slot_row_ptr, net.row_ptr, net.row_delay, net.post, net.weight,
                                       net.weight_table, net.slot_receptor, self.inbuf)
+            clock.mark("delivery")
             n_spk = self._advance(m)
             steps = self.out_step[:n_spk].copy()
             gids = net.gids[self.out_lid[:n_spk]]
+            clock.mark("update")
             r_steps, r_gids = self.exchange.exchange(self.step, steps, gids)
             self._enqueue(r_steps, r_gids)
+            clock.mark("exchange")
             for sink in sinks:
                 sink.spikes(steps, gids)
+            clock.mark("recording")
             self.step += m
             if on_progress is not None:
                 on_progress(m)

@@ -6,7 +6,8 @@ binary in its on-disk kernel cache, so later processes load it without compiling
 `HostDevice` runs the very same kernel bodies on the host, compiled by nvcc into a
 shared library (``host_check.cu``): the GPU backend's whole code path, with NumPy
 arrays, on machines without a GPU (tests, debugging). Both offer ``xp`` (the array
-module), ``launch(kernel, n_threads, *args)`` and ``to_host(array)``.
+module), ``launch(kernel, n_threads, *args)``, ``to_host(array)``, ``synchronize()``
+and ``free_bytes()``.
 
 CuPy is imported only when a `CudaDevice` is made (or `gpu_usable` asks), so
 importing dtb never imports it.
@@ -121,6 +122,9 @@ class CudaDevice:
     def to_host(self, a) -> np.ndarray:
         return self.xp.asnumpy(a)
 
+    def synchronize(self) -> None:
+        self.device.synchronize()
+
     def free_bytes(self) -> int:
         return int(self.device.mem_info[0])
 
@@ -160,6 +164,10 @@ class HostDevice:
     @staticmethod
     def to_host(a) -> np.ndarray:
         return a
+
+    @staticmethod
+    def synchronize() -> None:
+        """Nothing to wait for: the host runs the kernels synchronously."""
 
     @staticmethod
     def free_bytes() -> int:
