@@ -65,7 +65,7 @@ class DeviceSimulation:
         self._check_memory()
         state = initial_state(net, seed)
         if recipe.neuron_model == "lif_cond":
-            state["gain"] = np.ones((len(LIF_GAINS), n)) if gain is None else gain
+            state["gain"] = np.ones((len(LIF_GAINS), n)) if gain is None else np.array(gain)
         self.state = {k: xp.asarray(np.ascontiguousarray(v)) for k, v in state.items()}
         self.lif = recipe.neuron_model == "lif_cond"
         self.gids = xp.asarray(net.gids.astype(np.int64))
