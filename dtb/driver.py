@@ -25,7 +25,7 @@ from dtb.io.checkpoint import (check_resumable, load_checkpoint, rank_state, rea
 from dtb.io.recording import Recorder
 from dtb.io.runfile import RunWriter, check_output, parts_dir
 from dtb.device_simulation import DeviceSimulation
-from dtb.kernels.gpu import make_device, resolve_backend
+from dtb.kernels.gpu import device_free_bytes, make_device, resolve_backend
 from dtb.model import hyper
 from dtb.model.recipe import Recipe
 from dtb.network import build_local
@@ -89,14 +89,15 @@ def abandon(progress: _Progress, writer: RunWriter | None) -> None:
         writer.abort()
 
 
-def plan(recipe: Recipe, cfg: Config, n_ranks: int, what: str = "this run"):
-    """The partition of ``recipe`` over ``n_ranks``, after the memory preflight (`dtb.preflight`).
+def plan(recipe: Recipe, cfg: Config, n_ranks: int, what: str = "this run", backend: str = "cpu"):
+    """The partition of ``recipe`` over ``n_ranks``, after the memory preflight (`dtb.preflight`; host memory,
+    and the GPU's on backend 'gpu').
 
     Runs before MPI starts, so that a run too large fails on every rank alike with one message.
     """
     part = make_partition(recipe, n_ranks, cfg.simulation.partition, seed=cfg.simulation.seed)
     if cfg.simulation.memory_check:
-        preflight(recipe, part, what)
+        preflight(recipe, part, what, device_free_bytes() if backend == "gpu" else None)
     return part
 
 
@@ -191,10 +192,9 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
         check_output(out, overwrite)
     t0 = time.perf_counter()
     recipe = make_recipe(cfg)
-    part = plan(recipe, cfg, ctx.size if ctx is not None else launcher_size())
-    if ctx is None:
-        backend = resolve_backend(sim_cfg.backend, announce=launcher_rank() == 0)
-        ctx = Context.from_environment(backend, sim_cfg.threads)
+    backend = ctx.backend if ctx is not None else resolve_backend(sim_cfg.backend, announce=launcher_rank() == 0)
+    part = plan(recipe, cfg, ctx.size if ctx is not None else launcher_size(), backend=backend)
+    ctx = ctx or Context.from_environment(backend, sim_cfg.threads)
     if ckpt is not None and ckpt.n_ranks != ctx.size:
         raise ResourceError(f"--resume: the checkpoint was written by {ckpt.n_ranks} rank(s); resume it on as many "
                             f"(this job has {ctx.size})")

@@ -1,4 +1,4 @@
-"""Memory preflight: refuse, before building, a run whose ranks cannot hold their part.
+"""Memory preflight: refuse, before building, a run whose ranks cannot hold their part (host and GPU).
 
 The estimate per rank is the peak resident memory of building and running it on
 the CPU backend, from the partition's neuron and synapse counts. Its constants are
@@ -66,12 +66,29 @@ def ranks_per_node(n_ranks: int) -> int:
     return n_ranks
 
 
-def preflight(recipe: Recipe, partition: Partition, what: str = "this run") -> None:
+#: device memory per rank on the GPU backend: CUDA context and pool, stored synapse (rounded up), neuron
+DEVICE_BASE_BYTES = 512 * 2**20
+DEVICE_BYTES_PER_SYNAPSE = 8.0
+DEVICE_BYTES_PER_NEURON = 400.0
+
+
+def preflight(recipe: Recipe, partition: Partition, what: str = "this run", device_free: int | None = None) -> None:
     """A `ResourceError` if the most loaded rank of ``partition`` needs more memory than it has.
 
     Says how much it needs, how much there is, and how many ranks of this size would do.
+    ``device_free`` (bytes free on a rank's GPU) adds the same check for the GPU backend.
     """
     neurons, synapses = rank_loads(recipe, partition)
+    if device_free is not None:
+        need = DEVICE_BASE_BYTES + DEVICE_BYTES_PER_SYNAPSE * synapses + DEVICE_BYTES_PER_NEURON * neurons
+        r = int(np.argmax(need))
+        if need[r] > device_free:
+            gib = 2**30
+            enough = math.ceil((need.sum() - DEVICE_BASE_BYTES * len(need)) / max(device_free - DEVICE_BASE_BYTES, 1))
+            raise ResourceError(f"not enough GPU memory for {what}: rank {r} of {partition.n_ranks} needs about "
+                                f"{need[r] / gib:.1f} GiB on its GPU ({neurons[r]:,.0f} neurons, {synapses[r]:,.0f} "
+                                f"synapses), which has {device_free / gib:.1f} GiB free; about {enough:,} ranks with "
+                                "a GPU like it would do")
     need = estimate_bytes(neurons, synapses)
     local = ranks_per_node(partition.n_ranks)
     per_rank = available_bytes() / local

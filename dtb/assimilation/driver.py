@@ -171,8 +171,9 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
 
     t0 = time.perf_counter()
     ensemble = base.replicate(members)
-    part = plan(ensemble, cfg, ctx.size if ctx is not None else launcher_size(), "this assimilation")
-    ctx = ctx or Context.from_environment(resolve_backend(sim_cfg.backend, launcher_rank() == 0), sim_cfg.threads)
+    backend = ctx.backend if ctx is not None else resolve_backend(sim_cfg.backend, launcher_rank() == 0)
+    part = plan(ensemble, cfg, ctx.size if ctx is not None else launcher_size(), "this assimilation", backend)
+    ctx = ctx or Context.from_environment(backend, sim_cfg.threads)
     progress = _Progress(cfg.recording.progress and ctx.is_root)
     if resume and int(ck_attrs["n_ranks"]) != ctx.size:
         raise ResourceError(f"--resume: the checkpoint was written by {ck_attrs['n_ranks']} rank(s); resume it on as "

@@ -70,6 +70,17 @@ def resolve_backend(name: str, announce: bool = True) -> str:
     return choice
 
 
+def device_free_bytes() -> int:
+    """Free memory of the GPU this process will use (its index on the node, as the launcher announces it,
+    modulo the GPUs), read before MPI starts."""
+    import cupy
+
+    local = next((int(os.environ[v]) for v in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
+                  if os.environ.get(v, "").isdigit()), 0)
+    with cupy.cuda.Device(local % cupy.cuda.runtime.getDeviceCount()):
+        return int(cupy.cuda.runtime.memGetInfo()[0])
+
+
 def make_device(backend: str, local_rank: int = 0):
     """The device of a rank: its node's GPU number ``local_rank`` (modulo the GPUs), or the host emulation."""
     if backend == "gpu_emulated":

@@ -157,3 +157,17 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path, monkeypatch, c
     assert f"connectome {tmp_path / 'study' / 'subject.h5'}" in out
     with h5py.File(tmp_path / "r.h5") as f:
         assert f'connectome = "{tmp_path / "study" / "subject.h5"}"' in f["config"][()].decode()
+
+
+def test_gpu_preflight_names_the_gpu_limit():
+    """The GPU backend's preflight (a device with 1 GiB free, faked: no GPU here)."""
+    from dtb.config import load_config
+    from dtb.driver import make_recipe
+    from dtb.errors import ResourceError
+    from dtb.partition import partition
+    from dtb.preflight import preflight
+
+    recipe = make_recipe(load_config(overrides=["wholebrain.n_neurons=1e7", "wholebrain.in_degree=1000"]))
+    with pytest.raises(ResourceError, match=r"not enough GPU memory for this run: rank 0 of 2 needs about 39\.6 "
+                                            r"GiB on its GPU .* 1\.0 GiB free; about 157 ranks"):
+        preflight(recipe, partition(recipe, 2, "contiguous"), device_free=2**30)
