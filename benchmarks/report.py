@@ -157,6 +157,23 @@ def _assimilation(rows: list[dict]) -> list[str]:
                    f"{m.get('forecast5_r', float('nan')):.3f} | {m.get('persistence5_r', float('nan')):.3f} | "
                    f"{m.get('replay_fc_r', float('nan')):.3f} | {'yes' if spec and spec['specific'] else 'no'} | "
                    f"{d['s_per_tr']:.2f} | {d['wall_s'] / 60:.1f} min | {d['peak_rss_mb']:.0f} MiB |")
+    diag = [d for d in rows if "diagnostics" in d]
+    if diag:
+        names = d0["fitted"]
+        out += ["", "What limits them (`diagnostics` in the JSON; means over regions after the burn-in): lag-1 and "
+                "lag-5 autocorrelation of the observed and of the replayed (free) BOLD; the hyperparameters' final "
+                "ensemble s.d. over the width of their bounds, and the correlation of their posterior means with "
+                "the observation.", "",
+                "| subject, overrides | obs ac1 | replay ac1 | obs ac5 | replay ac5 | "
+                + " | ".join(f"{n} sd/width | {n} r(obs)" for n in names) + " |",
+                "|---|---|---|---|---|" + "---|---|" * len(names)]
+        for d in diag:
+            g = d["diagnostics"]
+            label = " ".join([d["subject"], *(f"`{o}`" for o in d.get("overrides", []))])
+            out.append(f"| {label} | {g['obs_autocorr_1']:.3f} | {g.get('replay_autocorr_1', float('nan')):.3f} | "
+                       f"{g['obs_autocorr_5']:.3f} | {g.get('replay_autocorr_5', float('nan')):.3f} | "
+                       + " | ".join(f"{g[n + '_final_sd_over_width']:.2f} | {g[n + '_obs_r']:.3f}" for n in names)
+                       + " |")
     return out + [""]
 
 
