@@ -16,8 +16,6 @@ statistically, not bitwise.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
-
 import numpy as np
 
 from dtb.context import Context
@@ -25,10 +23,10 @@ from dtb.errors import ResourceError
 from dtb.kernels import cpu, rng
 from dtb.model.neurons import IAF_COLUMNS, LIF_GAINS
 from dtb.network import LocalNetwork
-from dtb.simulation import PhaseClock, SpikeSink, initial_state, poisson_table
+from dtb.simulation import EpochLoop, PhaseClock, initial_state, poisson_table
 
 
-class DeviceSimulation:
+class DeviceSimulation(EpochLoop):
     """Advance one rank's part of a network on a device.
 
     Parameters
@@ -152,8 +150,10 @@ class DeviceSimulation:
                             np.int64(self.poisson_cdf.shape[1]), st["v"], st["i_ex"], st["i_in"], st["ref"],
                             self.inbuf, self.mask)
 
-    def _spikes(self, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """The epoch's spikes on the host: (emission step, gid), int64, in (step, gid) order."""
+    def _update(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Advance the neurons ``m`` steps; the epoch's spikes on the host: (emission step, gid), int64, in
+        (step, gid) order."""
+        self._advance(m)
         n = self.net.n_local
         self.dev.launch("spike_flags", n, np.int64(n), np.int32(m), self.mask, self.flags)
         s, lid = self.dev.xp.nonzero(self.flags[:m])
@@ -169,25 +169,3 @@ class DeviceSimulation:
         here[here] = net.slot_gids[s[here]] == gids[here]
         new = np.stack([s[here], steps[here], net.slot_row_ptr[s[here]]]).astype(np.int64)
         self.pend = self.dev.xp.concatenate([self.pend, self.dev.xp.asarray(new)], axis=1)
-
-    def run(self, n_steps: int, sinks: Sequence[SpikeSink] = (),
-            on_progress: Callable[[int], None] | None = None) -> None:
-        """Collective: advance ``n_steps`` steps, epoch by epoch (as `Simulation.run`)."""
-        stop, clock = self.step + n_steps, self.clock
-        clock.start()
-        while self.step < stop:
-            m = min(self.epoch_steps, stop - self.step)
-            self._deliver(m)
-            clock.mark("delivery")
-            self._advance(m)
-            steps, gids = self._spikes(m)
-            clock.mark("update")
-            r_steps, r_gids = self.exchange.exchange(self.step, steps, gids)
-            self._enqueue(r_steps, r_gids)
-            clock.mark("exchange")
-            for sink in sinks:
-                sink.spikes(steps, gids)
-            clock.mark("recording")
-            self.step += m
-            if on_progress is not None:
-                on_progress(m)

@@ -83,7 +83,47 @@ class SpikeSink(Protocol):
         """Receive one epoch's local spikes (emission step, gid), in (step, gid) order."""
 
 
-class Simulation:
+class EpochLoop:
+    """The epoch loop shared by `Simulation` and `dtb.device_simulation.DeviceSimulation`.
+
+    Subclasses provide ``_deliver(m)`` (the pending spikes' input for the epoch),
+    ``_update(m)`` (advance the neurons; return the epoch's spikes) and
+    ``_enqueue(steps, gids)`` (queue the spikes received), and the attributes
+    ``step``, ``epoch_steps``, ``exchange`` and ``clock``.
+    """
+
+    def run(self, n_steps: int, sinks: Sequence[SpikeSink] = (),
+            on_progress: Callable[[int], None] | None = None) -> None:
+        """Collective: advance ``n_steps`` steps, epoch by epoch.
+
+        Parameters
+        ----------
+        n_steps : int
+        sinks : sequence of SpikeSink
+            Each receives each epoch's local spikes.
+        on_progress : callable, optional
+            Called with the number of steps done after each epoch.
+        """
+        stop, clock = self.step + n_steps, self.clock
+        clock.start()
+        while self.step < stop:
+            m = min(self.epoch_steps, stop - self.step)
+            self._deliver(m)
+            clock.mark("delivery")
+            steps, gids = self._update(m)
+            clock.mark("update")
+            r_steps, r_gids = self.exchange.exchange(self.step, steps, gids)
+            self._enqueue(r_steps, r_gids)
+            clock.mark("exchange")
+            for sink in sinks:
+                sink.spikes(steps, gids)
+            clock.mark("recording")
+            self.step += m
+            if on_progress is not None:
+                on_progress(m)
+
+
+class Simulation(EpochLoop):
     """Advance one rank's part of a network.
 
     Parameters
@@ -191,38 +231,15 @@ class Simulation:
         self.n_pend = cpu.enqueue(steps, gids, net.slot_gids, net.slot_row_ptr, self.n_pend, self.pend[0],
                                   self.pend[1], self.pend[2])
 
-    def run(self, n_steps: int, sinks: Sequence[SpikeSink] = (),
-            on_progress: Callable[[int], None] | None = None) -> None:
-        """Collective: advance ``n_steps`` steps, epoch by epoch.
+    def _deliver(self, m: int) -> None:
+        """The pending spikes' input for the epoch's ``m`` steps, into ``inbuf``."""
+        net = self.net
+        self.inbuf[:m] = 0.0
+        self.n_pend = cpu.deliver(self.step, m, self.n_pend, self.pend[0], self.pend[1], self.pend[2],
+                                  net.slot_row_ptr, net.row_ptr, net.row_delay, net.post, net.weight,
+                                  net.weight_table, net.slot_receptor, self.inbuf)
 
-        Parameters
-        ----------
-        n_steps : int
-        sinks : sequence of SpikeSink
-            Each receives each epoch's local spikes.
-        on_progress : callable, optional
-            Called with the number of steps done after each epoch.
-        """
-        net, clock = self.net, self.clock
-        stop = self.step + n_steps
-        clock.start()
-        while self.step < stop:
-            m = min(self.epoch_steps, stop - self.step)
-            self.inbuf[:m] = 0.0
-            self.n_pend = cpu.deliver(self.step, m, self.n_pend, self.pend[0], self.pend[1], self.pend[2],
-                                      net.slot_row_ptr, net.row_ptr, net.row_delay, net.post, net.weight,
-                                      net.weight_table, net.slot_receptor, self.inbuf)
-            clock.mark("delivery")
-            n_spk = self._advance(m)
-            steps = self.out_step[:n_spk].copy()
-            gids = net.gids[self.out_lid[:n_spk]]
-            clock.mark("update")
-            r_steps, r_gids = self.exchange.exchange(self.step, steps, gids)
-            self._enqueue(r_steps, r_gids)
-            clock.mark("exchange")
-            for sink in sinks:
-                sink.spikes(steps, gids)
-            clock.mark("recording")
-            self.step += m
-            if on_progress is not None:
-                on_progress(m)
+    def _update(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Advance the neurons ``m`` steps; the epoch's spikes (step, gid) in (step, gid) order."""
+        n_spk = self._advance(m)
+        return self.out_step[:n_spk].copy(), self.net.gids[self.out_lid[:n_spk]]
