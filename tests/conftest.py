@@ -30,6 +30,24 @@ def small_pd14(*overrides, n_scale=0.02, k_scale=0.05):
     return pd14_recipe(cfg)
 
 
+def write_connectome(path, n=4, subject="s1", **changes):
+    """A valid n-region connectome file in the bundled layout, with ``changes`` (None drops a dataset)."""
+    import h5py
+
+    rng = np.random.default_rng(0)
+    sc = rng.uniform(1, 10, (n, n))
+    sc = sc + sc.T
+    np.fill_diagonal(sc, 0)
+    data = dict(sc=sc, len_mm=np.where(sc > 0, 20.0, 0.0), nvoxel=np.full(n, 100), waytotal=np.full(n, 1000))
+    data.update(changes)
+    with h5py.File(path, "w") as f:
+        f["labels"] = np.array([f"R{i}".encode() for i in range(n)])
+        for k, v in data.items():
+            if v is not None:
+                f[f"subjects/{subject}/{k}"] = v
+    return path
+
+
 def collect(sim, n_steps):
     """Run a Simulation and return its spikes as (steps, gids) int64 arrays."""
     steps, gids = [], []

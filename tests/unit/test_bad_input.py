@@ -10,23 +10,10 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import write_connectome
 from dtb import cli
 
 N = 4
-
-
-def connectome(path, subject="s1", **changes):
-    """A valid 4-region connectome file, with ``changes`` (None drops a dataset)."""
-    sc = np.full((N, N), 5.0)
-    np.fill_diagonal(sc, 0.0)
-    data = dict(sc=sc, len_mm=np.where(sc > 0, 20.0, 0.0), nvoxel=np.full(N, 100), waytotal=np.full(N, 1000))
-    data.update(changes)
-    with h5py.File(path, "w") as f:
-        f["labels"] = np.array([f"R{i}".encode() for i in range(N)])
-        for key, val in data.items():
-            if val is not None:
-                f[f"subjects/{subject}/{key}"] = val
-    return path
 
 
 def sc_with(i, j, value):
@@ -37,11 +24,11 @@ def sc_with(i, j, value):
 
 
 def setup_connectome(**changes):
-    return lambda d: connectome(d / "c.h5", **changes)
+    return lambda d: write_connectome(d / "c.h5", **changes)
 
 
 def setup_truncated(d):
-    connectome(d / "c.h5")
+    write_connectome(d / "c.h5")
     data = (d / "c.h5").read_bytes()
     (d / "c.h5").write_bytes(data[: len(data) // 2])
 

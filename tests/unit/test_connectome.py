@@ -1,7 +1,7 @@
-import h5py
 import numpy as np
 import pytest
 
+from conftest import write_connectome
 from dtb.connectome.connectome import bundled_connectome_path, list_subjects, load_connectome
 from dtb.errors import DataError
 
@@ -18,23 +18,8 @@ def test_bundled():
     assert np.allclose(q.sum(axis=1), 1) and not np.allclose(p, q)
 
 
-def _write(path, n=4, subject="s1", **changes):
-    rng = np.random.default_rng(0)
-    sc = rng.uniform(1, 10, (n, n))
-    sc = sc + sc.T
-    np.fill_diagonal(sc, 0)
-    data = dict(sc=sc, len_mm=np.where(sc > 0, 20.0, 0.0), nvoxel=np.full(n, 100), waytotal=np.full(n, 1000))
-    data.update(changes)
-    with h5py.File(path, "w") as f:
-        f["labels"] = np.array([f"R{i}".encode() for i in range(n)])
-        for k, v in data.items():
-            if v is not None:
-                f[f"subjects/{subject}/{k}"] = v
-    return path
-
-
 def test_user_file(tmp_path):
-    con = load_connectome(_write(tmp_path / "c.h5"), "s1")
+    con = load_connectome(write_connectome(tmp_path / "c.h5"), "s1")
     assert con.n_regions == 4 and con.subject == "s1"
 
 
@@ -60,7 +45,7 @@ def _sc(mutate):
     (dict(len_mm=np.zeros((4, 4))), "len_mm is 0 where sc > 0"),
 ])
 def test_bad_connectomes(tmp_path, changes, needle):
-    path = _write(tmp_path / "c.h5", **changes)
+    path = write_connectome(tmp_path / "c.h5", **changes)
     with pytest.raises(DataError) as err:
         load_connectome(path, "s1")
     assert needle in str(err.value)
@@ -75,6 +60,6 @@ def test_bad_files(tmp_path):
     with pytest.raises(DataError, match="not a readable HDF5 file"):
         load_connectome(junk, "s1")
     with pytest.raises(DataError, match="subject 'zzz' not in file \\(has: s1\\)"):
-        load_connectome(_write(tmp_path / "c.h5"), "zzz")
+        load_connectome(write_connectome(tmp_path / "c.h5"), "zzz")
     with pytest.raises(DataError, match="subject '1' not in file"):
         load_connectome(None, "1")
