@@ -20,7 +20,7 @@ import numpy as np
 
 from dtb.config import Config
 from dtb.errors import ConfigError, DataError, ResourceError
-from dtb.io.runfile import parts_dir, partial_path
+from dtb.io.runfile import partial_path
 
 #: keys a resumed run may change: they do not change the network or what is recorded
 RESUMABLE_CHANGES = ("simulation.t_ms", "simulation.threads", "simulation.checkpoint_ms", "recording.progress",
@@ -99,10 +99,6 @@ class Checkpoint:
     balloon_state: np.ndarray | None
     build_s: float
     sim_s: float
-
-    @property
-    def folder(self) -> Path:
-        return parts_dir(self.path)
 
 
 def resume_target(path: str | Path) -> Path:
