@@ -43,6 +43,11 @@ class SimulationConfig:
     checkpoint_ms: float = _key(0.0, "write the run's full state to <out>.partial every this much biological time "
                                 "(ms), so that dtb run --resume can finish a stopped run; 0 = never", ge=0.0, le=1e9)
     memory_check: bool = _key(True, "before building, refuse a run whose ranks cannot hold their part in memory")
+    compact_weights: bool = _key(True, "store each synapse's weight as a code in its 4-byte word where that is exact "
+                                 "or within 1e-3 of the smallest mean weight (else, or false: float32 weights "
+                                 "beside the target, 8 bytes)")
+    cuda_graphs: bool = _key(True, "GPU backend, one rank: replay epochs as captured CUDA graphs (false: launch "
+                             "each kernel, and phase_s splits delivery from update)")
     ranks_per_node: int = _key(0, "for the two-level exchange: 0 = ranks sharing memory form a node, else blocks "
                                "of this many consecutive ranks", ge=0, le=100_000)
 

@@ -60,6 +60,29 @@ def mpi_running() -> bool:
                 and mpi.COMM_WORLD.Get_size() > 1)
 
 
+def cuda_aware_mpi() -> bool:
+    """Whether the MPI library this process has loaded says it takes CUDA device buffers.
+
+    Asks ``MPIX_Query_cuda_support`` (MPICH and Open MPI export it; mpi4py does not wrap it) of the
+    loaded libmpi; False when MPI is not loaded or cannot say. Never assumed.
+    """
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as maps:
+            libs = sorted({line.split()[-1] for line in maps if "/libmpi" in line})
+    except OSError:
+        return False
+    for path in libs:
+        try:
+            query = ctypes.CDLL(path).MPIX_Query_cuda_support
+        except (OSError, AttributeError):
+            continue
+        query.restype = ctypes.c_int
+        return bool(query())
+    return False
+
+
 def abort_all(code: int) -> None:
     """End every rank of the MPI job with ``code``, so that no rank waits forever in a collective."""
     if mpi_running():

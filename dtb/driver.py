@@ -17,7 +17,7 @@ from dtb.connectome.pd14 import pd14_recipe
 from dtb.connectome.wholebrain import wholebrain_recipe
 from dtb.activity import RegionActivity, steps_per_ms
 from dtb.bold import Balloon, bold_params
-from dtb.context import Context, launcher_rank, launcher_size
+from dtb.context import Context, cuda_aware_mpi, launcher_rank, launcher_size
 from dtb.errors import ConfigError, ResourceError
 from dtb.exchange import DryRunExchange, make_exchange
 from dtb.io.checkpoint import (check_resumable, load_checkpoint, rank_state, read_rank_state, restore_rank_state,
@@ -97,7 +97,8 @@ def plan(recipe: Recipe, cfg: Config, n_ranks: int, what: str = "this run", back
     """
     part = make_partition(recipe, n_ranks, cfg.simulation.partition, seed=cfg.simulation.seed)
     if cfg.simulation.memory_check:
-        preflight(recipe, part, what, device_free_bytes() if backend == "gpu" else None)
+        preflight(recipe, part, what, device_free_bytes() if backend == "gpu" else None,
+                  cfg.simulation.compact_weights)
     return part
 
 
@@ -119,7 +120,7 @@ def build(ctx: Context, recipe: Recipe, cfg: Config, progress=None, allow_dry_ru
     sim_cfg = cfg.simulation
     if partition is None or partition.n_ranks != ctx.size:
         partition = make_partition(recipe, ctx.size, sim_cfg.partition, seed=sim_cfg.seed)
-    net = build_local(ctx, recipe, partition, sim_cfg.seed, progress=progress)
+    net = build_local(ctx, recipe, partition, sim_cfg.seed, progress=progress, compact_weights=sim_cfg.compact_weights)
     if sim_cfg.exchange == "dry_run":
         if ctx.size > 1 or not allow_dry_run:
             raise ConfigError("simulation.exchange = 'dry_run' plays many ranks in one process: run it without "
@@ -136,7 +137,8 @@ def build(ctx: Context, recipe: Recipe, cfg: Config, progress=None, allow_dry_ru
     if ctx.backend == "cpu":
         sim = Simulation(ctx, net, exchange, sim_cfg.seed, gain)
     else:
-        sim = DeviceSimulation(ctx, net, exchange, sim_cfg.seed, gain, make_device(ctx.backend, ctx.local_rank))
+        sim = DeviceSimulation(ctx, net, exchange, sim_cfg.seed, gain, make_device(ctx.backend, ctx.local_rank),
+                               graphs=sim_cfg.cuda_graphs)
     return partition, net, exchange, sim, spread
 
 
@@ -303,6 +305,9 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
         summary["peak_rss_mb_per_rank"] = ctx.max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         summary["synapses_per_rank_max"] = int(ctx.max(net.n_synapses))
         summary["phase_s"] = {k: ctx.max(v) for k, v in sim.clock.phase_s.items()}  # slowest rank's
+        if ctx.backend != "cpu" and ctx.size > 1:
+            # the exchange stages spikes through page-locked host buffers either way (routing runs on the host)
+            summary["mpi_cuda_aware"] = cuda_aware_mpi()
         if writer is not None:
             writer.finish(summary, recorder.rate_sources(cfg.recording.rate_bin_ms), spikes)
             recorder.remove_segments()

@@ -2,12 +2,16 @@
 
 Storage is CSR over *presynaptic slots*: each distinct source gid with at least
 one target here is a slot; a slot's synapses are grouped into *rows*, one per
-distinct delay, so that a spike's deliveries can be scheduled row by row. Per
-synapse only the local target id (uint32) and the weight (float32) are stored:
-8 bytes. Where every projection has a constant weight (the whole-brain model), the
-weight is a uint16 index into a small table instead: 6 bytes. The delay lives on
-the row (uint16) and the receptor on the slot (uint8), since every synapse of a
-source uses the receptors of the source's type.
+distinct delay, so that a spike's deliveries can be scheduled row by row. A
+synapse is one uint32 word: the local target id in its low ``post_bits`` bits and
+a code of its weight in the others, indexing a float32 table (4 bytes). The
+table holds the distinct weights when every projection's is constant (the whole
+brain), or a fine grid of weights otherwise (PD14; `Recipe.weight_table` says when
+a grid is fine enough). ``post_bits`` follows from the recipe's neuron count, not
+the rank's, so every partition codes every weight alike. Where weights cannot be
+coded (or ``compact_weights`` is off) a float32 weight array comes beside the
+target ids: 8 bytes. The delay lives on the row (uint16) and the receptor on the
+slot (uint8), since every synapse of a source uses the receptors of its type.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from dtb.partition import Partition
 UNIT_SYNAPSES = 1 << 18
 BATCH_SYNAPSES = 1 << 22
 MAX_DELAY_STEPS = np.iinfo(np.uint16).max
+#: largest weight table (2**16 float32: 256 KiB, which a GPU's L2 cache holds)
+MAX_CODE_BITS = 16
 
 
 @dataclass
@@ -51,12 +57,14 @@ class LocalNetwork:
     row_delay : ndarray, shape (n_rows,), uint16
         Delay of every synapse of the row (steps).
     post : ndarray, shape (n_syn,), uint32
-        Local id of each synapse's target.
-    weight : ndarray, shape (n_syn,), float32 or uint16
-        Weight (pA for iaf_psc_exp, trace jump for lif_cond), or its index into
-        ``weight_table`` when that is not empty.
-    weight_table : ndarray, shape (n_weights,), float32
-        Distinct weights, or empty when ``weight`` holds the weights themselves.
+        Each synapse's word: local id of its target in the low ``post_bits`` bits, the
+        code of its weight (an index into ``weight_table``) above them.
+    post_bits : int
+        32 when weights are stored in ``weight`` (nothing above the target id).
+    weight : ndarray, shape (n_syn,) or (0,), float32
+        Weights (pA for iaf_psc_exp, trace jump for lif_cond) when they are not coded.
+    weight_table : ndarray, shape (n_weights,) or (0,), float32
+        The weights the codes stand for; empty when ``weight`` holds them.
     synapse_counts : ndarray, shape (n_pop, n_pop), int64
         Local synapses by [target population, source population].
     """
@@ -70,6 +78,7 @@ class LocalNetwork:
     row_ptr: np.ndarray
     row_delay: np.ndarray
     post: np.ndarray
+    post_bits: int
     weight: np.ndarray
     weight_table: np.ndarray
     synapse_counts: np.ndarray
@@ -103,12 +112,19 @@ class LocalNetwork:
         weight : ndarray, shape (n_syn,), float32
         delay : ndarray, shape (n_syn,), uint16
         """
-        weight = self.weight_table[self.weight] if self.weight_table.size else self.weight
         rows_per_slot = np.diff(self.slot_row_ptr)
         syn_per_row = np.diff(self.row_ptr)
         src = np.repeat(np.repeat(self.slot_gids, rows_per_slot), syn_per_row)
         delay = np.repeat(self.row_delay, syn_per_row)
-        return src, self.gids[self.post], weight, delay
+        return src, self.gids[self.targets()], self.weights(), delay
+
+    def targets(self) -> np.ndarray:
+        """Local id of each synapse's target, shape (n_syn,), uint32."""
+        return self.post & np.uint32((1 << self.post_bits) - 1)
+
+    def weights(self) -> np.ndarray:
+        """Each synapse's weight, shape (n_syn,), float32."""
+        return self.weight_table[self.post >> np.uint32(self.post_bits)] if self.weight_table.size else self.weight
 
     @property
     def bytes_per_synapse(self) -> float:
@@ -116,8 +132,25 @@ class LocalNetwork:
         return self.synapse_bytes / max(self.n_synapses, 1)
 
 
-def _flat_projections(recipe: Recipe):
-    """Projection data as flat arrays the kernels take (see `connect.unit_scatter`)."""
+def target_bits(recipe: Recipe) -> int:
+    """Bits of a synapse word that hold its target (enough for any neuron of the recipe, so that the
+    weight code, in the other bits, is the same on every partition)."""
+    return max(1, (recipe.n_neurons - 1).bit_length())
+
+
+def coded_weights(recipe: Recipe, compact_weights: bool = True) -> bool:
+    """Whether `build_local` stores ``recipe``'s weights as codes in the synapse word (4 bytes)."""
+    return compact_weights and recipe.weight_table(code_bits(recipe)) is not None
+
+
+def code_bits(recipe: Recipe) -> int:
+    """Bits of a weight code: the word's bits above the target, at most `MAX_CODE_BITS`."""
+    return min(MAX_CODE_BITS, 32 - target_bits(recipe))
+
+
+def _flat_projections(recipe: Recipe, exact_table: np.ndarray | None):
+    """Projection data as flat arrays the kernels take (see `connect.unit_scatter`); with an
+    ``exact_table`` of the distinct weights, each projection's weight is its index there."""
     offsets = recipe.offsets
     sizes = np.diff(offsets)
     dt = recipe.dt_ms
@@ -138,14 +171,12 @@ def _flat_projections(recipe: Recipe):
         w_sd.append(proj.weight_sd)
         d_mean.append(float(proj.delay_ms[0]))
         d_sd.append(proj.delay_sd_ms)
-    table = recipe.weight_table()
-    if table is not None:  # kernels then write the weight's table index (exact in float64)
-        w_mean = [float(np.searchsorted(table, np.float32(w))) for w in w_mean]
+    if exact_table is not None:  # kernels then write the weight's table index (exact in float32)
+        w_mean = [float(np.searchsorted(exact_table, np.float32(w))) for w in w_mean]
     cat = np.concatenate
     lo = np.array([o.min() for o in off], dtype=np.int64)
     hi = np.array([(o + n).max() for o, n in zip(off, size)], dtype=np.int64)
-    return dict(weight_table=table if table is not None else np.zeros(0, np.float32),
-                proj_sptr=np.array(ptr, dtype=np.int64), src_off=cat(off).astype(np.int64), src_lo=lo, src_hi=hi,
+    return dict(proj_sptr=np.array(ptr, dtype=np.int64), src_off=cat(off).astype(np.int64), src_lo=lo, src_hi=hi,
                 src_size=cat(size).astype(np.int64), src_cum=cat(cum), src_delay_steps=cat(dsteps),
                 proj_w_mean=np.array(w_mean), proj_w_sd=np.array(w_sd), proj_d_mean_ms=np.array(d_mean),
                 proj_d_sd_ms=np.array(d_sd))
@@ -239,7 +270,8 @@ def _slots(u_src: np.ndarray, u_cnt: np.ndarray):
 
 
 def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
-                progress: Callable[[str, int], Callable[[int], None]] | None = None) -> LocalNetwork:
+                progress: Callable[[str, int], Callable[[int], None]] | None = None,
+                compact_weights: bool = True) -> LocalNetwork:
     """Build this rank's neurons and incoming synapses (no communication).
 
     Parameters
@@ -251,6 +283,9 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
     progress : callable, optional
         ``progress(label, total)`` returns an ``update(n)`` callable; used to report
         synapses generated.
+    compact_weights : bool, optional
+        Code weights into the synapse word where `Recipe.weight_table` allows (4 bytes per
+        synapse); False stores float32 weights (8 bytes), exactly as drawn.
 
     Returns
     -------
@@ -260,7 +295,10 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
     gids = partition.local_gids(ctx.rank)
     offsets = recipe.offsets
     pop = (np.searchsorted(offsets, gids, side="right") - 1).astype(np.int32)
-    flat = _flat_projections(recipe)
+    post_bits = target_bits(recipe)
+    coding = recipe.weight_table(code_bits(recipe)) if compact_weights else None
+    table, exact = coding if coding is not None else (np.zeros(0, np.float32), False)
+    flat = _flat_projections(recipe, table if exact else None)
     units = _units(recipe, ranges, seed)
     n_syn = int(units["unit_sptr"][-1])
     batches = _batches(units["unit_sptr"])
@@ -301,7 +339,8 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
 
     # pass 2: draw again, this time weights and delays too, and write each synapse in place
     post = np.empty(n_syn, dtype=np.uint32)
-    weight = np.empty(n_syn, dtype=np.uint16 if flat["weight_table"].size else np.float32)
+    # until packed: an exact table's indices (as uint16 when they fit) or float32 weights
+    weight = np.empty(n_syn, dtype=np.uint16 if exact and len(table) <= 65536 else np.float32)
     # delays are only needed until the rows exist: the narrowest type that holds them
     max_steps = max(p.max_delay_steps_bound(recipe.dt_ms) for p in recipe.projections)
     delay = np.empty(n_syn, dtype=np.uint8 if max_steps <= np.iinfo(np.uint8).max else np.uint16)
@@ -325,9 +364,16 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
     connect.fill_rows(slot_ptr, delay, slot_row_ptr, row_ptr, row_delay)
     del delay
 
+    if table.size:
+        lo, inv_step = (0.0, 1.0) if exact else (float(table[0]), (len(table) - 1) / float(table[-1] - table[0]))
+        connect.pack_weights(post, weight, post_bits, lo, inv_step, len(table) - 1)
+        weight = np.zeros(0, np.float32)
+    else:
+        post_bits = 32
+
     excitatory = np.array([p.excitatory for p in recipe.populations])
     slot_pop = np.searchsorted(offsets, slot_gids, side="right") - 1
     slot_receptor = np.where(excitatory[slot_pop], 0, 1).astype(np.uint8)
     return LocalNetwork(recipe=recipe, gids=gids, pop=pop, slot_gids=slot_gids, slot_receptor=slot_receptor,
-                        slot_row_ptr=slot_row_ptr, row_ptr=row_ptr, row_delay=row_delay, post=post, weight=weight,
-                        weight_table=flat["weight_table"], synapse_counts=synapse_counts)
+                        slot_row_ptr=slot_row_ptr, row_ptr=row_ptr, row_delay=row_delay, post=post,
+                        post_bits=post_bits, weight=weight, weight_table=table, synapse_counts=synapse_counts)

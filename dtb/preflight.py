@@ -17,6 +17,7 @@ import numpy as np
 
 from dtb.errors import ResourceError
 from dtb.model.recipe import Recipe
+from dtb.network import coded_weights
 from dtb.partition import Partition
 from dtb.partition.report import population_fractions
 
@@ -66,13 +67,15 @@ def ranks_per_node(n_ranks: int) -> int:
     return n_ranks
 
 
-#: device memory per rank on the GPU backend: CUDA context and pool, stored synapse (rounded up), neuron
+#: device memory per rank on the GPU backend: CUDA context and pool, neuron (state, input, queues), and
+#: rows and slots per synapse (rounded up) on top of the synapse word (4 bytes, 8 with float32 weights)
 DEVICE_BASE_BYTES = 512 * 2**20
-DEVICE_BYTES_PER_SYNAPSE = 8.0
 DEVICE_BYTES_PER_NEURON = 400.0
+DEVICE_ROW_BYTES_PER_SYNAPSE = 2.0
 
 
-def preflight(recipe: Recipe, partition: Partition, what: str = "this run", device_free: int | None = None) -> None:
+def preflight(recipe: Recipe, partition: Partition, what: str = "this run", device_free: int | None = None,
+              compact_weights: bool = True) -> None:
     """A `ResourceError` if the most loaded rank of ``partition`` needs more memory than it has.
 
     Says how much it needs, how much there is, and how many ranks of this size would do.
@@ -80,7 +83,8 @@ def preflight(recipe: Recipe, partition: Partition, what: str = "this run", devi
     """
     neurons, synapses = rank_loads(recipe, partition)
     if device_free is not None:
-        need = DEVICE_BASE_BYTES + DEVICE_BYTES_PER_SYNAPSE * synapses + DEVICE_BYTES_PER_NEURON * neurons
+        per_synapse = (4.0 if coded_weights(recipe, compact_weights) else 8.0) + DEVICE_ROW_BYTES_PER_SYNAPSE
+        need = DEVICE_BASE_BYTES + per_synapse * synapses + DEVICE_BYTES_PER_NEURON * neurons
         r = int(np.argmax(need))
         if need[r] > device_free:
             gib = 2**30

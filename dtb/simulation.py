@@ -236,8 +236,8 @@ class Simulation(EpochLoop):
         net = self.net
         self.inbuf[:m] = 0.0
         self.n_pend = cpu.deliver(self.step, m, self.n_pend, self.pend[0], self.pend[1], self.pend[2],
-                                  net.slot_row_ptr, net.row_ptr, net.row_delay, net.post, net.weight,
-                                  net.weight_table, net.slot_receptor, self.inbuf)
+                                  net.slot_row_ptr, net.row_ptr, net.row_delay, net.post, net.post_bits,
+                                  net.weight, net.weight_table, net.slot_receptor, self.inbuf)
 
     def _update(self, m: int) -> tuple[np.ndarray, np.ndarray]:
         """Advance the neurons ``m`` steps; the epoch's spikes (step, gid) in (step, gid) order."""

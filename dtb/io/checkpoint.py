@@ -24,7 +24,8 @@ from dtb.io.runfile import partial_path
 
 #: keys a resumed run may change: they do not change the network or what is recorded
 RESUMABLE_CHANGES = ("simulation.t_ms", "simulation.threads", "simulation.checkpoint_ms", "recording.progress",
-                     "recording.flush_ms", "simulation.memory_check")
+                     "recording.flush_ms", "simulation.memory_check",
+                     "simulation.cuda_graphs")
 
 
 def state_path(folder: Path, rank: int, k: int) -> Path:

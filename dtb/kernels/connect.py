@@ -336,3 +336,25 @@ def fill_rows(slot_ptr, delay, slot_row_ptr, row_ptr, row_delay):
                 row_ptr[r] = q
                 row_delay[r] = delay[q]
                 r += 1
+
+
+@nb.njit(parallel=True, cache=True)
+def pack_weights(post, weight, post_bits, lo, inv_step, max_code):
+    """Put each synapse's weight code above its target id: ``post[i] |= code << post_bits``.
+
+    code = round((weight[i] - lo) * inv_step), clipped to [0, max_code]: the nearest point of
+    an evenly spaced table starting at ``lo``, or (lo 0, inv_step 1) a table index itself.
+
+    Parameters
+    ----------
+    post : ndarray, shape (n_syn,), uint32
+        Target ids below ``2**post_bits``; updated in place.
+    weight : ndarray, shape (n_syn,), float32 or uint16
+    post_bits : int
+    lo, inv_step : float
+    max_code : int
+        ``2**(32 - post_bits) - 1`` or less.
+    """
+    for i in nb.prange(post.shape[0]):
+        c = min(max(np.rint((np.float64(weight[i]) - lo) * inv_step), 0.0), np.float64(max_code))
+        post[i] = post[i] | np.uint32(np.int64(c) << post_bits)

@@ -281,8 +281,8 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, gain, inbu
 
 
 @nb.njit(cache=True)
-def deliver(e0, m, n_pend, pend_slot, pend_step, pend_row, slot_row_ptr, row_ptr, row_delay, post, weight,
-            weight_table, slot_receptor, inbuf):
+def deliver(e0, m, n_pend, pend_slot, pend_step, pend_row, slot_row_ptr, row_ptr, row_delay, post, post_bits,
+            weight, weight_table, slot_receptor, inbuf):
     """Deliver every pending spike's rows that arrive inside the epoch ``[e0, e0 + m)``.
 
     Pending spikes are kept in arrival order (epoch received, then step, then source
@@ -297,8 +297,10 @@ def deliver(e0, m, n_pend, pend_slot, pend_step, pend_row, slot_row_ptr, row_ptr
     n_pend : int
         Pending spikes: ``pend_slot`` (slot), ``pend_step`` (emission step),
         ``pend_row`` (next row to deliver), arrays of int64.
-    weight, weight_table : ndarray
-        Synapse weights (float32), or uint16 indices into a non-empty float32 table.
+    post, post_bits, weight, weight_table : ndarray, int, ndarray, ndarray
+        Synapse words (uint32: target id in the low ``post_bits`` bits, weight code above) and
+        the float32 table the codes index; or, with an empty table, target ids and float32
+        weights (`dtb.network.LocalNetwork`).
     inbuf : ndarray, shape (>= m, 2, N), float32
         Input of the epoch's steps; added to.
 
@@ -308,6 +310,7 @@ def deliver(e0, m, n_pend, pend_slot, pend_step, pend_row, slot_row_ptr, row_ptr
         Pending spikes left.
     """
     end = e0 + m
+    target_mask = (np.int64(1) << post_bits) - 1
     k = 0
     for p in range(n_pend):
         s = pend_slot[p]
@@ -325,7 +328,8 @@ def deliver(e0, m, n_pend, pend_slot, pend_step, pend_row, slot_row_ptr, row_ptr
                     inbuf[off, rc, post[q]] += weight[q]
             else:
                 for q in range(row_ptr[r], row_ptr[r + 1]):
-                    inbuf[off, rc, post[q]] += weight_table[np.int64(weight[q])]
+                    x = np.int64(post[q])
+                    inbuf[off, rc, x & target_mask] += weight_table[x >> post_bits]
             r += 1
         if r < r_end:
             pend_slot[k] = s

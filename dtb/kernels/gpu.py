@@ -6,8 +6,10 @@ binary in its on-disk kernel cache, so later processes load it without compiling
 `HostDevice` runs the very same kernel bodies on the host, compiled by nvcc into a
 shared library (``host_check.cu``): the GPU backend's whole code path, with NumPy
 arrays, on machines without a GPU (tests, debugging). Both offer ``xp`` (the array
-module), ``launch(kernel, n_threads, *args)``, ``to_host(array)``, ``synchronize()``
-and ``free_bytes()``.
+module), ``launch(kernel, n_threads, *args)``, ``capture(fn)`` (a replayable
+recording of the launches ``fn`` makes: a CUDA graph), ``pinned(shape, dtype)``
+(page-locked host memory), ``to_host(array, out=None)``, ``synchronize()``,
+``free_bytes()`` and ``grid_threads`` (the fixed grid of the delivery kernel).
 
 CuPy is imported only when a `CudaDevice` is made (or `gpu_usable` asks), so
 importing dtb never imports it.
@@ -28,8 +30,7 @@ import numpy as np
 from dtb.errors import ResourceError
 
 SOURCE_DIR = Path(__file__).with_name("cuda")
-KERNELS = ("advance_iaf_psc_exp", "advance_lif_cond", "spike_flags", "deliver_f32", "deliver_u16", "fixed_to_float",
-           "count_spikes")
+KERNELS = ("advance_iaf_psc_exp", "advance_lif_cond", "deliver", "enqueue", "count_spikes")
 #: no fused multiply-add: keeps the device's arithmetic closer to the CPU kernels'
 OPTIONS = ("-std=c++17", "--fmad=false")
 THREADS_PER_BLOCK = 256
@@ -121,23 +122,53 @@ class CudaDevice:
         self.xp = cupy
         self.device = cupy.cuda.Device(device_id)
         self.device.use()
+        # one non-blocking stream for all of this rank's work: graphs cannot be captured on the legacy stream
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.stream.use()
         self.module = module(self.device.id)
-        self.description = f"{cupy.cuda.runtime.getDeviceProperties(self.device.id)['name'].decode()} " \
-                           f"(device {self.device.id})"
+        props = cupy.cuda.runtime.getDeviceProperties(self.device.id)
+        self.description = f"{props['name'].decode()} (device {self.device.id})"
+        # enough resident warps to fill the device; each loops over its share of the pending spikes
+        self.grid_threads = int(props["multiProcessorCount"]) * 16 * 32
 
     def launch(self, kernel: str, n_threads: int, *args) -> None:
         if n_threads > 0:
             blocks = -(-n_threads // THREADS_PER_BLOCK)
-            self.module.get_function(kernel)((blocks,), (THREADS_PER_BLOCK,), args)
+            self.module.get_function(kernel)((blocks,), (THREADS_PER_BLOCK,), args, stream=self.stream)
 
-    def to_host(self, a) -> np.ndarray:
-        return self.xp.asnumpy(a)
+    def capture(self, fn):
+        """A CUDA graph of the launches ``fn()`` makes (not run now); ``replay()`` launches it."""
+        self.stream.begin_capture()
+        try:
+            fn()
+        finally:
+            graph = self.stream.end_capture()
+        return _Replay(lambda: graph.launch(self.stream))
+
+    def pinned(self, shape, dtype) -> np.ndarray:
+        """Page-locked host memory (fast, asynchronous copies), as a NumPy array."""
+        import cupyx
+
+        return cupyx.empty_pinned(shape, dtype=dtype)
+
+    def to_host(self, a, out: np.ndarray | None = None) -> np.ndarray:
+        """A host copy of ``a`` (into ``out``, e.g. `pinned`), complete when this returns."""
+        out = a.get(stream=self.stream, out=out)
+        self.stream.synchronize()
+        return out
 
     def synchronize(self) -> None:
-        self.device.synchronize()
+        self.stream.synchronize()
 
     def free_bytes(self) -> int:
         return int(self.device.mem_info[0])
+
+
+class _Replay:
+    """A captured sequence of launches (`CudaDevice.capture`, `HostDevice.capture`)."""
+
+    def __init__(self, run):
+        self.replay = run
 
 
 _CTYPES = {np.dtype(np.int64): ctypes.c_longlong, np.dtype(np.int32): ctypes.c_int,
@@ -156,6 +187,7 @@ class HostDevice:
 
     name = "gpu_emulated"
     description = "the GPU kernels on the host"
+    grid_threads = 4 * 32
 
     def __init__(self, cache_dir: Path | None = None):
         self.xp = np
@@ -173,8 +205,20 @@ class HostDevice:
         getattr(self.lib, kernel)(ctypes.c_longlong(n_threads), *converted)
 
     @staticmethod
-    def to_host(a) -> np.ndarray:
-        return a
+    def capture(fn):
+        """A recording of ``fn``'s launches: here, ``fn`` itself, run at each replay."""
+        return _Replay(fn)
+
+    @staticmethod
+    def pinned(shape, dtype) -> np.ndarray:
+        return np.empty(shape, dtype=dtype)
+
+    @staticmethod
+    def to_host(a, out: np.ndarray | None = None) -> np.ndarray:
+        if out is None:
+            return a.copy()
+        out[...] = a
+        return out
 
     @staticmethod
     def synchronize() -> None:

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+#: largest spacing of the weight grid, relative to the smallest mean weight, at which weights are coded
+WEIGHT_GRID_REL = 1e-3
+
 
 @dataclass(frozen=True)
 class Population:
@@ -127,19 +130,34 @@ class Recipe:
         """Smallest synaptic delay in the network (steps): the longest allowed epoch."""
         return min(p.min_delay_steps(self.dt_ms) for p in self.projections)
 
-    def weight_table(self) -> np.ndarray | None:
-        """Distinct weights when every projection's weight is constant (and there are <= 65536), else None.
+    def weight_table(self, code_bits: int) -> tuple[np.ndarray, bool] | None:
+        """The weights a synapse's ``code_bits``-bit code can stand for, or None if they cannot be coded.
 
-        Synapses then store a uint16 index into this table instead of a float32 weight.
+        Exact: when every projection's weight is constant and the distinct weights fit
+        ``2**code_bits`` codes, the table of the distinct weights. Grid: otherwise
+        ``2**code_bits`` evenly spaced weights over every projection's mean +- 7 s.d. (sign kept),
+        when their spacing is at most ``WEIGHT_GRID_REL`` of the smallest non-zero mean
+        |weight|: each weight is then rounded to the nearest grid point (an error of at most
+        half the spacing) and clipped to the range (probability 2.6e-12 per synapse).
 
         Returns
         -------
-        ndarray, shape (n_weights,), float32, sorted; or None
+        (table, exact) : (ndarray, shape (n_weights,), float32, increasing; bool), or None
         """
-        if any(p.weight_sd > 0 for p in self.projections):
+        if code_bits < 1:
             return None
-        table = np.unique(np.array([p.weight_mean for p in self.projections], dtype=np.float32))
-        return table if len(table) <= 65536 else None
+        means = np.array([p.weight_mean for p in self.projections])
+        sds = np.array([p.weight_sd for p in self.projections])
+        if not sds.any():
+            table = np.unique(means.astype(np.float32))
+            return (table, True) if len(table) <= 2**code_bits else None
+        lo = np.where(means >= 0, np.maximum(0.0, means - 7 * sds), means - 7 * sds).min()
+        hi = np.where(means >= 0, means + 7 * sds, np.minimum(0.0, means + 7 * sds)).max()
+        step = (hi - lo) / (2**code_bits - 1)
+        smallest = np.abs(means[means != 0]).min() if means.any() else 0.0
+        if step > WEIGHT_GRID_REL * smallest:
+            return None
+        return (lo + step * np.arange(2**code_bits)).astype(np.float32), False
 
     def expected_synapses(self) -> np.ndarray:
         """Expected synapse counts between populations, shape (n_pop, n_pop) [target, source], float64."""

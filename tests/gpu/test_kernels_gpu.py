@@ -29,13 +29,13 @@ def test_iaf_psc_exp_kernel(device, n):
     device_checks.check_iaf_psc_exp_epoch(device, n, exact=False)
 
 
-@pytest.mark.parametrize("model", ["pd14", "wholebrain"])
+@pytest.mark.parametrize("model", ["pd14", "pd14_float32", "wholebrain"])
 def test_delivery_kernel(device, connectome, model):
     device_checks.check_delivery(device, connectome, model)
 
 
-def test_spike_flags_and_counts(device):
-    device_checks.check_spike_flags_and_counts(device)
+def test_enqueue_and_counts(device):
+    device_checks.check_enqueue_and_counts(device)
 
 
 @pytest.mark.parametrize("model", ["wholebrain", "pd14"])

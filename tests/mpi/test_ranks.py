@@ -12,7 +12,7 @@ import pytest
 from conftest import small_pd14, small_wholebrain
 from dtb import driver
 from dtb.config import load_config
-from dtb.context import Context
+from dtb.context import Context, cuda_aware_mpi
 from dtb.exchange import DryRunExchange, make_exchange
 from dtb.network import build_local
 from dtb.partition import Partition, contiguous
@@ -179,7 +179,9 @@ def test_gpu_backend_is_independent_of_rank_count(world, mpi_tmp_path, model):
     """The GPU code path (kernels built for the host) writes the same spikes on P ranks as on one."""
     cfg = load_config(overrides=RUNS[model] + ["recording.progress=false", "recording.flush_ms=40"])
     out = mpi_tmp_path / f"gpu_{model}_p{world.size}.h5"
-    driver.run(cfg, out, ctx=Context.world(backend="gpu_emulated", threads=1))
+    summary = driver.run(cfg, out, ctx=Context.world(backend="gpu_emulated", threads=1))
+    # asked of the loaded MPI library, never assumed (the pip MPICH is built without CUDA)
+    assert summary["mpi_cuda_aware"] is cuda_aware_mpi() is False
     if world.is_root:
         ref = mpi_tmp_path / f"gpu_{model}_serial_p{world.size}.h5"
         driver.run(cfg, ref, ctx=Context.serial(backend="gpu_emulated", threads=1))

@@ -41,18 +41,20 @@ def test_generation_invariant_under_splitting(connectome, make):
 def test_storage_invariants(connectome):
     recipe = small_wholebrain(connectome)
     net = build_local(Context(), recipe, contiguous(recipe, 1), seed=1)
-    # constant weights: a uint16 index into a table of the distinct weights (6 B per synapse)
-    assert net.post.dtype == np.uint32 and net.weight.dtype == np.uint16 and net.row_delay.dtype == np.uint16
+    # constant weights: a code into a table of the distinct weights above the target id (4 B per synapse)
+    assert net.post.dtype == np.uint32 and net.weight.size == 0 and net.row_delay.dtype == np.uint16
     np.testing.assert_array_equal(net.weight_table, np.array([0.4, 2.0], np.float32))
-    # rows (10 B) and slots (17 B) come on top of the records
+    assert net.post_bits == (recipe.n_neurons - 1).bit_length()
+    # rows (10 B) and slots (17 B) come on top of the words
     n_rows, n_slots = len(net.row_delay), len(net.slot_gids)
-    assert net.synapse_bytes == 6 * net.n_synapses + 10 * n_rows + 8 + 17 * n_slots + 8 + 8
+    assert net.synapse_bytes == 4 * net.n_synapses + 10 * n_rows + 8 + 17 * n_slots + 8 + net.weight_table.nbytes
+    assert set(np.unique(net.weights())) == {np.float32(0.4), np.float32(2.0)}
     assert np.all(np.diff(net.slot_gids) > 0)
     assert np.all(np.diff(net.row_ptr) > 0) and np.all(np.diff(net.slot_row_ptr) > 0)
     for s in range(len(net.slot_gids)):
         d = net.row_delay[net.slot_row_ptr[s]:net.slot_row_ptr[s + 1]]
         assert np.all(np.diff(d.astype(int)) > 0)
-    assert net.post.max() < net.n_local
+    assert net.targets().max() < net.n_local
     assert net.row_delay.min() >= recipe.min_delay_steps
     src, tgt, _, _ = net.edges()
     # receptor of a slot = type of its source population
@@ -104,14 +106,15 @@ def test_pd14_totals_and_distributions():
     assert abs(de.mean() - 1.56) < 0.05 and abs(de.std() - 0.70) < 0.05
 
 
-@pytest.mark.parametrize("model", ["wholebrain", "pd14"])
+@pytest.mark.parametrize("model", ["wholebrain", "pd14", "pd14_float32"])
 def test_delivery_is_exact(connectome, model):
     """Each spike adds exactly its synapses' weights to exactly the input of step + delay.
 
-    The whole brain stores weights as table indices, PD14 as float32: both are checked.
+    Weights coded in the synapse word (an exact table for the whole brain, a grid for PD14) and
+    stored as float32 (PD14 with compact_weights off) are all checked.
     """
     recipe = small_wholebrain(connectome, n=2000, k=30) if model == "wholebrain" else small_pd14()
-    net = build_local(Context(), recipe, contiguous(recipe, 1), seed=4)
+    net = build_local(Context(), recipe, contiguous(recipe, 1), seed=4, compact_weights=model != "pd14_float32")
     src, tgt, w, d = net.edges()
     rng = np.random.default_rng(0)
     m = recipe.min_delay_steps
@@ -122,7 +125,7 @@ def test_delivery_is_exact(connectome, model):
         sel = src == g
         rc = 0 if recipe.populations[np.searchsorted(recipe.offsets, g, side="right") - 1].excitatory else 1
         np.add.at(expect, (step + d[sel].astype(int), rc, tgt[sel]), w[sel].astype(np.float64))
-    assert bool(net.weight_table.size) == (model == "wholebrain")
+    assert bool(net.weight_table.size) == (model != "pd14_float32")
     got = np.zeros_like(expect)
     pend = np.zeros((3, 1000), np.int64)
     n_pend = 0
@@ -130,7 +133,7 @@ def test_delivery_is_exact(connectome, model):
         e0 = e * m
         inbuf = np.zeros((m, 2, net.n_local), np.float32)
         n_pend = cpu.deliver(e0, m, n_pend, pend[0], pend[1], pend[2], net.slot_row_ptr, net.row_ptr, net.row_delay,
-                             net.post, net.weight, net.weight_table, net.slot_receptor, inbuf)
+                             net.post, net.post_bits, net.weight, net.weight_table, net.slot_receptor, inbuf)
         got[e0:e0 + m] = inbuf
         # the epoch's spikes are queued at its end, as the exchange does
         now = [(s, g) for s, g in spikes if e0 <= s < e0 + m]
@@ -140,3 +143,24 @@ def test_delivery_is_exact(connectome, model):
     assert n_pend == 0
     assert np.count_nonzero(expect) > 100
     np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-6)
+
+
+def test_pd14_weights_are_coded_on_a_fine_grid():
+    """PD14's normal weights as codes on a grid (4 B per synapse) are the float32 weights within half its
+    spacing, which is at most 1e-3 of the smallest mean weight; everything else is the same."""
+    recipe = small_pd14()
+    coded = build_local(Context(), recipe, contiguous(recipe, 1), seed=7)
+    plain = build_local(Context(), recipe, contiguous(recipe, 1), seed=7, compact_weights=False)
+    assert plain.post_bits == 32 and plain.weight_table.size == 0 and plain.weight.dtype == np.float32
+    assert coded.weight.size == 0 and len(coded.weight_table) == 2 ** min(16, 32 - coded.post_bits)
+    np.testing.assert_array_equal(coded.targets(), plain.post)
+    np.testing.assert_array_equal(coded.row_delay, plain.row_delay)
+    spacing = np.diff(coded.weight_table.astype(np.float64))
+    assert spacing.max() <= 1e-3 * min(abs(p.weight_mean) for p in recipe.projections)
+    err = np.abs(coded.weights().astype(np.float64) - plain.weight)
+    assert err.max() <= 0.5 * spacing.max() + 1e-6 * np.abs(plain.weight).max()
+    # 4 bytes less per synapse, a table of at most 2**16 weights more
+    assert coded.synapse_bytes - coded.weight_table.nbytes == plain.synapse_bytes - plain.weight.nbytes
+    assert len(coded.weight_table) <= 2**16
+    # too few bits for a fine grid: no table, float32 weights
+    assert recipe.weight_table(6) is None and recipe.weight_table(20)[1] is False

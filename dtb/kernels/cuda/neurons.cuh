@@ -7,6 +7,13 @@
 
 namespace dtb {
 
+// The epoch's synaptic input of the neuron kernels, element i of an (m, 2, N) array as a double:
+// float32 as the CPU kernels take it. (kernels.cuh adds the fixed-point accumulator of delivery.)
+struct FloatInput {
+    const float *buf;
+    DTB_HD double operator()(int64_t i) const { return (double)buf[i]; }
+};
+
 // Columns of the per-population parameter tables: keep equal to IAF_COLUMNS and LIF_COLUMNS
 // in dtb/model/neurons.py (a test compares them).
 enum IafColumn {
@@ -20,11 +27,11 @@ enum LifColumn {
 };
 
 // Advance iaf_psc_exp neuron n (of N) by m <= 64 steps from step t0; returns the bit mask of the steps it fired.
-// inbuf is (m, 2, N) float32; poisson_cdf is (n_pop, cdf_size).
+// in reads the (m, 2, N) input (FloatInput or the like); poisson_cdf is (n_pop, cdf_size).
+template <typename In>
 DTB_HD uint64_t iaf_psc_exp_epoch(int64_t n, int64_t N, int64_t t0, int m, uint64_t seed, const int64_t *gids,
                                   const int32_t *pop, const double *params, const double *poisson_cdf,
-                                  int64_t cdf_size, double *v, double *i_ex, double *i_in, int32_t *ref,
-                                  const float *inbuf) {
+                                  int64_t cdf_size, double *v, double *i_ex, double *i_in, int32_t *ref, In in) {
     uint32_t k0, k1;
     key(seed, POISSON, 0, &k0, &k1);
     const double *pr = params + (int64_t)pop[n] * IAF_N_COLUMNS;
@@ -38,14 +45,14 @@ DTB_HD uint64_t iaf_psc_exp_epoch(int64_t n, int64_t N, int64_t t0, int m, uint6
         } else {
             r -= 1;
         }
-        double x_ex = (double)inbuf[((int64_t)s * 2 + 0) * N + n];
+        double x_ex = in(((int64_t)s * 2 + 0) * N + n);
         if (pr[IAF_POISSON_LAM] > 0.0) {
             const Words w = draw(k0, k1, (uint64_t)gids[n], (uint64_t)(t0 + s));
             const int64_t k = poisson_from_table(cdf, cdf_size, pr[IAF_POISSON_LAM], u01_53(w.w0, w.w1));
             x_ex += (double)k * pr[IAF_W_EXT_PA];
         }
         iex = iex * pr[IAF_P11_EX] + x_ex;
-        iin = iin * pr[IAF_P11_IN] + (double)inbuf[((int64_t)s * 2 + 1) * N + n];
+        iin = iin * pr[IAF_P11_IN] + in(((int64_t)s * 2 + 1) * N + n);
         if (vn >= pr[IAF_THETA_MV]) {
             r = (int32_t)pr[IAF_REF_STEPS];
             vn = pr[IAF_V_RESET_MV];
@@ -60,10 +67,11 @@ DTB_HD uint64_t iaf_psc_exp_epoch(int64_t n, int64_t N, int64_t t0, int m, uint6
 }
 
 // Advance lif_cond neuron n (of N) by m <= 64 steps from step t0; returns the bit mask of the steps it fired.
-// j is (4, N) receptor traces, gain is (5, N), inbuf is (m, 2, N) float32.
+// j is (4, N) receptor traces, gain is (5, N), in reads the (m, 2, N) input.
+template <typename In>
 DTB_HD uint64_t lif_cond_epoch(int64_t n, int64_t N, int64_t t0, int m, uint64_t seed, const int64_t *gids,
                                const int32_t *pop, const double *params, double *v, double *j, double *i_bg,
-                               int32_t *ref, const double *gain, const float *inbuf, Ziggurat zig) {
+                               int32_t *ref, const double *gain, In in, Ziggurat zig) {
     uint32_t k0, k1;
     key(seed, NOISE, 0, &k0, &k1);
     const double *pr = params + (int64_t)pop[n] * LIF_N_COLUMNS;
@@ -88,8 +96,8 @@ DTB_HD uint64_t lif_cond_epoch(int64_t n, int64_t N, int64_t t0, int m, uint64_t
         }
         const double mu = pr[LIF_OU_MU] * gain[4 * N + n];
         ibg = mu + (ibg - mu) * pr[LIF_OU_DECAY] + pr[LIF_OU_NOISE] * z;
-        const double x_e = (double)inbuf[((int64_t)s * 2 + 0) * N + n];
-        const double x_i = (double)inbuf[((int64_t)s * 2 + 1) * N + n];
+        const double x_e = in(((int64_t)s * 2 + 0) * N + n);
+        const double x_i = in(((int64_t)s * 2 + 1) * N + n);
         ja = ja * pr[LIF_D_AMPA] + x_e;
         jn = jn * pr[LIF_D_NMDA] + x_e;
         jga = jga * pr[LIF_D_GABA_A] + x_i;
