@@ -1,10 +1,11 @@
 """Achieved memory bandwidth of the delivery kernel against the device's copy bandwidth.
 
 Builds a whole-brain network on one rank, queues one spike of every presynaptic
-slot (all rows due in one epoch), and times the delivery kernel: each synapse
-reads its target (4 bytes) and weight (2 or 4) and adds 8 bytes into the
-fixed-point input with an atomic (counted as 16 bytes, read and write); rows add
-their delay (2) and pointer (8). The copy bandwidth is a device-to-device copy of
+slot (its rows due in one epoch of up to 64 steps), and times the delivery
+kernel: each synapse reads its word (4 bytes; 8 with float32 weights) and adds 8
+bytes into the fixed-point input with an atomic (counted as 16 bytes, read and
+write); rows add their delay (2) and pointer (8), pending spikes 3 x 8 (the
+weight table's reads hit the cache and are not counted). The copy bandwidth is a device-to-device copy of
 ``--copy-mib`` MiB (read + write counted).
 
     python benchmarks/gpu_bandwidth.py                        # on a GPU
@@ -50,25 +51,31 @@ def main() -> None:
     ctx = Context.serial(backend="cpu")
     _, net, exchange, _, _ = driver.build(ctx, recipe, cfg, partition=driver.plan(recipe, cfg, 1))
     device = make_device(args.backend)
-    sim = DeviceSimulation(ctx, net, exchange, cfg.simulation.seed, device=device)
+    sim = DeviceSimulation(ctx, net, exchange, cfg.simulation.seed, device=device)  # the synapse tables on the device
     xp = device.xp
     n_slots = len(net.slot_gids)
-    # every slot fires at the step before the epoch: all its rows arrive within max_delay steps
+    # every slot fires at the step before the epoch: its rows arriving within m steps are delivered
     m = min(int(net.max_delay_steps) + 1, 64)
-    pend = [xp.asarray(a) for a in (np.arange(n_slots, dtype=np.int64), np.full(n_slots, -1, np.int64),
-                                    net.slot_row_ptr[:-1].astype(np.int64))]
+    pend = xp.zeros((2, 3, n_slots), dtype=xp.int64)
+    pend[0] = xp.asarray(np.stack([np.arange(n_slots), np.full(n_slots, -1), net.slot_row_ptr[:-1]]))
+    counts = xp.asarray(np.array([n_slots, 0, 0, 0], np.int64))
+    clock = xp.zeros(2, dtype=xp.int64)
     acc = xp.zeros((m, 2, net.n_local), dtype=xp.uint64)
-    next_row = xp.empty(n_slots, dtype=xp.int64)
+    grid = device.grid_threads
 
     def deliver():
-        device.launch(sim.deliver_kernel, 32 * n_slots, np.int64(0), np.int32(m), np.int64(n_slots), *pend,
-                      sim.slot_row_ptr, *sim.synapses, np.int64(net.n_local), acc, next_row)
+        counts[1] = 0  # the spikes with rows left are queued again at every repeat
+        device.launch("deliver", grid, np.int64(grid), np.int32(0), clock, np.int32(m), counts, np.int64(n_slots),
+                      pend, *sim.synapses, np.int64(net.n_local), acc)
 
     deliver_s = timed(device, deliver, args.repeats)
-    rows = device.to_host(next_row)  # the first row not delivered, per slot
+    left = device.to_host(pend[1, :, : int(device.to_host(counts)[1])])
+    rows = net.slot_row_ptr[1:].copy()  # the first row not delivered, per slot
+    rows[left[0]] = left[2]
     rows_done = int(np.sum(rows - net.slot_row_ptr[:-1]))
     syn_done = int(np.sum(net.row_ptr[rows] - net.row_ptr[net.slot_row_ptr[:-1]]))
-    bytes_moved = syn_done * (4 + net.weight.itemsize + 16) + rows_done * (2 + 8) + n_slots * 3 * 8
+    word = 4 + (4 if net.weight.size else 0)
+    bytes_moved = syn_done * (word + 16) + rows_done * (2 + 8) + n_slots * 3 * 8
     src = xp.zeros(args.copy_mib << 20, dtype=xp.uint8)
     dst = xp.empty_like(src)
     copy_s = timed(device, lambda: dst.__setitem__(Ellipsis, src), args.repeats)
