@@ -125,7 +125,8 @@ class CudaDevice:
         # one non-blocking stream for all of this rank's work: graphs cannot be captured on the legacy stream
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self.stream.use()
-        self.module = module(self.device.id)
+        # looked up once, not while a graph is being captured
+        self.functions = {name: module(self.device.id).get_function(name) for name in KERNELS}
         props = cupy.cuda.runtime.getDeviceProperties(self.device.id)
         self.description = f"{props['name'].decode()} (device {self.device.id})"
         # enough resident warps to fill the device; each loops over its share of the pending spikes
@@ -134,7 +135,7 @@ class CudaDevice:
     def launch(self, kernel: str, n_threads: int, *args) -> None:
         if n_threads > 0:
             blocks = -(-n_threads // THREADS_PER_BLOCK)
-            self.module.get_function(kernel)((blocks,), (THREADS_PER_BLOCK,), args, stream=self.stream)
+            self.functions[kernel]((blocks,), (THREADS_PER_BLOCK,), args, stream=self.stream)
 
     def capture(self, fn):
         """A CUDA graph of the launches ``fn()`` makes (not run now); ``replay()`` launches it."""

@@ -155,6 +155,6 @@ def test_gpu_preflight_names_the_gpu_limit():
     from dtb.preflight import preflight
 
     recipe = make_recipe(load_config(overrides=["wholebrain.n_neurons=1e7", "wholebrain.in_degree=1000"]))
-    with pytest.raises(ResourceError, match=r"not enough GPU memory for this run: rank 0 of 2 needs about 39\.6 "
-                                            r"GiB on its GPU .* 1\.0 GiB free; about 157 ranks"):
+    with pytest.raises(ResourceError, match=r"not enough GPU memory for this run: rank 0 of 2 needs about 30\.3 "
+                                            r"GiB on its GPU .* 1\.0 GiB free; about 120 ranks"):
         preflight(recipe, partition(recipe, 2, "contiguous"), device_free=2**30)
