@@ -44,7 +44,9 @@ def machine() -> dict:
         gpu = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
     return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_gib": round(mem_kb / 2**20, 1), "gpu": gpu,
             "python": platform.python_version(), "numba": numba.__version__, "dtb": version(),
-            "date": time.strftime("%Y-%m-%d")}
+            "date": time.strftime("%Y-%m-%d"),
+            # above the benchmark's own threads, other work shared the cores and its timings are slower
+            "load_avg_15min": round(os.getloadavg()[2], 2)}
 
 
 def measure(cmd: list[str]) -> tuple[str, float, float]:

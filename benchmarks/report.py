@@ -11,8 +11,9 @@ from _common import HERE, RESULTS
 
 
 def _machine(m: dict) -> str:
+    load = f"; 15-min load average {m['load_avg_15min']:g} when saved" if "load_avg_15min" in m else ""
     return (f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, numba {m['numba']}, "
-            f"dtb {m['dtb']}; {m['date']}")
+            f"dtb {m['dtb']}; {m['date']}{load}")
 
 
 def _pd14(d: dict) -> list[str]:
