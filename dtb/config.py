@@ -133,6 +133,8 @@ class AssimilationConfig:
     local_weight: float = _key(0.5, "weight of the per-region update (the global update gets the rest)", ge=0.0,
                                le=1.0)
     inflation: float = _key(1.0, "multiplicative inflation of the prior ensemble anomalies", ge=1.0, le=100.0)
+    inflate_hyper: bool = _key(True, "apply the inflation to the hyperparameters too; false: only to the "
+                               "hemodynamic states and BOLD (the random walk alone keeps the hyperparameters' spread)")
     preprocess: bool = _key(True, "detrend, filter and scale the recorded BOLD; false: use it as it is (in model "
                             "units, e.g. BOLD from a dtb run)")
     detrend_order: int = _key(1, "polynomial order removed from each region's recorded BOLD (0 = mean)", ge=0,

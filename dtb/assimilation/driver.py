@@ -215,6 +215,10 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
             x = to_logit(ens.theta[rows], lo, hi) + da.prior_sd * normals(ids, -1, _PRIOR).reshape(len(names), -1)
             ens.set_hyper(rows, from_logit(x, lo, hi))
             ens.spin_up(spin_steps)
+        # inflation per state variable: the hyperparameters, s, f, v, q, BOLD
+        inflation = np.full(len(names) + 5, da.inflation)
+        if not da.inflate_hyper:
+            inflation[: len(names)] = 1.0
         advance = progress("assimilate", n_trs, unit="TR")
         advance(start)
         for t in range(start, n_trs):
@@ -226,7 +230,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                                      ens.balloon.state.reshape(4, members, n_reg).transpose(1, 2, 0),
                                      bold[:, :, None]], axis=2)
             states = enkf_update(states, y[:, t], da.obs_var, normals(obs_ids, t, _OBS).reshape(members, n_reg),
-                                 da.local_weight, da.inflation)
+                                 da.local_weight, inflation)
             x = states[:, :, : len(names)].transpose(2, 0, 1).reshape(len(names), -1)
             hemo = states[:, :, len(names): len(names) + 4].transpose(2, 0, 1).reshape(4, -1)
             # a linear update can leave the reachable set (f, v, q > 0, where the model is defined)
