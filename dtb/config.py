@@ -138,6 +138,8 @@ class AssimilationConfig:
     local_weight: float = _key(0.5, "weight of the per-region update (the global update gets the rest)", ge=0.0,
                                le=1.0)
     inflation: float = _key(1.0, "multiplicative inflation of the prior ensemble anomalies", ge=1.0, le=100.0)
+    inflate_hyper: bool = _key(True, "apply the inflation to the hyperparameters too; false: only to the "
+                               "hemodynamic states and BOLD (the random walk alone keeps the hyperparameters' spread)")
     preprocess: bool = _key(True, "detrend, filter and scale the recorded BOLD; false: use it as it is (in model "
                             "units, e.g. BOLD from a dtb run)")
     detrend_order: int = _key(1, "polynomial order removed from each region's recorded BOLD (0 = mean)", ge=0,
@@ -148,6 +150,10 @@ class AssimilationConfig:
     obs_lo: float = _key(0.01, "each region's recorded BOLD is scaled to [obs_lo, obs_hi], the model's range",
                          ge=-1.0, le=1.0)
     obs_hi: float = _key(0.02, "upper end of the scaled BOLD", ge=-1.0, le=1.0)
+    obs_baseline: str = _key("range", "where the scaled BOLD sits: 'range' = each region in [obs_lo, obs_hi]; "
+                             "'model' = each region shifted so that its mean is the region's ensemble-mean model "
+                             "BOLD at the end of the spin-up (its width stays obs_hi - obs_lo)",
+                             choices=("range", "model"))
     spinup_ms: float = _key(2000.0, "simulated before the first TR; the hemodynamics then start at the steady "
                             "state of its last half's rates (ms)", ge=0.0, le=1e7)
     burn_in_trs: int = _key(10, "first TRs left out of the metrics while the filter converges", ge=0, le=10**7)

@@ -204,6 +204,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         if resume:
             # the filter's state and records from the checkpoint; the ensemble's from this rank's file
             x, start = ck["x"], int(ck_attrs["trs_done"])
+            y = ck["bold_observed"]
             prior, posterior, forecast5, hyper_mean, hyper_sd = (ck[k] for k in _RECORDS)
             restore_rank_state(read_rank_state(folder, ctx.rank, int(ck_attrs["segments"]) - 1), int(ck_attrs["step"]),
                                ens.sim, ens.activity)
@@ -215,6 +216,12 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
             x = to_logit(ens.theta[rows], lo, hi) + da.prior_sd * normals(ids, -1, _PRIOR).reshape(len(names), -1)
             ens.set_hyper(rows, from_logit(x, lo, hi))
             ens.spin_up(spin_steps)
+            if da.obs_baseline == "model":
+                y = _on_model_baseline(y, ens.balloon.bold().reshape(members, n_reg).mean(axis=0))
+        # inflation per state variable: the hyperparameters, s, f, v, q, BOLD
+        inflation = np.full(len(names) + 5, da.inflation)
+        if not da.inflate_hyper:
+            inflation[: len(names)] = 1.0
         advance = progress("assimilate", n_trs, unit="TR")
         advance(start)
         for t in range(start, n_trs):
@@ -226,7 +233,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                                      ens.balloon.state.reshape(4, members, n_reg).transpose(1, 2, 0),
                                      bold[:, :, None]], axis=2)
             states = enkf_update(states, y[:, t], da.obs_var, normals(obs_ids, t, _OBS).reshape(members, n_reg),
-                                 da.local_weight, da.inflation)
+                                 da.local_weight, inflation)
             x = states[:, :, : len(names)].transpose(2, 0, 1).reshape(len(names), -1)
             hemo = states[:, :, len(names): len(names) + 4].transpose(2, 0, 1).reshape(4, -1)
             # a linear update can leave the reachable set (f, v, q > 0, where the model is defined)
@@ -256,7 +263,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                         dict(kind="assimilation", unfinished=True, dtb_version=version(), subject=subject,
                              data=str(data), members=members, trs=n_trs, trs_done=t + 1, n_ranks=ctx.size,
                              seed=sim_cfg.seed),
-                        dict(x=x, balloon_state=ens.balloon.state, **records),
+                        dict(x=x, balloon_state=ens.balloon.state, bold_observed=y, **records),
                         dict(kind="assimilation", trs_done=t + 1, step=ens.sim.step, n_ranks=ctx.size,
                              segments=k + 1, build_s=build_s, assimilation_s=assim_s))
                 ctx.barrier()  # <out>.partial names checkpoint k: the states of k - 1 are no longer needed
@@ -298,9 +305,13 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                 arrays["bold_replay"] = replay
             for name, vals in result["per_region"].items():
                 arrays[f"metrics/{name}"] = vals
+            preprocessing = (describe_preprocessing(da.detrend_order, band, da.obs_lo, da.obs_hi)
+                             if da.preprocess else "none: the recorded BOLD as it is")
+            if da.obs_baseline == "model":
+                preprocessing += ("; then each region shifted so that its mean is the region's ensemble-mean model "
+                                  "BOLD at the end of the spin-up")
             attrs = dict(subject=subject, data=str(data), members=members, trs=n_trs, tr_s=obs.tr_s,
-                         preprocessing=(describe_preprocessing(da.detrend_order, band, da.obs_lo, da.obs_hi)
-                                        if da.preprocess else "none: the recorded BOLD as it is"),
+                         preprocessing=preprocessing,
                          bold_params=cfg.bold.params, burn_in_trs=da.burn_in_trs)
             attrs.update({f"metrics/{k}": v for k, v in result["mean"].items()})
             writer.write_group("assimilation", arrays, attrs)
@@ -323,6 +334,16 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
 def _prepare(raw: np.ndarray, tr_s: float, preprocessed: bool, prep: dict) -> np.ndarray:
     """The observation the filter sees: ``raw`` preprocessed as configured (or as it is), shape (R, T)."""
     return preprocess(raw, tr_s, **prep) if preprocessed else np.asarray(raw, dtype=np.float64)
+
+
+def _on_model_baseline(y: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """``y`` (R, T) with each row shifted so that its mean over time is ``baseline`` (R,), the model's BOLD.
+
+    The recorded BOLD carries no absolute level, while the model's differs from region to
+    region (with its rates); a common range would make the filter spend the
+    hyperparameters on moving every region's level into it.
+    """
+    return y - y.mean(axis=1, keepdims=True) + baseline[:, None]
 
 
 def _metrics(y, prior, posterior, forecast5, replay, burn_in, data, subject, n_trs, prep, preprocessed,

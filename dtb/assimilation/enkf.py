@@ -63,11 +63,11 @@ def _bounds(lo, hi) -> tuple[np.ndarray, np.ndarray]:
 
 
 def enkf_update(states, obs, obs_var: float, noise, local_weight: float = 0.5,
-                inflation: float = 1.0) -> np.ndarray:
+                inflation=1.0) -> np.ndarray:
     """One perturbed-observation EnKF analysis: local_weight * local + (1 - local_weight) * global.
 
-    The prior anomalies (about the ensemble mean) are first multiplied by ``inflation``;
-    both analyses then update that inflated prior with the same perturbed observations
+    The prior anomalies (about the ensemble mean) are first multiplied by ``inflation``
+    (one factor, or one per state variable); both analyses then update that inflated prior with the same perturbed observations
     y[e, r] = obs[r] + sqrt(obs_var) * noise[e, r].
 
     - local: each region r alone, state z = states[:, r, :] observed through its last
@@ -93,8 +93,9 @@ def enkf_update(states, obs, obs_var: float, noise, local_weight: float = 0.5,
     local_weight : float, optional
         Weight of the local analysis, in [0, 1]; 1 or 0 give the pure local or global
         analysis (the other is then not computed).
-    inflation : float, optional
-        Multiplicative prior anomaly inflation, >= 1 (1 = none).
+    inflation : float or array_like of shape (D,), optional
+        Multiplicative prior anomaly inflation, >= 1 (1 = none): one factor for the whole
+        state, or one per state variable (e.g. 1 for parameters that must not be inflated).
 
     Returns
     -------
@@ -105,7 +106,7 @@ def enkf_update(states, obs, obs_var: float, noise, local_weight: float = 0.5,
     ------
     ValueError
         On wrong shapes, E < 2, non-finite input, obs_var <= 0, local_weight outside
-        [0, 1] or inflation < 1.
+        [0, 1], or an inflation < 1 or of the wrong shape.
     """
     states = np.asarray(states, dtype=np.float64)
     if states.ndim != 3:
@@ -124,7 +125,11 @@ def enkf_update(states, obs, obs_var: float, noise, local_weight: float = 0.5,
         raise ValueError(f"obs_var must be finite and > 0, got {obs_var}")
     if not 0.0 <= local_weight <= 1.0:
         raise ValueError(f"local_weight must be in [0, 1], got {local_weight}")
-    if not inflation >= 1.0:
+    inflation = np.asarray(inflation, dtype=np.float64)
+    if inflation.shape not in ((), (states.shape[2],)):
+        raise ValueError(f"inflation must be a scalar or have shape ({states.shape[2]},) to match states "
+                         f"{states.shape}, got {inflation.shape}")
+    if not np.all(inflation >= 1.0):
         raise ValueError(f"inflation must be >= 1, got {inflation}")
     for name, arr in (("states", states), ("obs", obs), ("noise", noise)):
         if not np.all(np.isfinite(arr)):

@@ -71,6 +71,26 @@ def test_assimilate_refuses_bad_requests(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_observation_on_the_model_baseline(tmp_path):
+    """obs_baseline = 'model': each region's observation keeps its shape and width, centred on the model's BOLD."""
+    small = [o for o in SMALL if not o.startswith("assimilation.trs")] + [
+        "assimilation.trs=4", "assimilation.replay=false", "assimilation.forecast5_every=0"]
+    assimilate(load_config(overrides=small), tmp_path / "range.h5")
+    assimilate(load_config(overrides=small + ["assimilation.obs_baseline=model"]), tmp_path / "model.h5")
+    with h5py.File(tmp_path / "range.h5") as a, h5py.File(tmp_path / "model.h5") as b:
+        y_range, y_model = a["assimilation/bold_observed"][()], b["assimilation/bold_observed"][()]
+        prior = b["assimilation/bold_prior"][()]
+        assert "model BOLD at the end of the spin-up" in b["assimilation"].attrs["preprocessing"]
+    # a shift per region, nothing else
+    shift = y_model - y_range
+    np.testing.assert_allclose(shift - shift[:, :1], 0.0, rtol=0, atol=1e-12)
+    # the levels follow the model's, region by region: the first forecast (one TR after the spin-up's
+    # steady state) lies much closer to them than to the common range
+    level = y_model.mean(axis=1)
+    assert level.std() > 0
+    assert np.abs(prior[:, 0] - level).mean() < 0.5 * np.abs(prior[:, 0] - y_range.mean(axis=1)).mean()
+
+
 def _subset_file(path, regions, bold, tr_s):
     """A data file of the bundled layout with a few regions of subject 101309 and the given BOLD."""
     with h5py.File(bundled_connectome_path()) as src, h5py.File(path, "w") as dst:
@@ -119,9 +139,11 @@ def test_filter_recovers_known_hyperparameters(tmp_path):
     assert abs(last.mean() - truth) < abs(1.0 - truth) / 2
 
 
-def test_a_stopped_assimilation_resumes_bitwise(tmp_path, capsys):
+@pytest.mark.parametrize("baseline", ["range", "model"])
+def test_a_stopped_assimilation_resumes_bitwise(tmp_path, capsys, baseline):
     """Checkpointed every 3 TRs and stopped after the first: --resume writes the uninterrupted file's group."""
-    small = [o for o in SMALL if not o.startswith("assimilation.trs")] + ["assimilation.trs=8"]
+    small = [o for o in SMALL if not o.startswith("assimilation.trs")] + ["assimilation.trs=8",
+                                                                          f"assimilation.obs_baseline={baseline}"]
     ref = tmp_path / "ref.h5"
     assimilate(load_config(overrides=small), ref)
     out = tmp_path / "a.h5"
@@ -138,7 +160,8 @@ def test_a_stopped_assimilation_resumes_bitwise(tmp_path, capsys):
     assert "checkpoint after 3 of 8 TRs" in capsys.readouterr().out
     assert main(["assimilate", "--resume", str(out), "--quiet"]) == 0
     with h5py.File(ref) as a, h5py.File(out) as b:
-        for name in ("bold_prior", "bold_posterior", "bold_forecast5", "hyper_mean", "hyper_sd", "bold_replay"):
+        for name in ("bold_observed", "bold_prior", "bold_posterior", "bold_forecast5", "hyper_mean", "hyper_sd",
+                     "bold_replay"):
             np.testing.assert_array_equal(a[f"assimilation/{name}"][()], b[f"assimilation/{name}"][()], err_msg=name)
         assert json.loads(b["summary"][()])["metrics"] == json.loads(a["summary"][()])["metrics"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "ref.h5"]

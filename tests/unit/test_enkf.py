@@ -113,6 +113,27 @@ def test_inflation():
     assert np.all(d2 < d1)
 
 
+def test_inflation_per_state_variable():
+    rng = np.random.default_rng(7)
+    states = _prior(rng, 10, 4, 3)
+    obs, noise = rng.normal(size=4), rng.normal(size=(10, 4))
+    mean = states.mean(axis=0)
+    factors = np.array([1.0, 1.3, 2.0])
+    # uninformative observation: each variable's anomalies scaled by its own factor, the first not at all
+    zero = np.zeros_like(noise)
+    inflated = enkf_update(states, obs, 1e12, zero, inflation=factors)
+    assert np.allclose(inflated, mean + factors * (states - mean), atol=1e-9)
+    assert np.allclose(inflated[:, :, 0], states[:, :, 0], atol=1e-9)
+    # informative: the same as updating the prior inflated per variable, for both analyses
+    for w in (1.0, 0.0, 0.5):
+        assert np.allclose(enkf_update(states, obs, 0.1, noise, local_weight=w, inflation=factors),
+                           enkf_update(mean + factors * (states - mean), obs, 0.1, noise, local_weight=w),
+                           atol=1e-12)
+    # equal factors are the scalar inflation
+    assert np.allclose(enkf_update(states, obs, 0.1, noise, inflation=np.full(3, 1.5)),
+                       enkf_update(states, obs, 0.1, noise, inflation=1.5), atol=1e-12)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(states=np.zeros((4, 3))), "shape"),
     (dict(states=np.zeros((1, 3, 2)), noise=np.zeros((1, 3))), "at least 2"),
@@ -121,6 +142,8 @@ def test_inflation():
     (dict(obs_var=0.0), "obs_var"),
     (dict(local_weight=1.5), "local_weight"),
     (dict(inflation=0.9), "inflation"),
+    (dict(inflation=np.array([1.0, 0.9])), "inflation"),
+    (dict(inflation=np.ones(3)), "inflation must be a scalar or have shape"),
     (dict(obs=np.array([0.0, np.nan, 0.0])), "NaN"),
 ])
 def test_validation(kwargs, match):
