@@ -67,8 +67,8 @@ def enkf_update(states, obs, obs_var: float, noise, local_weight: float = 0.5,
     """One perturbed-observation EnKF analysis: local_weight * local + (1 - local_weight) * global.
 
     The prior anomalies (about the ensemble mean) are first multiplied by ``inflation``
-    (one factor, or one per state variable); both analyses then update that inflated prior with the same perturbed observations
-    y[e, r] = obs[r] + sqrt(obs_var) * noise[e, r].
+    (one factor, or one per state variable); both analyses then update that inflated prior
+    with the same perturbed observations y[e, r] = obs[r] + sqrt(obs_var) * noise[e, r].
 
     - local: each region r alone, state z = states[:, r, :] observed through its last
       component h = states[:, r, -1]: K_r = cov(z, h) / (var(h) + obs_var),
