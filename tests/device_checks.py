@@ -94,10 +94,9 @@ def _check_queues(device, q, acc, net, n, t0, m, lids, steps):
     np.testing.assert_array_equal(device.to_host(q.clock), [t0, t0 + m])
     counts = device.to_host(q.counts)
     assert counts[0] == 0 and counts[3] == 0 and counts[2] == len(lids)
-    slot = np.searchsorted(net.slot_gids, net.gids[:n])
-    has = (slot < len(net.slot_gids)) & (net.slot_gids[np.minimum(slot, len(net.slot_gids) - 1)] == net.gids[:n])
-    sel = has[lids]
-    want = np.stack([slot[lids[sel]], steps[sel], net.slot_row_ptr[slot[lids[sel]]]])
+    slot = _slot_of_lid(net, n)[lids]
+    sel = slot >= 0
+    want = np.stack([slot[sel], steps[sel], net.slot_row_ptr[slot[sel]]])
     np.testing.assert_array_equal(q.pending(1), want[:, np.lexsort(want[::-1])])
 
 
