@@ -100,11 +100,9 @@ class DeviceSimulation(EpochLoop):
         self.synapses = [self.slot_row_ptr, xp.asarray(net.row_ptr), xp.asarray(net.row_delay),
                          xp.asarray(net.post), np.int32(net.post_bits), xp.asarray(weight), xp.asarray(table),
                          xp.asarray(net.slot_receptor)]
-        slot = np.searchsorted(net.slot_gids, net.gids)
-        found = slot < len(net.slot_gids)
-        found[found] = net.slot_gids[slot[found]] == net.gids[found]
-        self.slot_of_lid = xp.asarray(np.where(found, slot, -1).astype(np.int64))
-        self.n_sources = int(found.sum()) if self.local else 0
+        slot_of_lid = net.slot_of(net.gids)
+        self.slot_of_lid = xp.asarray(slot_of_lid)
+        self.n_sources = int((slot_of_lid >= 0).sum()) if self.local else 0
         self.acc = xp.zeros((self.epoch_steps, 2, n), dtype=xp.uint64)
         self.counts = xp.zeros(4, dtype=xp.int64)
         self.step_of = xp.zeros(2, dtype=xp.int64)  # first step of the epoch of each parity
@@ -154,7 +152,11 @@ class DeviceSimulation(EpochLoop):
     def _reserve(self, epochs: int, received: int = 0) -> int:
         """Make room in the queues for up to ``epochs`` epochs (fewer if that needs more than
         `QUEUE_BUDGET_BYTES`, but at least one) and ``received`` spikes; how many epochs fit."""
-        while epochs > 1 and 48 * self._need(epochs)[0] + 16 * self._need(epochs)[1] > QUEUE_BUDGET_BYTES:
+        def queue_bytes(e):
+            pend, rec = self._need(e)
+            return 48 * pend + 16 * rec
+
+        while epochs > 1 and queue_bytes(epochs) > QUEUE_BUDGET_BYTES:
             epochs //= 2
         pend, rec = self._need(epochs, received)
         if pend > self.cap or rec > self.rec_cap:
@@ -231,12 +233,7 @@ class DeviceSimulation(EpochLoop):
                 done = stop - self.step
             steps, gids = self._take_spikes()
             clock.mark("update")
-            for sink in sinks:
-                sink.spikes(steps, gids)
-            clock.mark("recording")
-            self.step += done
-            if on_progress is not None:
-                on_progress(done)
+            self._hand_over(steps, gids, done, sinks, on_progress)
 
     def _epochs(self, epochs: int) -> None:
         """Launch ``epochs`` full epochs: as graphs where whole ones fit, one by one for the rest."""
@@ -304,10 +301,8 @@ class DeviceSimulation(EpochLoop):
 
     def _enqueue(self, steps: np.ndarray, gids: np.ndarray) -> None:
         """(Exchange mode) queue the spikes received that have targets here."""
-        net = self.net
-        s = np.searchsorted(net.slot_gids, gids)
-        here = s < len(net.slot_gids)
-        here[here] = net.slot_gids[s[here]] == gids[here]
+        s = self.net.slot_of(gids)
+        here = s >= 0
         n_new = int(here.sum())
         self._reserve(1, n_new)
         if n_new:

@@ -118,6 +118,13 @@ class LocalNetwork:
         delay = np.repeat(self.row_delay, syn_per_row)
         return src, self.gids[self.targets()], self.weights(), delay
 
+    def slot_of(self, gids: np.ndarray) -> np.ndarray:
+        """Slot of each source gid, -1 where it has no target here; shape like ``gids``, int64."""
+        s = np.searchsorted(self.slot_gids, gids)
+        found = s < len(self.slot_gids)
+        found[found] = self.slot_gids[s[found]] == gids[found]
+        return np.where(found, s, -1).astype(np.int64)
+
     def targets(self) -> np.ndarray:
         """Local id of each synapse's target, shape (n_syn,), uint32."""
         return self.post & np.uint32((1 << self.post_bits) - 1)

@@ -115,12 +115,17 @@ class EpochLoop:
             r_steps, r_gids = self.exchange.exchange(self.step, steps, gids)
             self._enqueue(r_steps, r_gids)
             clock.mark("exchange")
-            for sink in sinks:
-                sink.spikes(steps, gids)
-            clock.mark("recording")
-            self.step += m
-            if on_progress is not None:
-                on_progress(m)
+            self._hand_over(steps, gids, m, sinks, on_progress)
+
+    def _hand_over(self, steps: np.ndarray, gids: np.ndarray, done: int, sinks: Sequence[SpikeSink],
+                   on_progress: Callable[[int], None] | None) -> None:
+        """Give the sinks the spikes of the ``done`` steps just run, then count the steps."""
+        for sink in sinks:
+            sink.spikes(steps, gids)
+        self.clock.mark("recording")
+        self.step += done
+        if on_progress is not None:
+            on_progress(done)
 
 
 class Simulation(EpochLoop):

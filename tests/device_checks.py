@@ -101,9 +101,7 @@ def _check_queues(device, q, acc, net, n, t0, m, lids, steps):
 
 
 def _slot_of_lid(net, n):
-    slot = np.searchsorted(net.slot_gids, net.gids[:n])
-    has = (slot < len(net.slot_gids)) & (net.slot_gids[np.minimum(slot, len(net.slot_gids) - 1)] == net.gids[:n])
-    return np.where(has, slot, -1).astype(np.int64)
+    return net.slot_of(net.gids[:n])
 
 
 def check_lif_cond_epoch(device, connectome, n, exact=True):
