@@ -178,6 +178,22 @@ def _assimilation(rows: list[dict]) -> list[str]:
     return out + [""]
 
 
+def _sensitivity(d: dict) -> list[str]:
+    sizes = " ".join(str(r["n_neurons"]) for r in d["runs"])
+    out = [f"### What one TR of BOLD says about a region's background gain (subject {d['subject']}, Friston 2003 "
+           "hemodynamics)", "",
+           f"Command: `python benchmarks/hyper_sensitivity.py --sizes {sizes} --members {d['runs'][0]['members']}`; "
+           f"step +-{d['step']:g} of the gain, {d['rest_trs']} TRs at rest, "
+           f"{d['step_trs']} after the step (the first {d['settle_trs']} left to settle); means over regions.",
+           f"Machine: {_machine(d['machine'])}", "",
+           "| neurons per region | level s.d. across draws | BOLD s.d. over TRs | response to +step | r one TR | "
+           "r one TR, own level removed | wall (s) |", "|---|---|---|---|---|---|---|"]
+    for r in d["runs"]:
+        out.append(f"| {r['neurons_per_region']:.0f} | {r['level_sd']:.5f} | {r['tr_sd']:.5f} | {r['response']:.5f} | "
+                   f"{r['r_tr']:.3f} | {r['r_tr_own_level']:.3f} | {r['wall_s']:.0f} |")
+    return out + [""]
+
+
 def main() -> None:
     lines = ["# Benchmark results", "",
              "Every table below is produced by the command above it; `python benchmarks/report.py` rebuilds this",
@@ -210,6 +226,8 @@ def main() -> None:
     assim = [json.loads(p.read_text()) for p in order if p.name.startswith("assimilation_")]
     if assim:
         lines += _assimilation(assim)
+    if (RESULTS / "hyper_sensitivity.json").exists():
+        lines += _sensitivity(json.loads((RESULTS / "hyper_sensitivity.json").read_text()))
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print(f"wrote {HERE / 'RESULTS.md'}")
 

@@ -50,8 +50,23 @@ _RECORDS = ("prior", "posterior", "forecast5", "hyper_mean", "hyper_sd")
 METRIC_NAMES = ("tracking_r", "forecast_r", "persistence_r", "forecast5_r", "persistence5_r")
 
 
-class _Twin:
-    """One distributed simulation with its hemodynamics: the ensemble, or the replayed brain."""
+class Twin:
+    """One distributed simulation with its hemodynamics: the ensemble, or the replayed brain.
+
+    Parameters
+    ----------
+    ctx : Context
+    cfg : Config
+        Uses ``[simulation]``, ``[hyper]`` and ``[bold]``.
+    recipe : Recipe
+        The brain, or ``members`` copies of it (`Recipe.replicate`).
+    n_regions : int
+        Regions of one brain: `advance` returns BOLD as (copies, n_regions).
+    progress : callable
+        Progress-bar factory of `dtb.driver` (the build reports through it).
+    partition : optional
+        A precomputed partition of ``recipe`` (`dtb.driver.plan`); default: partitioned here.
+    """
 
     def __init__(self, ctx: Context, cfg: Config, recipe, n_regions: int, progress, partition=None):
         self.ctx = ctx
@@ -185,7 +200,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
     folder = parts_dir(out)
     ctx.barrier()  # rank 0 has cleared an old run's leftovers
     try:
-        ens = _Twin(ctx, cfg, ensemble, n_reg, progress, part)
+        ens = Twin(ctx, cfg, ensemble, n_reg, progress, part)
         build_s = ctx.max(time.perf_counter() - t0)
         progress.close()
         n_synapses = int(ctx.sum(ens.net.n_synapses))
@@ -277,7 +292,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
 
         replay = None
         if da.replay:
-            twin = _Twin(ctx, cfg, base, n_reg, progress)
+            twin = Twin(ctx, cfg, base, n_reg, progress)
             twin.spin_up(spin_steps)
             replay = np.zeros(shape)
             advance = progress("replay", n_trs, unit="TR")
