@@ -38,7 +38,6 @@ from dtb.config import load_config
 from dtb.connectome.connectome import bundled_connectome_path, load_connectome
 from dtb.connectome.wholebrain import wholebrain_recipe
 from dtb.context import Context
-from dtb.driver import _Progress
 from dtb.model.neurons import LIF_GAINS
 
 CONFIG = Path(__file__).with_name("assimilation.toml")
@@ -56,7 +55,7 @@ def measure_size(n_neurons: int, members: int, subject: str, step: float, rest_t
     base = wholebrain_recipe(cfg, load_connectome(bundled_connectome_path(), subject))
     n_reg = len(base.regions)
     t0 = time.perf_counter()
-    twin = Twin(Context.from_environment("cpu", threads), cfg, base.replicate(members), n_reg, _Progress(False))
+    twin = Twin(Context.from_environment("cpu", threads), cfg, base.replicate(members), n_reg, None)
     tr_steps = round(TR_MS / cfg.simulation.dt_ms)
     twin.spin_up(round(cfg.assimilation.spinup_ms / cfg.simulation.dt_ms))
     rest = np.stack([twin.advance(tr_steps) for _ in range(rest_trs)], axis=2)         # (members, regions, TRs)

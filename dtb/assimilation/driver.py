@@ -62,8 +62,8 @@ class Twin:
         The brain, or ``members`` copies of it (`Recipe.replicate`).
     n_regions : int
         Regions of one brain: `advance` returns BOLD as (copies, n_regions).
-    progress : callable
-        Progress-bar factory of `dtb.driver` (the build reports through it).
+    progress : callable or None
+        Progress-bar factory of `dtb.driver` (the build reports through it); None = silent.
     partition : optional
         A precomputed partition of ``recipe`` (`dtb.driver.plan`); default: partitioned here.
     """
