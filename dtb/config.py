@@ -140,6 +140,12 @@ class AssimilationConfig:
     inflation: float = _key(1.0, "multiplicative inflation of the prior ensemble anomalies", ge=1.0, le=100.0)
     inflate_hyper: bool = _key(True, "apply the inflation to the hyperparameters too; false: only to the "
                                "hemodynamic states and BOLD (the random walk alone keeps the hyperparameters' spread)")
+    update_hemodynamics: bool = _key(True, "the filter updates the hemodynamic states too; false: only the "
+                                     "hyperparameters, which must then carry the observed signal themselves")
+    smoother_trs: int = _key(0, "fixed-lag smoother: each TR's observation also updates the hyperparameters of "
+                             "this many earlier TRs (BOLD answers a rate change seconds later); the recorded "
+                             "hyperparameters and the replay use these smoothed values; 0 = filter only", ge=0,
+                             le=1000)
     preprocess: bool = _key(True, "detrend, filter and scale the recorded BOLD; false: use it as it is (in model "
                             "units, e.g. BOLD from a dtb run)")
     detrend_order: int = _key(1, "polynomial order removed from each region's recorded BOLD (0 = mean)", ge=0,
@@ -152,8 +158,10 @@ class AssimilationConfig:
     obs_hi: float = _key(0.02, "upper end of the scaled BOLD", ge=-1.0, le=1.0)
     obs_baseline: str = _key("range", "where the scaled BOLD sits: 'range' = each region in [obs_lo, obs_hi]; "
                              "'model' = each region shifted so that its mean is the region's ensemble-mean model "
-                             "BOLD at the end of the spin-up (its width stays obs_hi - obs_lo)",
-                             choices=("range", "model"))
+                             "BOLD at the end of the spin-up (its width stays obs_hi - obs_lo); 'member' = as "
+                             "'model', spun up at the [hyper] values, and each member's BOLD meets it less that "
+                             "member's level there minus the ensemble's (the members are different network draws)",
+                             choices=("range", "model", "member"))
     spinup_ms: float = _key(2000.0, "simulated before the first TR; the hemodynamics then start at the steady "
                             "state of its last half's rates (ms)", ge=0.0, le=1e7)
     burn_in_trs: int = _key(10, "first TRs left out of the metrics while the filter converges", ge=0, le=10**7)

@@ -218,7 +218,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         start, assim_before = 0, 0.0
         if resume:
             # the filter's state and records from the checkpoint; the ensemble's from this rank's file
-            x, start = ck["x"], int(ck_attrs["trs_done"])
+            x, past, offset, start = ck["x"], ck["x_past"], ck["bold_offset"], int(ck_attrs["trs_done"])
             y = ck["bold_observed"]
             prior, posterior, forecast5, hyper_mean, hyper_sd = (ck[k] for k in _RECORDS)
             restore_rank_state(read_rank_state(folder, ctx.rank, int(ck_attrs["segments"]) - 1), int(ck_attrs["step"]),
@@ -227,37 +227,49 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
             build_s += float(ck_attrs["build_s"])
             assim_before = float(ck_attrs["assimilation_s"])
         else:
-            # the filter's state: hyperparameters in logit space, (H, members * regions)
+            # the filter's state: hyperparameters in logit space, (H, members * regions), and the
+            # smoother's window: past[k - 1] = those of TR t - k, (<= smoother_trs, H, members * regions)
             x = to_logit(ens.theta[rows], lo, hi) + da.prior_sd * normals(ids, -1, _PRIOR).reshape(len(names), -1)
-            ens.set_hyper(rows, from_logit(x, lo, hi))
+            past = np.zeros((0, *x.shape))
+            # 'member' spins up at the [hyper] values, so that the members' levels differ only by their draws
+            if da.obs_baseline != "member":
+                ens.set_hyper(rows, from_logit(x, lo, hi))
             ens.spin_up(spin_steps)
-            if da.obs_baseline == "model":
-                y = _on_model_baseline(y, ens.balloon.bold().reshape(members, n_reg).mean(axis=0))
-        # inflation per state variable: the hyperparameters, s, f, v, q, BOLD
-        inflation = np.full(len(names) + 5, da.inflation)
-        if not da.inflate_hyper:
-            inflation[: len(names)] = 1.0
+            level = ens.balloon.bold().reshape(members, n_reg)
+            if da.obs_baseline != "range":
+                y = _on_model_baseline(y, level.mean(axis=0))
+            # taken from each member's BOLD before it meets the observation, (members, regions)
+            offset = level - level.mean(axis=0) if da.obs_baseline == "member" else np.zeros_like(level)
         advance = progress("assimilate", n_trs, unit="TR")
         advance(start)
         for t in range(start, n_trs):
             x = x + da.walk_sd * normals(ids, t, _WALK).reshape(x.shape)
             ens.set_hyper(rows, from_logit(x, lo, hi))
-            bold = ens.advance(tr_steps)
+            bold = ens.advance(tr_steps) - offset
             prior[:, t] = bold.mean(axis=0)
-            states = np.concatenate([x.reshape(len(names), members, n_reg).transpose(1, 2, 0),
-                                     ens.balloon.state.reshape(4, members, n_reg).transpose(1, 2, 0),
-                                     bold[:, :, None]], axis=2)
+            window = np.concatenate([x[None], past])                # (1 + lags, H, members * regions)
+            n_h = window.shape[0] * len(names)
+            hemo = ens.balloon.state.reshape(4, members, n_reg)[: 4 if da.update_hemodynamics else 0]
+            states = np.concatenate([window.reshape(n_h, members, n_reg).transpose(1, 2, 0),
+                                     hemo.transpose(1, 2, 0), bold[:, :, None]], axis=2)
+            # inflation per state variable: the hyperparameters (every lag), s, f, v, q (when updated), BOLD
+            inflation = np.full(states.shape[2], da.inflation)
+            if not da.inflate_hyper:
+                inflation[:n_h] = 1.0
             states = enkf_update(states, y[:, t], da.obs_var, normals(obs_ids, t, _OBS).reshape(members, n_reg),
                                  da.local_weight, inflation)
-            x = states[:, :, : len(names)].transpose(2, 0, 1).reshape(len(names), -1)
-            hemo = states[:, :, len(names): len(names) + 4].transpose(2, 0, 1).reshape(4, -1)
-            # a linear update can leave the reachable set (f, v, q > 0, where the model is defined)
-            ens.balloon.state[0] = np.clip(hemo[0], -HEMO_S_MAX, HEMO_S_MAX)
-            ens.balloon.state[1:] = np.clip(hemo[1:], HEMO_MIN, HEMO_MAX)
+            window = states[:, :, :n_h].transpose(2, 0, 1).reshape(window.shape)
+            x, past = window[0], window[: da.smoother_trs]
+            if da.update_hemodynamics:
+                hemo = states[:, :, n_h: n_h + 4].transpose(2, 0, 1).reshape(4, -1)
+                # a linear update can leave the reachable set (f, v, q > 0, where the model is defined)
+                ens.balloon.state[0] = np.clip(hemo[0], -HEMO_S_MAX, HEMO_S_MAX)
+                ens.balloon.state[1:] = np.clip(hemo[1:], HEMO_MIN, HEMO_MAX)
             posterior[:, t] = states[:, :, -1].mean(axis=0)
-            theta = from_logit(x, lo, hi).reshape(len(names), members, n_reg)
-            hyper_mean[t] = theta.mean(axis=1).T
-            hyper_sd[t] = theta.std(axis=1, ddof=1).T
+            # the latest estimate of every TR in the window (TR t - k's is final once k = smoother_trs)
+            theta = from_logit(window, lo, hi).reshape(len(window), len(names), members, n_reg)
+            hyper_mean[t - len(window) + 1: t + 1] = theta.mean(axis=2).transpose(0, 2, 1)[::-1]
+            hyper_sd[t - len(window) + 1: t + 1] = theta.std(axis=2, ddof=1).transpose(0, 2, 1)[::-1]
             if da.forecast5_every and t % da.forecast5_every == 0 and t + _FORECAST_TRS < n_trs:
                 # the free forecast from this posterior, then back to it
                 ens.set_hyper(rows, from_logit(x, lo, hi))
@@ -278,7 +290,8 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                         dict(kind="assimilation", unfinished=True, dtb_version=version(), subject=subject,
                              data=str(data), members=members, trs=n_trs, trs_done=t + 1, n_ranks=ctx.size,
                              seed=sim_cfg.seed),
-                        dict(x=x, balloon_state=ens.balloon.state, bold_observed=y, **records),
+                        dict(x=x, x_past=past, bold_offset=offset, balloon_state=ens.balloon.state,
+                             bold_observed=y, **records),
                         dict(kind="assimilation", trs_done=t + 1, step=ens.sim.step, n_ranks=ctx.size,
                              segments=k + 1, build_s=build_s, assimilation_s=assim_s))
                 ctx.barrier()  # <out>.partial names checkpoint k: the states of k - 1 are no longer needed
@@ -322,9 +335,11 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                 arrays[f"metrics/{name}"] = vals
             preprocessing = (describe_preprocessing(da.detrend_order, band, da.obs_lo, da.obs_hi)
                              if da.preprocess else "none: the recorded BOLD as it is")
-            if da.obs_baseline == "model":
+            if da.obs_baseline != "range":
                 preprocessing += ("; then each region shifted so that its mean is the region's ensemble-mean model "
                                   "BOLD at the end of the spin-up")
+            if da.obs_baseline == "member":
+                preprocessing += ", which each member's BOLD meets less its own level there minus that mean"
             attrs = dict(subject=subject, data=str(data), members=members, trs=n_trs, tr_s=obs.tr_s,
                          preprocessing=preprocessing,
                          bold_params=cfg.bold.params, burn_in_trs=da.burn_in_trs)

@@ -71,16 +71,19 @@ def test_assimilate_refuses_bad_requests(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_observation_on_the_model_baseline(tmp_path):
-    """obs_baseline = 'model': each region's observation keeps its shape and width, centred on the model's BOLD."""
+@pytest.mark.parametrize("baseline", ["model", "member"])
+def test_observation_on_the_model_baseline(tmp_path, baseline):
+    """obs_baseline = 'model' or 'member': each region's observation keeps its shape and width, centred on the
+    model's BOLD ('member' compares each member relative to its own level, the ensemble mean is unchanged)."""
     small = [o for o in SMALL if not o.startswith("assimilation.trs")] + [
         "assimilation.trs=4", "assimilation.replay=false", "assimilation.forecast5_every=0"]
     assimilate(load_config(overrides=small), tmp_path / "range.h5")
-    assimilate(load_config(overrides=small + ["assimilation.obs_baseline=model"]), tmp_path / "model.h5")
+    assimilate(load_config(overrides=small + [f"assimilation.obs_baseline={baseline}"]), tmp_path / "model.h5")
     with h5py.File(tmp_path / "range.h5") as a, h5py.File(tmp_path / "model.h5") as b:
         y_range, y_model = a["assimilation/bold_observed"][()], b["assimilation/bold_observed"][()]
         prior = b["assimilation/bold_prior"][()]
         assert "model BOLD at the end of the spin-up" in b["assimilation"].attrs["preprocessing"]
+        assert ("each member's BOLD meets" in b["assimilation"].attrs["preprocessing"]) == (baseline == "member")
     # a shift per region, nothing else
     shift = y_model - y_range
     np.testing.assert_allclose(shift - shift[:, :1], 0.0, rtol=0, atol=1e-12)
@@ -139,11 +142,46 @@ def test_filter_recovers_known_hyperparameters(tmp_path):
     assert abs(last.mean() - truth) < abs(1.0 - truth) / 2
 
 
-@pytest.mark.parametrize("baseline", ["range", "model"])
-def test_a_stopped_assimilation_resumes_bitwise(tmp_path, capsys, baseline):
+def test_the_smoother_revises_only_the_recorded_history(tmp_path):
+    """smoother_trs leaves the filter's path bitwise alone and revises the hyperparameters of earlier TRs."""
+    small = [o for o in SMALL if not o.startswith("assimilation.trs")] + [
+        "assimilation.trs=8", "assimilation.replay=false", "assimilation.forecast5_every=0"]
+    assimilate(load_config(overrides=small), tmp_path / "filter.h5")
+    assimilate(load_config(overrides=small + ["assimilation.smoother_trs=3"]), tmp_path / "smoother.h5")
+    with h5py.File(tmp_path / "filter.h5") as a, h5py.File(tmp_path / "smoother.h5") as b:
+        for name in ("bold_prior", "bold_posterior"):
+            np.testing.assert_array_equal(a[f"assimilation/{name}"][()], b[f"assimilation/{name}"][()])
+        filtered, smoothed = a["assimilation/hyper_mean"][()], b["assimilation/hyper_mean"][()]
+    # the last TR has no later observation; every earlier one has at least one
+    np.testing.assert_array_equal(smoothed[-1], filtered[-1])
+    assert (smoothed[:-1] != filtered[:-1]).all()
+
+
+def test_without_hemodynamic_updates_only_the_parameters_reach_the_simulation(tmp_path):
+    """With nothing to fit (no spread, no walk) and update_hemodynamics = false the filter cannot touch the
+    simulation: its BOLD does not depend on the observation noise, as it does when the states are updated."""
+    small = [o for o in SMALL if not o.startswith("assimilation.trs")] + [
+        "assimilation.trs=5", "assimilation.replay=false", "assimilation.forecast5_every=0",
+        "assimilation.prior_sd=0", "assimilation.walk_sd=0", "assimilation.local_weight=1"]
+    priors = {}
+    for update in ("true", "false"):
+        for obs_var in ("1e-6", "1e-4"):
+            out = tmp_path / f"{update}_{obs_var}.h5"
+            assimilate(load_config(overrides=small + [f"assimilation.update_hemodynamics={update}",
+                                                      f"assimilation.obs_var={obs_var}"]), out)
+            with h5py.File(out) as f:
+                priors[update, obs_var] = f["assimilation/bold_prior"][()]
+    np.testing.assert_array_equal(priors["false", "1e-6"], priors["false", "1e-4"])
+    assert not np.array_equal(priors["true", "1e-6"], priors["true", "1e-4"])
+
+
+@pytest.mark.parametrize("options", [["assimilation.obs_baseline=range"],
+                                     ["assimilation.obs_baseline=model", "assimilation.smoother_trs=4"],
+                                     ["assimilation.obs_baseline=member", "assimilation.update_hemodynamics=false",
+                                      "assimilation.smoother_trs=2"]])
+def test_a_stopped_assimilation_resumes_bitwise(tmp_path, capsys, options):
     """Checkpointed every 3 TRs and stopped after the first: --resume writes the uninterrupted file's group."""
-    small = [o for o in SMALL if not o.startswith("assimilation.trs")] + ["assimilation.trs=8",
-                                                                          f"assimilation.obs_baseline={baseline}"]
+    small = [o for o in SMALL if not o.startswith("assimilation.trs")] + ["assimilation.trs=8", *options]
     ref = tmp_path / "ref.h5"
     assimilate(load_config(overrides=small), ref)
     out = tmp_path / "a.h5"
