@@ -140,8 +140,12 @@ class AssimilationConfig:
     inflation: float = _key(1.0, "multiplicative inflation of the prior ensemble anomalies", ge=1.0, le=100.0)
     inflate_hyper: bool = _key(True, "apply the inflation to the hyperparameters too; false: only to the "
                                "hemodynamic states and BOLD (the random walk alone keeps the hyperparameters' spread)")
-    update_hemodynamics: bool = _key(True, "the filter updates the hemodynamic states too; false: only the "
-                                     "hyperparameters, which must then carry the observed signal themselves")
+    hemodynamics: str = _key("joint", "how the filter treats the hemodynamic states: 'joint' = updated with the "
+                             "hyperparameters, as the DTB (the correction erases, every TR, the BOLD that a "
+                             "member's hyperparameters built up); 'separate' = a dual filter: the hyperparameters "
+                             "are updated from each member's own, never corrected BOLD, and a second copy of the "
+                             "hemodynamics, driven by the same activity, is corrected every TR and gives the prior, "
+                             "posterior and 5-TR forecasts", choices=("joint", "separate"))
     smoother_trs: int = _key(0, "fixed-lag smoother: each TR's observation also updates the hyperparameters of "
                              "this many earlier TRs (BOLD answers a rate change seconds later); the recorded "
                              "hyperparameters and the replay use these smoothed values; 0 = filter only", ge=0,

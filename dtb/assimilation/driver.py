@@ -46,7 +46,7 @@ _FORECAST_TRS = 5
 #: box the filter's hemodynamic states are clipped to: |s| (1/s), and f, v, q (relative to rest)
 HEMO_S_MAX, HEMO_MIN, HEMO_MAX = 10.0, 0.2, 5.0
 #: the per-TR records a checkpoint carries
-_RECORDS = ("prior", "posterior", "forecast5", "hyper_mean", "hyper_sd")
+_RECORDS = ("prior", "posterior", "forecast5", "free", "hyper_mean", "hyper_sd")
 METRIC_NAMES = ("tracking_r", "forecast_r", "persistence_r", "forecast5_r", "persistence5_r")
 
 
@@ -66,9 +66,13 @@ class Twin:
         Progress-bar factory of `dtb.driver` (the build reports through it); None = silent.
     partition : optional
         A precomputed partition of ``recipe`` (`dtb.driver.plan`); default: partitioned here.
+    tracked : bool
+        Keep a second copy of the hemodynamics (``self.tracked``), driven by the same activity,
+        for a filter to correct while ``self.balloon`` stays the members' own.
     """
 
-    def __init__(self, ctx: Context, cfg: Config, recipe, n_regions: int, progress, partition=None):
+    def __init__(self, ctx: Context, cfg: Config, recipe, n_regions: int, progress, partition=None,
+                 tracked: bool = False):
         self.ctx = ctx
         self.recipe = recipe
         _, self.net, _, self.sim, self.spread = build(ctx, recipe, cfg, progress, allow_dry_run=False,
@@ -77,6 +81,8 @@ class Twin:
         self.theta = hyper.initial_theta(cfg.hyper, len(recipe.regions))
         self.activity = RegionActivity(ctx, recipe, cfg.simulation.dt_ms)
         self.balloon = Balloon(len(recipe.regions), bold_params(cfg.bold.params), cfg.bold.eps or None)
+        self.tracked = (Balloon(len(recipe.regions), bold_params(cfg.bold.params), cfg.bold.eps or None)
+                        if tracked else None)
         self.n_regions = n_regions
 
     def set_hyper(self, rows: list[int], values: np.ndarray) -> None:
@@ -91,20 +97,32 @@ class Twin:
         self.sim.run(steps, [self.activity])
         u = self.activity.take(self.sim.step // self.activity.steps_per_ms)
         self.balloon.set_steady_state(u[len(u) // 2:].mean(axis=0))
+        if self.tracked is not None:
+            self.tracked.state[...] = self.balloon.state
 
     def advance(self, steps: int, on_progress=None) -> np.ndarray:
         """Collective: simulate ``steps`` and return the BOLD at their end, shape (members, n_regions)."""
         self.sim.run(steps, [self.activity], on_progress)
-        self.balloon.advance(self.activity.take(self.sim.step // self.activity.steps_per_ms))
+        u = self.activity.take(self.sim.step // self.activity.steps_per_ms)
+        for balloon in self._balloons():
+            balloon.advance(u)
         return self.balloon.bold().reshape(-1, self.n_regions)
 
+    def tracked_bold(self) -> np.ndarray:
+        """BOLD of the tracked copy of the hemodynamics, shape (members, n_regions)."""
+        return self.tracked.bold().reshape(-1, self.n_regions)
+
+    def _balloons(self) -> list[Balloon]:
+        return [self.balloon] if self.tracked is None else [self.balloon, self.tracked]
+
     def snapshot(self):
-        return self.sim.snapshot(), self.balloon.state.copy(), self.activity.ms0
+        return self.sim.snapshot(), [b.state.copy() for b in self._balloons()], self.activity.ms0
 
     def restore(self, snap) -> None:
-        sim_snap, balloon_state, ms0 = snap
+        sim_snap, states, ms0 = snap
         self.sim.restore(sim_snap)
-        self.balloon.state[...] = balloon_state
+        for balloon, state in zip(self._balloons(), states):
+            balloon.state[...] = state
         self.activity.skip(ms0)
 
 
@@ -200,7 +218,8 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
     folder = parts_dir(out)
     ctx.barrier()  # rank 0 has cleared an old run's leftovers
     try:
-        ens = Twin(ctx, cfg, ensemble, n_reg, progress, part)
+        separate = da.hemodynamics == "separate"
+        ens = Twin(ctx, cfg, ensemble, n_reg, progress, part, tracked=separate)
         build_s = ctx.max(time.perf_counter() - t0)
         progress.close()
         n_synapses = int(ctx.sum(ens.net.n_synapses))
@@ -211,7 +230,8 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
             return rng.normals(sim_cfg.seed, rng.ASSIMILATION, ids_, 3 * (tr + 1) + use)
 
         shape = (n_reg, n_trs)
-        prior, posterior, forecast5 = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+        # ensemble means per region and TR; 'free' is the members' own BOLD (the prior unless separate)
+        prior, posterior, forecast5, free = (np.full(shape, np.nan) for _ in range(4))
         hyper_mean = np.zeros((n_trs, n_reg, len(names)))
         hyper_sd = np.zeros((n_trs, n_reg, len(names)))
         t1 = time.perf_counter()
@@ -220,10 +240,12 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
             # the filter's state and records from the checkpoint; the ensemble's from this rank's file
             x, past, offset, start = ck["x"], ck["x_past"], ck["bold_offset"], int(ck_attrs["trs_done"])
             y = ck["bold_observed"]
-            prior, posterior, forecast5, hyper_mean, hyper_sd = (ck[k] for k in _RECORDS)
+            prior, posterior, forecast5, free, hyper_mean, hyper_sd = (ck[k] for k in _RECORDS)
             restore_rank_state(read_rank_state(folder, ctx.rank, int(ck_attrs["segments"]) - 1), int(ck_attrs["step"]),
                                ens.sim, ens.activity)
             ens.balloon.state[...] = ck["balloon_state"]
+            if separate:
+                ens.tracked.state[...] = ck["tracked_state"]
             build_s += float(ck_attrs["build_s"])
             assim_before = float(ck_attrs["assimilation_s"])
         else:
@@ -246,25 +268,29 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
             x = x + da.walk_sd * normals(ids, t, _WALK).reshape(x.shape)
             ens.set_hyper(rows, from_logit(x, lo, hi))
             bold = ens.advance(tr_steps) - offset
-            prior[:, t] = bold.mean(axis=0)
+            free[:, t] = bold.mean(axis=0)
             window = np.concatenate([x[None], past])                # (1 + lags, H, members * regions)
             n_h = window.shape[0] * len(names)
-            hemo = ens.balloon.state.reshape(4, members, n_reg)[: 4 if da.update_hemodynamics else 0]
-            states = np.concatenate([window.reshape(n_h, members, n_reg).transpose(1, 2, 0),
-                                     hemo.transpose(1, 2, 0), bold[:, :, None]], axis=2)
+            hemo = _hemo_states(ens.balloon, members)[:, :, : 0 if separate else 4]
+            states = np.concatenate([window.reshape(n_h, members, n_reg).transpose(1, 2, 0), hemo, bold[:, :, None]],
+                                    axis=2)
             # inflation per state variable: the hyperparameters (every lag), s, f, v, q (when updated), BOLD
             inflation = np.full(states.shape[2], da.inflation)
             if not da.inflate_hyper:
                 inflation[:n_h] = 1.0
-            states = enkf_update(states, y[:, t], da.obs_var, normals(obs_ids, t, _OBS).reshape(members, n_reg),
-                                 da.local_weight, inflation)
+            noise = normals(obs_ids, t, _OBS).reshape(members, n_reg)
+            states = enkf_update(states, y[:, t], da.obs_var, noise, da.local_weight, inflation)
             window = states[:, :, :n_h].transpose(2, 0, 1).reshape(window.shape)
             x, past = window[0], window[: da.smoother_trs]
-            if da.update_hemodynamics:
-                hemo = states[:, :, n_h: n_h + 4].transpose(2, 0, 1).reshape(4, -1)
-                # a linear update can leave the reachable set (f, v, q > 0, where the model is defined)
-                ens.balloon.state[0] = np.clip(hemo[0], -HEMO_S_MAX, HEMO_S_MAX)
-                ens.balloon.state[1:] = np.clip(hemo[1:], HEMO_MIN, HEMO_MAX)
+            if separate:
+                # the dual filter's second analysis: the tracked copy alone, with the same perturbed observations
+                bold = ens.tracked_bold() - offset
+                states = enkf_update(np.concatenate([_hemo_states(ens.tracked, members), bold[:, :, None]], axis=2),
+                                     y[:, t], da.obs_var, noise, da.local_weight, da.inflation)
+                _set_hemo_states(ens.tracked, states[:, :, :4])
+            else:
+                _set_hemo_states(ens.balloon, states[:, :, n_h: n_h + 4])
+            prior[:, t] = bold.mean(axis=0)
             posterior[:, t] = states[:, :, -1].mean(axis=0)
             # the latest estimate of every TR in the window (TR t - k's is final once k = smoother_trs)
             theta = from_logit(window, lo, hi).reshape(len(window), len(names), members, n_reg)
@@ -276,7 +302,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                 snap = ens.snapshot()
                 for _ in range(_FORECAST_TRS):
                     bold5 = ens.advance(tr_steps)
-                forecast5[:, t + _FORECAST_TRS] = bold5.mean(axis=0)
+                forecast5[:, t + _FORECAST_TRS] = (ens.tracked_bold() if separate else bold5).mean(axis=0)
                 ens.restore(snap)
             advance(1)
             if (t + 1) % every_trs == 0 and t + 1 < n_trs:
@@ -285,7 +311,9 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                 write_rank_state(folder, ctx.rank, k, rank_state(ens.sim, ens.activity))
                 assim_s = assim_before + ctx.max(time.perf_counter() - t1)
                 if writer is not None:
-                    records = dict(zip(_RECORDS, (prior, posterior, forecast5, hyper_mean, hyper_sd)))
+                    records = dict(zip(_RECORDS, (prior, posterior, forecast5, free, hyper_mean, hyper_sd)))
+                    if separate:
+                        records["tracked_state"] = ens.tracked.state
                     writer.write_checkpoint(
                         dict(kind="assimilation", unfinished=True, dtb_version=version(), subject=subject,
                              data=str(data), members=members, trs=n_trs, trs_done=t + 1, n_ranks=ctx.size,
@@ -331,6 +359,8 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                           bold_posterior=posterior, bold_forecast5=forecast5)
             if replay is not None:
                 arrays["bold_replay"] = replay
+            if separate:
+                arrays["bold_free"] = free
             for name, vals in result["per_region"].items():
                 arrays[f"metrics/{name}"] = vals
             preprocessing = (describe_preprocessing(da.detrend_order, band, da.obs_lo, da.obs_hi)
@@ -364,6 +394,22 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
 def _prepare(raw: np.ndarray, tr_s: float, preprocessed: bool, prep: dict) -> np.ndarray:
     """The observation the filter sees: ``raw`` preprocessed as configured (or as it is), shape (R, T)."""
     return preprocess(raw, tr_s, **prep) if preprocessed else np.asarray(raw, dtype=np.float64)
+
+
+def _hemo_states(balloon: Balloon, members: int) -> np.ndarray:
+    """The hemodynamic states s, f, v, q of ``balloon`` as filter state variables, shape (members, regions, 4)."""
+    return balloon.state.reshape(4, members, -1).transpose(1, 2, 0)
+
+
+def _set_hemo_states(balloon: Balloon, states: np.ndarray) -> None:
+    """Put filtered states (members, regions, 4) back into ``balloon``.
+
+    A linear update can leave the reachable set (f, v, q > 0, where the model is defined),
+    so the states are clipped to a box around rest.
+    """
+    hemo = states.transpose(2, 0, 1).reshape(4, -1)
+    balloon.state[0] = np.clip(hemo[0], -HEMO_S_MAX, HEMO_S_MAX)
+    balloon.state[1:] = np.clip(hemo[1:], HEMO_MIN, HEMO_MAX)
 
 
 def _on_model_baseline(y: np.ndarray, baseline: np.ndarray) -> np.ndarray:

@@ -157,27 +157,39 @@ def test_the_smoother_revises_only_the_recorded_history(tmp_path):
     assert (smoothed[:-1] != filtered[:-1]).all()
 
 
-def test_without_hemodynamic_updates_only_the_parameters_reach_the_simulation(tmp_path):
-    """With nothing to fit (no spread, no walk) and update_hemodynamics = false the filter cannot touch the
-    simulation: its BOLD does not depend on the observation noise, as it does when the states are updated."""
+def test_separate_hemodynamics_keep_the_members_own_bold(tmp_path):
+    """hemodynamics = 'separate': the filter's corrections go to a tracked copy only.
+
+    With nothing to fit (no spread, no walk) the tracked copy is exactly what 'joint' updates,
+    so prior and posterior agree with 'joint'; the members' own BOLD (bold_free) then does not
+    depend on the observation noise, while the tracked prior does.
+    """
     small = [o for o in SMALL if not o.startswith("assimilation.trs")] + [
         "assimilation.trs=5", "assimilation.replay=false", "assimilation.forecast5_every=0",
-        "assimilation.prior_sd=0", "assimilation.walk_sd=0", "assimilation.local_weight=1"]
-    priors = {}
-    for update in ("true", "false"):
+        "assimilation.prior_sd=0", "assimilation.walk_sd=0", "assimilation.local_weight=1",
+        "assimilation.inflation=1.1"]
+    runs = {}
+    for mode in ("joint", "separate"):
         for obs_var in ("1e-6", "1e-4"):
-            out = tmp_path / f"{update}_{obs_var}.h5"
-            assimilate(load_config(overrides=small + [f"assimilation.update_hemodynamics={update}",
+            out = tmp_path / f"{mode}_{obs_var}.h5"
+            assimilate(load_config(overrides=small + [f"assimilation.hemodynamics={mode}",
                                                       f"assimilation.obs_var={obs_var}"]), out)
             with h5py.File(out) as f:
-                priors[update, obs_var] = f["assimilation/bold_prior"][()]
-    np.testing.assert_array_equal(priors["false", "1e-6"], priors["false", "1e-4"])
-    assert not np.array_equal(priors["true", "1e-6"], priors["true", "1e-4"])
+                runs[mode, obs_var] = {k: v[()] for k, v in f["assimilation"].items() if k.startswith("bold_")}
+    assert "bold_free" not in runs["joint", "1e-6"]
+    for obs_var in ("1e-6", "1e-4"):
+        for name in ("bold_prior", "bold_posterior"):
+            np.testing.assert_allclose(runs["separate", obs_var][name], runs["joint", obs_var][name], rtol=1e-12)
+    np.testing.assert_array_equal(runs["separate", "1e-6"]["bold_free"], runs["separate", "1e-4"]["bold_free"])
+    assert not np.array_equal(runs["separate", "1e-6"]["bold_prior"], runs["separate", "1e-4"]["bold_prior"])
+    # the corrections move the tracked copy away from the members' own BOLD from the second TR on
+    assert np.array_equal(runs["separate", "1e-6"]["bold_free"][:, 0], runs["separate", "1e-6"]["bold_prior"][:, 0])
+    assert not np.allclose(runs["separate", "1e-6"]["bold_free"][:, 1:], runs["separate", "1e-6"]["bold_prior"][:, 1:])
 
 
 @pytest.mark.parametrize("options", [["assimilation.obs_baseline=range"],
                                      ["assimilation.obs_baseline=model", "assimilation.smoother_trs=4"],
-                                     ["assimilation.obs_baseline=member", "assimilation.update_hemodynamics=false",
+                                     ["assimilation.obs_baseline=member", "assimilation.hemodynamics=separate",
                                       "assimilation.smoother_trs=2"]])
 def test_a_stopped_assimilation_resumes_bitwise(tmp_path, capsys, options):
     """Checkpointed every 3 TRs and stopped after the first: --resume writes the uninterrupted file's group."""
@@ -198,8 +210,10 @@ def test_a_stopped_assimilation_resumes_bitwise(tmp_path, capsys, options):
     assert "checkpoint after 3 of 8 TRs" in capsys.readouterr().out
     assert main(["assimilate", "--resume", str(out), "--quiet"]) == 0
     with h5py.File(ref) as a, h5py.File(out) as b:
-        for name in ("bold_observed", "bold_prior", "bold_posterior", "bold_forecast5", "hyper_mean", "hyper_sd",
-                     "bold_replay"):
-            np.testing.assert_array_equal(a[f"assimilation/{name}"][()], b[f"assimilation/{name}"][()], err_msg=name)
+        assert set(a["assimilation"]) == set(b["assimilation"])
+        for name in a["assimilation"]:
+            if isinstance(a[f"assimilation/{name}"], h5py.Dataset):
+                np.testing.assert_array_equal(a[f"assimilation/{name}"][()], b[f"assimilation/{name}"][()],
+                                              err_msg=name)
         assert json.loads(b["summary"][()])["metrics"] == json.loads(a["summary"][()])["metrics"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "ref.h5"]
