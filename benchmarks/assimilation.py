@@ -4,7 +4,7 @@ Runs ``dtb assimilate benchmarks/assimilation.toml`` for each subject (32 member
 200 TRs; see the TOML) in a fresh process and stores the summary (metrics averaged
 over regions, specificity, timings, peak RSS).
 
-    python benchmarks/assimilation.py                      # all five subjects, about 30 min each
+    python benchmarks/assimilation.py                      # all five subjects, about 17 min each
     python benchmarks/assimilation.py --subjects 101309
     python benchmarks/assimilation.py --subjects 101309 --tag local --set assimilation.local_weight=1
     python benchmarks/assimilation.py --diagnose-only          # recompute the diagnostics of the kept run files
@@ -24,6 +24,8 @@ import h5py
 import numpy as np
 from _common import OUT, RESULTS, measure, save, warm_up
 
+from dtb.assimilation.metrics import fc_similarity, functional_connectivity, pearson_rows
+
 SUBJECTS = ("101309", "102311", "102816", "131217", "211619")
 CONFIG = Path(__file__).with_name("assimilation.toml")
 
@@ -39,7 +41,10 @@ def diagnostics(path: Path) -> dict:
     - smoothness: lag-1 and lag-5 autocorrelation of the observation and of the free replay's BOLD
       (a one-TR forecast can hardly beat the model's own lag-1 autocorrelation);
     - how much the hyperparameters carry: their final ensemble s.d. over the width of their bounds,
-      and the correlation of their posterior means with the observation (region by region, averaged).
+      and the correlation of their posterior means with the observation (region by region, averaged);
+    - with ``hemodynamics = "separate"``, how well the members' own BOLD follows the observation:
+      its ensemble mean's correlation with it (region by region, averaged) and the correlation
+      of the two FCs.
     """
     with h5py.File(path, "r") as f:
         g = f["assimilation"]
@@ -48,10 +53,14 @@ def diagnostics(path: Path) -> dict:
         names = list(g["hyper_names"].asstr()[()])
         mean, sd = g["hyper_mean"][b:], g["hyper_sd"][-1]
         replay = g["bold_replay"][:, b:] if "bold_replay" in g else None
+        free = g["bold_free"][:, b:] if "bold_free" in g else None
         cfg = tomllib.loads(f["config"][()].decode())["assimilation"]
     out = {"obs_autocorr_1": _autocorr(obs, 1), "obs_autocorr_5": _autocorr(obs, 5)}
     if replay is not None:
         out.update(replay_autocorr_1=_autocorr(replay, 1), replay_autocorr_5=_autocorr(replay, 5))
+    if free is not None:
+        out["free_obs_r"] = float(np.nanmean(pearson_rows(free, obs)))
+        out["free_fc_r"] = fc_similarity(functional_connectivity(free), functional_connectivity(obs))
     for h, name in enumerate(names):
         lo, hi = cfg[f"{name}_bounds"]
         out[f"{name}_final_sd_over_width"] = float(np.mean(sd[:, h]) / (hi - lo))

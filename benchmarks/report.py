@@ -139,6 +139,14 @@ def _dry_run(d: dict) -> list[str]:
     return out + [""]
 
 
+def _label(d: dict) -> str:
+    """An assimilation row's subject and overrides, marked when it ran with another version of the TOML."""
+    label = " ".join([d["subject"], *(f"`{o}`" for o in d.get("overrides", []))])
+    if d.get("config") != (HERE / "assimilation.toml").read_text():
+        label += " (earlier TOML: `config` in its JSON)"
+    return label
+
+
 def _assimilation(rows: list[dict]) -> list[str]:
     d0 = rows[0]
     out = [f"### Assimilation of recorded HCP BOLD ({d0['members']} members x {d0['neurons_per_member']:,} neurons, "
@@ -151,7 +159,7 @@ def _assimilation(rows: list[dict]) -> list[str]:
     for d in rows:
         m = d["metrics"]
         spec = d["specificity"]
-        label = " ".join([d["subject"], *(f"`{o}`" for o in d.get("overrides", []))])
+        label = _label(d)
         if d["trs"] != d0["trs"]:
             label += f" ({d['trs']} TRs)"
         out.append(f"| {label} | {m['tracking_r']:.3f} | {m['forecast_r']:.3f} | {m['persistence_r']:.3f} | "
@@ -164,17 +172,18 @@ def _assimilation(rows: list[dict]) -> list[str]:
         out += ["", "What limits them (`diagnostics` in the JSON; means over regions after the burn-in): lag-1 and "
                 "lag-5 autocorrelation of the observed and of the replayed (free) BOLD; the hyperparameters' final "
                 "ensemble s.d. over the width of their bounds, and the correlation of their posterior means with "
-                "the observation.", "",
+                "the observation; with `hemodynamics = \"separate\"`, the correlation of the members' own "
+                "(uncorrected) ensemble-mean BOLD with the observation and of its FC with the observation's.", "",
                 "| subject, overrides | obs ac1 | replay ac1 | obs ac5 | replay ac5 | "
-                + " | ".join(f"{n} sd/width | {n} r(obs)" for n in names) + " |",
-                "|---|---|---|---|---|" + "---|---|" * len(names)]
+                + " | ".join(f"{n} sd/width | {n} r(obs)" for n in names) + " | free r(obs) | free FC r |",
+                "|---|---|---|---|---|" + "---|---|" * len(names) + "---|---|"]
         for d in diag:
             g = d["diagnostics"]
-            label = " ".join([d["subject"], *(f"`{o}`" for o in d.get("overrides", []))])
+            label = _label(d)
             out.append(f"| {label} | {g['obs_autocorr_1']:.3f} | {g.get('replay_autocorr_1', float('nan')):.3f} | "
                        f"{g['obs_autocorr_5']:.3f} | {g.get('replay_autocorr_5', float('nan')):.3f} | "
                        + " | ".join(f"{g[n + '_final_sd_over_width']:.2f} | {g[n + '_obs_r']:.3f}" for n in names)
-                       + " |")
+                       + f" | {g.get('free_obs_r', float('nan')):.3f} | {g.get('free_fc_r', float('nan')):.3f} |")
     return out + [""]
 
 

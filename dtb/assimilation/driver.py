@@ -283,8 +283,10 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
             window = states[:, :, :n_h].transpose(2, 0, 1).reshape(window.shape)
             x, past = window[0], window[: da.smoother_trs]
             if separate:
-                # the dual filter's second analysis: the tracked copy alone, with the same perturbed observations
-                bold = ens.tracked_bold() - offset
+                # the dual filter's second analysis: the tracked copy alone, with the same perturbed observations.
+                # Without the members' offsets: their levels' spread gives the update its weight, and pulling
+                # the members together costs nothing here, where no hyperparameter learns from it.
+                bold = ens.tracked_bold()
                 states = enkf_update(np.concatenate([_hemo_states(ens.tracked, members), bold[:, :, None]], axis=2),
                                      y[:, t], da.obs_var, noise, da.local_weight, da.inflation)
                 _set_hemo_states(ens.tracked, states[:, :, :4])
