@@ -122,16 +122,20 @@ ASSIM = ["wholebrain.n_neurons=2000", "wholebrain.in_degree=20", "simulation.dt_
 
 
 @pytest.mark.mpi
-def test_assimilation_is_independent_of_rank_count(world, mpi_tmp_path):
-    """The ensemble is partitioned like any network; the filter's results equal one process's bitwise."""
+@pytest.mark.parametrize("filter_name", ["joint", "separate"])
+def test_assimilation_is_independent_of_rank_count(world, mpi_tmp_path, filter_name):
+    """The ensemble is partitioned like any network; the filter's results equal one process's bitwise
+    (the default filter, and the benchmark's dual filter with member levels and a smoother)."""
     from dtb.assimilation.driver import assimilate
 
-    cfg = load_config(overrides=ASSIM)
-    out = mpi_tmp_path / f"assim_p{world.size}.h5"
+    options = {"joint": [], "separate": ["assimilation.obs_baseline=member", "assimilation.hemodynamics=separate",
+                                         "assimilation.smoother_trs=2"]}[filter_name]
+    cfg = load_config(overrides=ASSIM + options)
+    out = mpi_tmp_path / f"assim_{filter_name}_p{world.size}.h5"
     summary = assimilate(cfg, out, ctx=world)
     assert summary["n_ranks"] == world.size
     if world.is_root:
-        ref = mpi_tmp_path / f"assim_serial_p{world.size}.h5"
+        ref = mpi_tmp_path / f"assim_{filter_name}_serial_p{world.size}.h5"
         assimilate(cfg, ref, ctx=Context.serial(threads=1))
         with h5py.File(out) as a, h5py.File(ref) as b:
             names = [n for n, o in a["assimilation"].items() if isinstance(o, h5py.Dataset)] + ["bold"]
