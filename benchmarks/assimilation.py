@@ -4,9 +4,9 @@ Runs ``dtb assimilate benchmarks/assimilation.toml`` for each subject (32 member
 200 TRs; see the TOML) in a fresh process and stores the summary (metrics averaged
 over regions, specificity, timings, peak RSS).
 
-    python benchmarks/assimilation.py                      # all five subjects, about 17 min each
+    python benchmarks/assimilation.py                      # all five subjects, about 18 min each
     python benchmarks/assimilation.py --subjects 101309
-    python benchmarks/assimilation.py --subjects 101309 --tag local --set assimilation.local_weight=1
+    python benchmarks/assimilation.py --subjects 101309 --tag joint --set assimilation.hemodynamics=joint
     python benchmarks/assimilation.py --diagnose-only          # recompute the diagnostics of the kept run files
 
 Besides the metrics it stores diagnostics of what limits them (`diagnostics`).

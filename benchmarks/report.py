@@ -139,16 +139,17 @@ def _dry_run(d: dict) -> list[str]:
     return out + [""]
 
 
-def _label(d: dict) -> str:
-    """An assimilation row's subject and overrides, marked when it ran with another version of the TOML."""
+def _label(d: dict, toml: str) -> str:
+    """An assimilation row's subject and overrides, marked when it ran with a TOML other than ``toml``."""
     label = " ".join([d["subject"], *(f"`{o}`" for o in d.get("overrides", []))])
-    if d.get("config") != (HERE / "assimilation.toml").read_text():
+    if d.get("config") != toml:
         label += " (earlier TOML: `config` in its JSON)"
     return label
 
 
 def _assimilation(rows: list[dict]) -> list[str]:
     d0 = rows[0]
+    toml = (HERE / "assimilation.toml").read_text()
     out = [f"### Assimilation of recorded HCP BOLD ({d0['members']} members x {d0['neurons_per_member']:,} neurons, "
            f"{d0['trs']} TRs of {d0['tr_s']:g} s, fitting {', '.join(d0['fitted'])})", "",
            "Command: `python benchmarks/assimilation.py` (configuration `benchmarks/assimilation.toml`); metrics are "
@@ -159,7 +160,7 @@ def _assimilation(rows: list[dict]) -> list[str]:
     for d in rows:
         m = d["metrics"]
         spec = d["specificity"]
-        label = _label(d)
+        label = _label(d, toml)
         if d["trs"] != d0["trs"]:
             label += f" ({d['trs']} TRs)"
         out.append(f"| {label} | {m['tracking_r']:.3f} | {m['forecast_r']:.3f} | {m['persistence_r']:.3f} | "
@@ -179,7 +180,7 @@ def _assimilation(rows: list[dict]) -> list[str]:
                 "|---|---|---|---|---|" + "---|---|" * len(names) + "---|---|"]
         for d in diag:
             g = d["diagnostics"]
-            label = _label(d)
+            label = _label(d, toml)
             out.append(f"| {label} | {g['obs_autocorr_1']:.3f} | {g.get('replay_autocorr_1', float('nan')):.3f} | "
                        f"{g['obs_autocorr_5']:.3f} | {g.get('replay_autocorr_5', float('nan')):.3f} | "
                        + " | ".join(f"{g[n + '_final_sd_over_width']:.2f} | {g[n + '_obs_r']:.3f}" for n in names)
