@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
+#: seconds an aborting rank waits after flushing its output
+_ABORT_DRAIN_S = 0.5
 
 #: environment variables that MPI launchers set in every rank
 _LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "HYDI_CONTROL_FD")
@@ -88,6 +92,9 @@ def abort_all(code: int) -> None:
     if mpi_running():
         sys.stdout.flush()
         sys.stderr.flush()
+        # the launcher kills every rank on the abort, and MPICH's Hydra can drop output still in transit
+        # (a rank's last line, the one that says why); a moment lets it forward that first
+        time.sleep(_ABORT_DRAIN_S)
         sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(code)
 
 
