@@ -28,17 +28,19 @@ def main() -> None:
     ap.add_argument("--background", default="poisson", choices=("poisson", "dc"))
     ap.add_argument("--no-spikes", action="store_true", help="recording of spikes off (rates still binned)")
     ap.add_argument("--backend", default="cpu", choices=("cpu", "gpu", "gpu_emulated"))
+    ap.add_argument("--no-graphs", action="store_true",
+                    help="GPU: one launch per kernel instead of CUDA graphs, so that the time split shows delivery")
     ap.add_argument("--name", default=None)
     args = ap.parse_args()
     warm_up("pd14", args.backend)
-    suffix = "" if args.backend == "cpu" else f"_{args.backend}"
+    suffix = ("" if args.backend == "cpu" else f"_{args.backend}") + ("_launches" if args.no_graphs else "")
     name = args.name or f"pd14_n{args.n_scale:g}_k{args.k_scale:g}{suffix}"
     runs = []
     for seed in args.seeds:
         s = dtb_run(["model=pd14", f"pd14.n_scale={args.n_scale}", f"pd14.k_scale={args.k_scale}",
                      f"pd14.background={args.background}", f"simulation.t_ms={args.t_ms}", f"simulation.seed={seed}",
                      f"recording.spikes={'false' if args.no_spikes else 'true'}", "recording.rate_bin_ms=1.0",
-                     f"simulation.backend={args.backend}"],
+                     f"simulation.backend={args.backend}", *(["simulation.cuda_graphs=false"] if args.no_graphs else [])],
                     f"{name}_s{seed}", discard_ms=args.discard_ms)
         print(f"seed {seed}: build {s['build_s']:.2f} s, RTF {s['rtf']:.2f}, RSS {s['peak_rss_mb']:.0f} MiB, "
               f"{s['bytes_per_synapse']:.2f} B/syn, time split (s) "
@@ -48,7 +50,7 @@ def main() -> None:
     mean = rates.mean(axis=0)
     rel = (mean - FULL_RATES_HZ) / FULL_RATES_HZ
     result = {"n_scale": args.n_scale, "k_scale": args.k_scale, "seeds": args.seeds, "t_ms": args.t_ms,
-              "backend": args.backend,
+              "backend": args.backend, "cuda_graphs": not args.no_graphs,
               "background": args.background, "record_spikes": not args.no_spikes, "runs": runs,
               "mean_rates_hz": dict(zip(NAMES, mean.tolist())),
               "build_s": float(np.mean([r["build_s"] for r in runs])),

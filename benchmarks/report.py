@@ -12,21 +12,26 @@ from _common import HERE, RESULTS
 
 def _machine(m: dict) -> str:
     load = f"; 15-min load average {m['load_avg_15min']:g} when saved" if "load_avg_15min" in m else ""
-    return (f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, numba {m['numba']}, "
+    gpu = f"{m['gpu']} GPU with " if m.get("gpu") else ""
+    return (f"{gpu}{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, numba {m['numba']}, "
             f"dtb {m['dtb']}; {m['date']}{load}")
 
 
 def _pd14(d: dict) -> list[str]:
+    backend = d.get("backend", "cpu")
+    flags = (f" --backend {backend}" if backend != "cpu" else "") + ("" if d.get("cuda_graphs", True) else " --no-graphs")
     out = [f"### PD14, N {d['n_scale']:g}, K {d['k_scale']:g} ({d['background']} drive, "
-           f"{'spikes recorded' if d['record_spikes'] else 'spikes not recorded'})", "",
+           f"{'spikes recorded' if d['record_spikes'] else 'spikes not recorded'}, {backend} backend"
+           f"{'' if d.get('cuda_graphs', True) else ', one launch per kernel'})", "",
            f"Command: `python benchmarks/pd14.py --n-scale {d['n_scale']:g} --k-scale {d['k_scale']:g} "
            f"--seeds {' '.join(map(str, d['seeds']))} --t-ms {d['t_ms']:g} "
-           f"--discard-ms {d['runs'][0]['discard_ms']:g}`",
+           f"--discard-ms {d['runs'][0]['discard_ms']:g}{flags}`",
            f"Machine: {_machine(d['machine'])}", "",
-           "| seed | build (s) | RTF | peak RSS (MiB) | synapses | bytes/synapse |", "|---|---|---|---|---|---|"]
+           "| seed | build (s) | RTF | peak RSS (MiB) | synapses | bytes/synapse | time split (s) |",
+           "|---|---|---|---|---|---|---|"]
     for r in d["runs"]:
         out.append(f"| {r['seed']} | {r['build_s']:.2f} | {r['rtf']:.2f} | {r['peak_rss_mb']:.0f} | "
-                   f"{r['n_synapses']:,} | {r['bytes_per_synapse']:.2f} |")
+                   f"{r['n_synapses']:,} | {r['bytes_per_synapse']:.2f} | {_split(r)} |")
     out += ["", "| population | dtb mean rate (Hz) |" + (" NEST reference (Hz) | difference |"
                                                           if "nest_reference_hz" in d else ""),
             "|---|---|" + ("---|---|" if "nest_reference_hz" in d else "")]
@@ -62,19 +67,37 @@ def _vs_nest(d: dict) -> list[str]:
     return out + [""]
 
 
+def _split(r: dict) -> str:
+    """A run's simulation time by phase (with CUDA graphs, delivery counts as update)."""
+    return ", ".join(f"{k} {v:.2f}" for k, v in r["phase_s"].items() if v > 0)
+
+
 def _wholebrain(d: dict) -> list[str]:
+    backend = d.get("backend", "cpu")
+    flags = (f" --backend {backend}" if backend != "cpu" else "") + (
+        f" --in-degree {d['in_degree']}" if d["in_degree"] != 100 else "")
     out = ["### Default whole brain at several sizes (bundled HCP subject 101309, K = "
-           f"{d['in_degree']})", "",
+           f"{d['in_degree']}, {backend} backend)", "",
            "Command: `python benchmarks/wholebrain_sizes.py --sizes " + " ".join(str(r["n_neurons"]) for r in d["runs"])
-           + " --t-ms " + " ".join(f"{r['t_ms']:g}" for r in d["runs"]) + "`",
-           f"Machine: {_machine(d['machine'])}", "",
+           + " --t-ms " + " ".join(f"{r['t_ms']:g}" for r in d["runs"]) + f"{flags}`",
+           f"Machine: {_machine(d['machine'])}", *([d["note"]] if "note" in d else []), "",
            "| neurons | synapses | simulated (ms) | build (s) | RTF | peak RSS (MiB) | bytes/synapse | E rate (Hz) | "
-           "I rate (Hz) |", "|---|---|---|---|---|---|---|---|---|"]
+           "I rate (Hz) | time split (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["runs"]:
         out.append(f"| {r['n_neurons']:,} | {r['n_synapses']:,} | {r['t_ms']:g} | {r['build_s']:.1f} | "
                    f"{r['rtf']:.1f} | {r['peak_rss_mb']:.0f} | {r['bytes_per_synapse']:.2f} | {r['rate_e_hz']:.2f} | "
-                   f"{r['rate_i_hz']:.2f} |")
+                   f"{r['rate_i_hz']:.2f} | {_split(r)} |")
     return out + [""]
+
+
+def _bandwidth(d: dict) -> list[str]:
+    return [f"### Delivery kernel bandwidth ({d['device']})", "",
+            f"Command: `python benchmarks/gpu_bandwidth.py --neurons {d['neurons']} --in-degree {d['in_degree']}`",
+            f"Machine: {_machine(d['machine'])}", "",
+            "| synapses delivered | delivery (ms) | delivery (GB/s) | device copy (GB/s, read + write) | fraction |",
+            "|---|---|---|---|---|",
+            f"| {d['synapses_delivered']:,} | {1e3 * d['deliver_s']:.2f} | {d['deliver_gb_s']:.0f} | "
+            f"{d['copy_gb_s']:.0f} | {100 * d['fraction_of_copy']:.0f} % |", ""]
 
 
 def _regime(d: dict) -> list[str]:
@@ -142,6 +165,8 @@ def _dry_run(d: dict) -> list[str]:
 def _label(d: dict, toml: str) -> str:
     """An assimilation row's subject and overrides, marked when it ran with a TOML other than ``toml``."""
     label = " ".join([d["subject"], *(f"`{o}`" for o in d.get("overrides", []))])
+    if d["machine"].get("gpu"):
+        label += f" (on an {d['machine']['gpu']})"
     if d.get("config") != toml:
         label += " (earlier TOML: `config` in its JSON)"
     return label
@@ -223,8 +248,10 @@ def main() -> None:
             lines += _pd14(d)
     for path in order:
         d = json.loads(path.read_text())
-        if d["benchmark"] == "wholebrain_sizes":
+        if d["benchmark"].startswith("wholebrain_sizes"):
             lines += _wholebrain(d)
+        if d["benchmark"].startswith("gpu_bandwidth"):
+            lines += _bandwidth(d)
         if d["benchmark"] == "wholebrain_regime":
             lines += _regime(d)
         if d["benchmark"] == "partition_quality":
