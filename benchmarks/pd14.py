@@ -40,7 +40,8 @@ def main() -> None:
         s = dtb_run(["model=pd14", f"pd14.n_scale={args.n_scale}", f"pd14.k_scale={args.k_scale}",
                      f"pd14.background={args.background}", f"simulation.t_ms={args.t_ms}", f"simulation.seed={seed}",
                      f"recording.spikes={'false' if args.no_spikes else 'true'}", "recording.rate_bin_ms=1.0",
-                     f"simulation.backend={args.backend}", *(["simulation.cuda_graphs=false"] if args.no_graphs else [])],
+                     f"simulation.backend={args.backend}",
+                     *(["simulation.cuda_graphs=false"] if args.no_graphs else [])],
                     f"{name}_s{seed}", discard_ms=args.discard_ms)
         print(f"seed {seed}: build {s['build_s']:.2f} s, RTF {s['rtf']:.2f}, RSS {s['peak_rss_mb']:.0f} MiB, "
               f"{s['bytes_per_synapse']:.2f} B/syn, time split (s) "

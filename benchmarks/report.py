@@ -19,10 +19,11 @@ def _machine(m: dict) -> str:
 
 def _pd14(d: dict) -> list[str]:
     backend = d.get("backend", "cpu")
-    flags = (f" --backend {backend}" if backend != "cpu" else "") + ("" if d.get("cuda_graphs", True) else " --no-graphs")
+    graphs = d.get("cuda_graphs", True)
+    flags = (f" --backend {backend}" if backend != "cpu" else "") + ("" if graphs else " --no-graphs")
     out = [f"### PD14, N {d['n_scale']:g}, K {d['k_scale']:g} ({d['background']} drive, "
            f"{'spikes recorded' if d['record_spikes'] else 'spikes not recorded'}, {backend} backend"
-           f"{'' if d.get('cuda_graphs', True) else ', one launch per kernel'})", "",
+           f"{'' if graphs else ', one launch per kernel'})", "",
            f"Command: `python benchmarks/pd14.py --n-scale {d['n_scale']:g} --k-scale {d['k_scale']:g} "
            f"--seeds {' '.join(map(str, d['seeds']))} --t-ms {d['t_ms']:g} "
            f"--discard-ms {d['runs'][0]['discard_ms']:g}{flags}`",

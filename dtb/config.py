@@ -171,6 +171,9 @@ class AssimilationConfig:
     burn_in_trs: int = _key(10, "first TRs left out of the metrics while the filter converges", ge=0, le=10**7)
     forecast5_every: int = _key(10, "make a 5-TR-ahead forecast every this many TRs; 0 = never", ge=0, le=10**7)
     replay: bool = _key(True, "after the filter, replay one brain with the posterior-mean hyperparameters")
+    replay_n_neurons: int = _key(0, "neurons of the replayed brain (the hyperparameters are per region, so they "
+                                 "carry over to any size; more neurons per region, less finite-size noise in its "
+                                 "FC); 0 = wholebrain.n_neurons, a member's size", ge=0, le=10**10)
 
 
 @dataclass(frozen=True)

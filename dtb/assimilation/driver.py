@@ -200,12 +200,23 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
     if list(con.labels) != list(obs.labels):
         raise DataError(f"{data}: the labels of /labels and of subject {subject}'s connectome differ")
     base = wholebrain_recipe(cfg, con)
+    # the replayed brain, built now so that a size too small for the regions fails before the filter runs
+    replay_cfg = dataclasses.replace(cfg, wholebrain=dataclasses.replace(
+        cfg.wholebrain, n_neurons=da.replay_n_neurons or cfg.wholebrain.n_neurons))
+    replay_recipe = None
+    if da.replay:
+        try:
+            replay_recipe = wholebrain_recipe(replay_cfg, con)
+        except ConfigError as err:
+            raise ConfigError(f"assimilation.replay_n_neurons: {err}") from None
     n_reg = len(base.regions)
 
     t0 = time.perf_counter()
     ensemble = base.replicate(members)
     backend = ctx.backend if ctx is not None else resolve_backend(sim_cfg.backend, launcher_rank() == 0)
-    part = plan(ensemble, cfg, ctx.size if ctx is not None else launcher_size(), "this assimilation", backend)
+    n_ranks = ctx.size if ctx is not None else launcher_size()
+    part = plan(ensemble, cfg, n_ranks, "this assimilation", backend)
+    replay_part = plan(replay_recipe, replay_cfg, n_ranks, "the replay", backend) if replay_recipe else None
     ctx = ctx or Context.from_environment(backend, sim_cfg.threads)
     progress = _Progress(cfg.recording.progress and ctx.is_root)
     if resume and int(ck_attrs["n_ranks"]) != ctx.size:
@@ -335,7 +346,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
 
         replay = None
         if da.replay:
-            twin = Twin(ctx, cfg, base, n_reg, progress)
+            twin = Twin(ctx, replay_cfg, replay_recipe, n_reg, progress, replay_part)
             twin.spin_up(spin_steps)
             replay = np.zeros(shape)
             advance = progress("replay", n_trs, unit="TR")
@@ -355,6 +366,8 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                        backend=ctx.backend, build_s=build_s, assimilation_s=assim_s,
                        s_per_tr=assim_s / n_trs, peak_rss_mb_per_rank=peak_rss_mb,
                        metrics=result["mean"], specificity=result["specificity"])
+        if replay_recipe is not None:
+            summary["replay_n_neurons"] = replay_recipe.n_neurons
         if writer is not None:
             arrays = dict(hyper_mean=hyper_mean, hyper_sd=hyper_sd, hyper_names=np.array(names),
                           regions=np.array(obs.labels), bold_observed=y, bold_prior=prior,

@@ -71,6 +71,25 @@ def test_assimilate_refuses_bad_requests(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_replay_size(tmp_path):
+    """0 replays a member-sized brain (the same replay as naming that size); a bigger brain is replayed with the
+    same hyperparameters, the filter unchanged; a size too small for the regions fails before the filter runs."""
+    base = SMALL + ["assimilation.trs=6", "assimilation.forecast5_every=0"]
+    runs = {}
+    for n in (0, 2000, 6000):
+        summary = assimilate(load_config(overrides=base + [f"assimilation.replay_n_neurons={n}"]),
+                             tmp_path / f"{n}.h5")
+        with h5py.File(tmp_path / f"{n}.h5") as f:
+            runs[n] = summary, f["assimilation/bold_replay"][()], f["assimilation/hyper_mean"][()]
+    assert runs[0][0]["replay_n_neurons"] == 2000 and runs[6000][0]["replay_n_neurons"] == 6000
+    np.testing.assert_array_equal(runs[0][1], runs[2000][1])
+    np.testing.assert_array_equal(runs[0][2], runs[6000][2])
+    assert np.isfinite(runs[6000][1]).all() and not np.array_equal(runs[0][1], runs[6000][1])
+    with pytest.raises(ConfigError, match="replay_n_neurons: .* too small for 94 regions"):
+        assimilate(load_config(overrides=base + ["assimilation.replay_n_neurons=100"]), tmp_path / "x.h5")
+    assert not (tmp_path / "x.h5").exists()
+
+
 @pytest.mark.parametrize("baseline", ["model", "member"])
 def test_observation_on_the_model_baseline(tmp_path, baseline):
     """obs_baseline = 'model' or 'member': each region's observation keeps its shape and width, centred on the
