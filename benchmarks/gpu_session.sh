@@ -3,6 +3,8 @@
 # Usage: bash benchmarks/gpu_session.sh [STAGE ...]
 #   stages: tests ranks pd14 launches bandwidth assimilation wholebrain (default: all)
 # Results: benchmarks/results/*.json as every benchmark writes them; logs in $LOGS (default benchmarks/out).
+# The ranks stage needs an mpiexec of the MPI that mpi4py loads (pip's mpich: where another MPI is
+# installed too, point MPI4PY_LIBMPI at mpich's libmpi.so.12).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
