@@ -42,6 +42,6 @@ PYEOF
       $PY benchmarks/gpu_bandwidth.py --neurons 2000000 --in-degree 200 2>&1 | tee "$LOGS/gpu_bandwidth.log" ;;
     wholebrain)
       $PY benchmarks/wholebrain_sizes.py --backend gpu --sizes ${WB_SIZES:-1000000 4000000 10000000} \
-        --t-ms ${WB_T_MS:-1000 1000 1000} --in-degree ${WB_K:-500} 2>&1 | tee "$LOGS/wholebrain_gpu.log" ;;
+        --t-ms ${WB_T_MS:-1000 500 200} --in-degree ${WB_K:-500} 2>&1 | tee "$LOGS/wholebrain_gpu.log" ;;
   esac
 done

@@ -201,10 +201,10 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         raise DataError(f"{data}: the labels of /labels and of subject {subject}'s connectome differ")
     base = wholebrain_recipe(cfg, con)
     # the replayed brain, built now so that a size too small for the regions fails before the filter runs
-    replay_cfg = dataclasses.replace(cfg, wholebrain=dataclasses.replace(
-        cfg.wholebrain, n_neurons=da.replay_n_neurons or cfg.wholebrain.n_neurons))
-    replay_recipe = None
+    replay_cfg = replay_recipe = None
     if da.replay:
+        replay_cfg = dataclasses.replace(cfg, wholebrain=dataclasses.replace(
+            cfg.wholebrain, n_neurons=da.replay_n_neurons or cfg.wholebrain.n_neurons))
         try:
             replay_recipe = wholebrain_recipe(replay_cfg, con)
         except ConfigError as err:
