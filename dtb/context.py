@@ -137,6 +137,13 @@ class Context:
         from mpi4py import MPI
 
         comm = MPI.COMM_WORLD
+        if comm.Get_size() == 1 and launcher_size() > 1:
+            from dtb.errors import ResourceError
+
+            # every process would run the whole job alone, writing the same files
+            raise ResourceError(f"the launcher started {launcher_size()} ranks, but MPI sees only this one: the "
+                                "launcher belongs to another MPI library than the one mpi4py loaded (pip's mpich: use "
+                                "its mpiexec, or point MPI4PY_LIBMPI at the launcher's libmpi)")
         local = comm.Split_type(MPI.COMM_TYPE_SHARED)
         local_rank, local_size = local.Get_rank(), local.Get_size()
         local.Free()

@@ -53,6 +53,16 @@ def test_existing_output_under_mpiexec(tmp_path):
     assert out.read_bytes() == b"keep me"
 
 
+def test_a_launcher_of_another_mpi_is_refused(tmp_path):
+    """Launched as one of 2 ranks (PMI_SIZE) while MPI starts this process alone, as when mpiexec and mpi4py's
+    libmpi differ: one clear error, nothing written."""
+    env = dict(os.environ, PMI_SIZE="2", PMI_RANK="0")
+    p = subprocess.run([sys.executable, "-m", "dtb", "run", "--quiet", "--set", "wholebrain.n_neurons=2000",
+                        "--out", str(tmp_path / "x.h5")], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 2 and "the launcher started 2 ranks, but MPI sees only this one" in p.stderr, p.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def dtb_under_mpiexec(n_ranks, *args):
     return [MPIEXEC, "-n", str(n_ranks), sys.executable, "-m", "mpi4py", "-m", "dtb", *args]
 
