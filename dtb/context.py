@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dtb.errors import ResourceError
+
 #: seconds an aborting rank waits after flushing its output
 _ABORT_DRAIN_S = 0.5
 
@@ -138,8 +140,6 @@ class Context:
 
         comm = MPI.COMM_WORLD
         if comm.Get_size() == 1 and launcher_size() > 1:
-            from dtb.errors import ResourceError
-
             # every process would run the whole job alone, writing the same files
             raise ResourceError(f"the launcher started {launcher_size()} ranks, but MPI sees only this one: the "
                                 "launcher belongs to another MPI library than the one mpi4py loaded (pip's mpich: use "
