@@ -21,11 +21,11 @@ import time
 import numpy as np
 from _common import save
 
-from dtb import driver
 from dtb.config import load_config
 from dtb.context import Context
-from dtb.device_simulation import DeviceSimulation
-from dtb.kernels.gpu import make_device
+from dtb.model.registry import network_from_config
+from dtb.network import build_local
+from dtb.partition import contiguous
 
 
 def timed(device, fn, repeats: int) -> float:
@@ -48,11 +48,11 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(overrides=[f"wholebrain.n_neurons={args.neurons}", f"wholebrain.in_degree={args.in_degree}",
                                  "simulation.dt_ms=0.1", "recording.progress=false"])
-    recipe = driver.make_recipe(cfg)
-    ctx = Context.serial(backend="cpu")
-    _, net, exchange, _, _ = driver.build(ctx, recipe, cfg, partition=driver.plan(recipe, cfg, 1))
-    device = make_device(args.backend)
-    sim = DeviceSimulation(ctx, net, exchange, cfg.simulation.seed, device=device)  # the synapse tables on the device
+    recipe = network_from_config(cfg).recipe()
+    ctx = Context.serial(backend=args.backend)
+    net = build_local(ctx, recipe, contiguous(recipe, 1), cfg.simulation.seed)
+    device = ctx.backend.device
+    sim = ctx.backend.engine(net, cfg.simulation.seed)  # the synapse tables on the device
     xp = device.xp
     n_slots = len(net.slot_gids)
     # every slot fires at the step before the epoch: its rows arriving within m steps are delivered

@@ -15,7 +15,7 @@ import time
 from _common import save
 
 from dtb.config import load_config
-from dtb.driver import make_recipe
+from dtb.model.registry import network_from_config
 from dtb.partition import STRATEGIES, partition, quality
 
 
@@ -28,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for n in args.neurons:
-        recipe = make_recipe(load_config(overrides=[f"wholebrain.n_neurons={n}"]))
+        recipe = network_from_config(load_config(overrides=[f"wholebrain.n_neurons={n}"])).recipe()
         for p in args.ranks:
             for strategy in STRATEGIES:
                 t0 = time.perf_counter()

@@ -170,12 +170,12 @@ def _run(args) -> int:
         summary = driver.run(cfg, out, overwrite=args.overwrite)
     else:
         from dtb.errors import ConfigError
-        from dtb.io.checkpoint import load_checkpoint, resume_target
+        from dtb.io.checkpoint import read_checkpoint, resume_target
 
         out = resume_target(args.resume)
         if args.overwrite or (args.out is not None and resume_target(args.out) != out):
             raise ConfigError("--resume finishes the run it names: leave out --out and --overwrite")
-        ckpt = load_checkpoint(out)
+        ckpt = read_checkpoint(out)
         cfg = load_config(args.config, overrides, text=None if args.config else ckpt.config_toml)
         summary = driver.run(cfg, out, resume=True)
     summary["path"] = str(out)
@@ -201,7 +201,7 @@ def _assimilate(args) -> int:
         if args.overwrite or args.data or args.subject or (args.out is not None and resume_target(args.out) != out):
             raise ConfigError("--resume finishes the assimilation it names, with its data and subject: leave out "
                               "--out, --overwrite, --data and --subject")
-        _, stored, _, _ = read_checkpoint(out)
+        stored = read_checkpoint(out).config_toml
         cfg = load_config(args.config, overrides, text=None if args.config else stored)
         summary = assimilate(cfg, out, data=cfg.wholebrain.connectome, subject=cfg.wholebrain.subject, resume=True)
     summary["path"] = str(out)
@@ -233,14 +233,14 @@ def _plot(args) -> int:
 
 def _partition(args) -> int:
     from dtb.config import load_config
-    from dtb.driver import make_recipe
     from dtb.errors import ConfigError
+    from dtb.model.registry import network_from_config
     from dtb.partition import partition, quality
 
     cfg = load_config(args.config, args.overrides)
     if args.ranks_per_node < 1:
         raise ConfigError(f"--ranks-per-node {args.ranks_per_node}: must be >= 1")
-    recipe = make_recipe(cfg)
+    recipe = network_from_config(cfg).recipe()
     part = partition(recipe, args.ranks, args.strategy or cfg.simulation.partition, seed=cfg.simulation.seed)
     q = quality(recipe, part, rate_hz=args.rate_hz, ranks_per_node=args.ranks_per_node)
     q.update(model=recipe.model, n_neurons=recipe.n_neurons, n_synapses=float(recipe.expected_synapses().sum()))

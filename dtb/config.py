@@ -11,17 +11,25 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import tomli_w
 
 from dtb.errors import ConfigError
+from dtb.model.registry import MODELS
 
 SEED_MAX = 2**32 - 1
 
 
-def _key(default, doc, *, gt=None, ge=None, le=None, lt=None, choices=None):
-    return field(default=default, metadata=dict(doc=doc, gt=gt, ge=ge, le=le, lt=lt, choices=choices))
+def _key(default, doc, *, gt=None, ge=None, le=None, lt=None, choices=None, per_region=False, names=False):
+    return field(default=default, metadata=dict(doc=doc, gt=gt, ge=ge, le=le, lt=lt, choices=choices,
+                                                per_region=per_region, names=names))
+
+
+#: keys renamed so that their units are in their names: old name -> new name (the old ones still read)
+RENAMED = {"wholebrain.w_e": "wholebrain.w_e_trace", "wholebrain.w_i": "wholebrain.w_i_trace",
+           "wholebrain.bg_mu": "wholebrain.bg_mu_mv_ms", "wholebrain.bg_sigma": "wholebrain.bg_sigma_mv_ms"}
 
 
 @dataclass(frozen=True)
@@ -54,12 +62,17 @@ class SimulationConfig:
 
 @dataclass(frozen=True)
 class RecordingConfig:
-    spikes: bool = _key(True, "record every spike (SONATA layout)")
+    spikes: bool = _key(True, "record spikes (SONATA layout): true (every population), false, or a list of "
+                        "population or region names", names=True)
     rate_bin_ms: float = _key(1.0, "bin width of the recorded population rates (ms)", gt=0.0, le=1e6)
     flush_ms: float = _key(100.0, "write recording buffers to the run file every this much biological time (ms)",
                            gt=0.0, le=1e9)
     progress: bool = _key(True, "show a progress bar on long phases (stderr)")
     bold: bool = _key(False, "compute each region's BOLD signal (see [bold]) and store it as /bold")
+    state: dict = field(default_factory=dict, metadata=dict(
+        doc="state variables to record: {v_mv = {populations = [...], every_ms = 1.0, max_neurons = 100}}; "
+            "variables v_mv, i_bg_mv_ms, j_ampa, j_nmda, j_gaba_a, j_gaba_b (lif_cond), i_ex_pa, i_in_pa "
+            "(iaf_psc_exp); stored as /state/<variable> with units", state=True))
 
 
 @dataclass(frozen=True)
@@ -78,12 +91,17 @@ class WholebrainConfig:
     conduction_velocity_m_s: float = _key(5.0, "axonal conduction velocity for long-range delays (m/s = mm/ms)",
                                           gt=0.0, le=1000.0)
     local_delay_ms: float = _key(1.0, "delay of synapses inside a region (ms)", gt=0.0, le=1000.0)
-    w_e: float = _key(0.4, "weight of an excitatory synapse: jump of the AMPA and NMDA traces (1)", ge=0.0, le=1e3)
-    w_i: float = _key(2.0, "weight of an inhibitory synapse: jump of the GABA-A and GABA-B traces (1)",
-                      ge=0.0, le=1e3)
-    bg_mu: float = _key(0.7, "mean of the OU background current (mV/ms, C = 1)", ge=-100.0, le=100.0)
-    bg_sigma: float = _key(0.25, "stationary s.d. of the OU background current (mV/ms)", ge=0.0, le=100.0)
-    bg_tau_ms: float = _key(5.0, "time constant of the OU background current (ms)", gt=0.0, le=1e4)
+    w_e_trace: float = _key(0.4, "weight of an excitatory synapse: jump of the AMPA and NMDA traces (1); per "
+                            "region: a list, a table by region label, or a CSV/TSV file of label,value rows", ge=0.0,
+                            le=1e3, per_region=True)
+    w_i_trace: float = _key(2.0, "weight of an inhibitory synapse: jump of the GABA-A and GABA-B traces (1); per "
+                            "region as w_e_trace", ge=0.0, le=1e3, per_region=True)
+    bg_mu_mv_ms: float = _key(0.7, "mean of the OU background current (mV/ms, C = 1); per region as w_e_trace",
+                              ge=-100.0, le=100.0, per_region=True)
+    bg_sigma_mv_ms: float = _key(0.25, "stationary s.d. of the OU background current (mV/ms); per region as "
+                                 "w_e_trace", ge=0.0, le=100.0, per_region=True)
+    bg_tau_ms: float = _key(5.0, "time constant of the OU background current (ms); per region as w_e_trace",
+                            gt=0.0, le=1e4, per_region=True)
 
 
 @dataclass(frozen=True)
@@ -102,11 +120,16 @@ class HyperConfig:
     gamma_alpha: float = _key(0.0, "shape of the Gamma(alpha, alpha) spread of each neuron's gains around its "
                               "region's value (mean 1, variance 1/alpha); 0 = no spread (the DTB used about 5)",
                               ge=0.0, le=1e6)
-    g_ampa: float = _key(1.0, "region gain of the AMPA conductance (initial value when assimilated)", gt=0.0, le=1e3)
-    g_nmda: float = _key(1.0, "region gain of the NMDA conductance", gt=0.0, le=1e3)
-    g_gaba_a: float = _key(1.0, "region gain of the GABA-A conductance", gt=0.0, le=1e3)
-    g_gaba_b: float = _key(1.0, "region gain of the GABA-B conductance", gt=0.0, le=1e3)
-    i_bg: float = _key(1.0, "region gain of the background current's mean (wholebrain.bg_mu)", gt=0.0, le=1e3)
+    g_ampa: float = _key(1.0, "region gain of the AMPA conductance (initial value when assimilated); per region as "
+                         "wholebrain.w_e_trace", gt=0.0, le=1e3, per_region=True)
+    g_nmda: float = _key(1.0, "region gain of the NMDA conductance; per region likewise", gt=0.0, le=1e3,
+                         per_region=True)
+    g_gaba_a: float = _key(1.0, "region gain of the GABA-A conductance; per region likewise", gt=0.0, le=1e3,
+                           per_region=True)
+    g_gaba_b: float = _key(1.0, "region gain of the GABA-B conductance; per region likewise", gt=0.0, le=1e3,
+                           per_region=True)
+    i_bg: float = _key(1.0, "region gain of the background current's mean (wholebrain.bg_mu_mv_ms); per region "
+                       "likewise", gt=0.0, le=1e3, per_region=True)
 
 
 @dataclass(frozen=True)
@@ -183,7 +206,8 @@ class Config:
     Build one with `load_config`; the resolved values are written into every run file.
     """
 
-    model: str = _key("wholebrain", "which network to build", choices=("wholebrain", "pd14"))
+    model: str = _key("wholebrain", "which network to build (a built-in model, dtb.model.registry)",
+                      choices=tuple(MODELS))
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     wholebrain: WholebrainConfig = field(default_factory=WholebrainConfig)
@@ -191,6 +215,8 @@ class Config:
     hyper: HyperConfig = field(default_factory=HyperConfig)
     bold: BoldConfig = field(default_factory=BoldConfig)
     assimilation: AssimilationConfig = field(default_factory=AssimilationConfig)
+    #: the [[stimulus]] tables: dicts of populations, amplitude, start_ms, stop_ms
+    stimulus: tuple = ()
 
     def to_dict(self) -> dict:
         """Plain nested dict of every key."""
@@ -198,6 +224,9 @@ class Config:
         for f in dataclasses.fields(Config):
             val = getattr(self, f.name)
             out[f.name] = dataclasses.asdict(val) if dataclasses.is_dataclass(val) else val
+        out["stimulus"] = [dict(s) for s in self.stimulus]
+        if not out["stimulus"]:
+            del out["stimulus"]
         return out
 
     def to_toml(self) -> str:
@@ -227,9 +256,17 @@ def _allowed(meta, kind) -> str:
     return name + (" " + " and ".join(parts) if parts else "")
 
 
-def _coerce(name: str, value: Any, f: dataclasses.Field) -> Any:
+def _coerce(name: str, value: Any, f: dataclasses.Field, base_dir: Path | None = None) -> Any:
     kind = type(f.default)
     meta = f.metadata
+    if meta.get("per_region") and isinstance(value, (list, dict, str)) and not isinstance(value, bool):
+        return _coerce_per_region(name, value, f, base_dir or Path.cwd())
+    if meta.get("names") and isinstance(value, list):
+        if not value or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name} = {value!r}: must be true, false or a non-empty list of population names")
+        return list(value)
+    if meta.get("state"):
+        return _coerce_state(name, value)
     ok = True
     if kind is bool:
         ok = isinstance(value, bool)
@@ -262,6 +299,64 @@ def _coerce(name: str, value: Any, f: dataclasses.Field) -> Any:
     if not ok:
         raise ConfigError(f"{name} = {value!r}: must be {_allowed(meta, kind)}")
     return value
+
+
+def _coerce_per_region(name: str, value, f: dataclasses.Field, base_dir: Path):
+    """A per-region value: a list of numbers, a table {label = number}, or a CSV/TSV file (stored absolute)."""
+    if isinstance(value, str):
+        return str((base_dir / value).resolve())
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    if not value:
+        raise ConfigError(f"{name} = {value!r}: an empty list or table")
+    out = {}
+    for key, v in items:
+        plain = SimpleNamespace(default=f.default, metadata={**f.metadata, "per_region": False})
+        out[key] = _coerce(f"{name}[{key!r}]", v, plain)
+    return out if isinstance(value, dict) else [out[i] for i in range(len(value))]
+
+
+def _coerce_state(name: str, value) -> dict:
+    """``recording.state``: {variable: {populations = [names], every_ms = number, max_neurons = int}}."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} = {value!r}: must be a table {{variable = {{populations = [...]}}}}")
+    out = {}
+    for var, spec in value.items():
+        where = f"{name}.{var}"
+        if not isinstance(spec, dict) or set(spec) - {"populations", "every_ms", "max_neurons"}:
+            raise ConfigError(f"{where} = {spec!r}: a table with populations, every_ms and max_neurons")
+        pops = spec.get("populations")
+        if not (isinstance(pops, list) and pops and all(isinstance(p, str) for p in pops)):
+            raise ConfigError(f"{where}.populations = {pops!r}: a non-empty list of population names")
+        every = spec.get("every_ms", 1.0)
+        most = spec.get("max_neurons", 100)
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or not 0 < every <= 1e6:
+            raise ConfigError(f"{where}.every_ms = {every!r}: must be a number > 0 and <= 1e6")
+        if isinstance(most, bool) or not isinstance(most, int) or not 1 <= most <= 10**6:
+            raise ConfigError(f"{where}.max_neurons = {most!r}: must be an integer >= 1 and <= 1,000,000")
+        out[var] = dict(populations=list(pops), every_ms=float(every), max_neurons=most)
+    return out
+
+
+def _coerce_stimuli(value) -> tuple:
+    """``[[stimulus]]`` tables: populations (or regions), amplitude, start_ms, stop_ms."""
+    if not isinstance(value, list):
+        raise ConfigError("stimulus: write each as a [[stimulus]] table")
+    out = []
+    for i, stim in enumerate(value):
+        where = f"stimulus[{i}]"
+        need = {"populations", "amplitude", "start_ms", "stop_ms"}
+        if not isinstance(stim, dict) or set(stim) != need:
+            raise ConfigError(f"{where}: needs exactly the keys {', '.join(sorted(need))}")
+        pops = stim["populations"]
+        if not (isinstance(pops, list) and pops and all(isinstance(p, str) for p in pops)):
+            raise ConfigError(f"{where}.populations = {pops!r}: a non-empty list of population or region names")
+        nums = {k: stim[k] for k in ("amplitude", "start_ms", "stop_ms")}
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v != v for v in nums.values()):
+            raise ConfigError(f"{where}: amplitude, start_ms and stop_ms must be numbers")
+        if not 0 <= nums["start_ms"] < nums["stop_ms"]:
+            raise ConfigError(f"{where}: need 0 <= start_ms < stop_ms")
+        out.append(dict(populations=list(pops), **{k: float(v) for k, v in nums.items()}))
+    return tuple(out)
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -325,7 +420,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
     def put(parts: list[str], value: Any, origin: str) -> None:
         name = ".".join(parts)
-        if parts == ["model"]:
+        if name in RENAMED:
+            import warnings
+
+            warnings.warn(f"{origin}: {name} is deprecated, use {RENAMED[name]} (same meaning, units in the name)",
+                          FutureWarning, stacklevel=4)
+            name = RENAMED[name]
+            parts = name.split(".")
+        if parts in (["model"], ["stimulus"]):
             values[name] = value
             return
         if len(parts) != 2 or parts[0] not in _SECTION_TYPES:
@@ -353,12 +455,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         for f in dataclasses.fields(cls):
             name = f"{sec}.{f.name}"
             if name in values:
-                kwargs[f.name] = _coerce(name, values[name], f)
+                kwargs[f.name] = _coerce(name, values[name], f, base_dir)
         sections[sec] = cls(**kwargs)
     if sections["wholebrain"].connectome:
         resolved = str((base_dir / sections["wholebrain"].connectome).resolve())
         sections["wholebrain"] = dataclasses.replace(sections["wholebrain"], connectome=resolved)
-    cfg = Config(model=model, **sections)
+    cfg = Config(model=model, stimulus=_coerce_stimuli(values.get("stimulus", [])), **sections)
     wb = cfg.wholebrain
     if wb.k_local_e + wb.k_local_i > 1.0 + 1e-12:
         raise ConfigError(f"wholebrain.k_local_e + wholebrain.k_local_i = {wb.k_local_e + wb.k_local_i:g}: "
@@ -399,6 +501,9 @@ def describe() -> str:
     for sec, cls in _SECTION_TYPES.items():
         entries += [(f"{sec}.{f.name}", f) for f in dataclasses.fields(cls)]
     for name, f in entries:
+        if f.metadata.get("state"):
+            rows.append(f"| `{name}` | `{{}}` | a table | {f.metadata['doc']} |")
+            continue
         default = f.default
         shown = f"{default:.6g}" if isinstance(default, float) else repr(default).replace("'", '"')
         if isinstance(default, tuple):
@@ -406,4 +511,6 @@ def describe() -> str:
         if isinstance(default, bool):
             shown = str(default).lower()
         rows.append(f"| `{name}` | `{shown}` | {_allowed(f.metadata, type(default))} | {f.metadata['doc']} |")
+    rows.append("| `[[stimulus]]` | none | tables of populations (names of populations or regions), amplitude (pA "
+                "for iaf_psc_exp, mV/ms for lif_cond), start_ms, stop_ms | current steps onto whole populations |")
     return "\n".join(rows)

@@ -9,10 +9,12 @@ never initialises MPI.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -57,6 +59,42 @@ def launcher_size() -> int:
         if os.environ.get(var, "").isdigit():
             return int(os.environ[var])
     return 1
+
+
+def available_bytes() -> int:
+    """Memory this process may still use: MemAvailable, or less under a cgroup limit."""
+    avail = math.inf
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except OSError:
+        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            avail = min(avail, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return int(avail)
+
+
+def ranks_per_node(n_ranks: int) -> int:
+    """Ranks sharing this node's memory, as the launcher announces it (all of them if it does not)."""
+    for var in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE"):
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return max(1, min(int(value), n_ranks))
+    return n_ranks
+
+
+def launcher_local_rank() -> int:
+    """This process's index among the ranks on its node, as the launcher announces it (0 if it does not)."""
+    for var in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
 
 
 def mpi_running() -> bool:
@@ -108,8 +146,9 @@ class Context:
     ----------
     rank, size : int
         This process's rank and the number of ranks.
-    backend : str
-        'cpu', 'gpu' or 'gpu_emulated' (`dtb.kernels.gpu.resolve_backend`).
+    backend : Backend
+        Where this rank's part runs and which kernels advance it (`dtb.backends`); ``backend.name`` is
+        'cpu', 'gpu' or 'gpu_emulated'.
     threads : int
         Threads the CPU kernels of this rank may use.
     local_rank : int
@@ -120,21 +159,27 @@ class Context:
 
     rank: int = 0
     size: int = 1
-    backend: str = "cpu"
+    backend: object = field(default=None, compare=False)
     threads: int = 1
     local_rank: int = 0
     comm: object = field(default=None, compare=False, repr=False)
 
+    def __post_init__(self):
+        if self.backend is None or isinstance(self.backend, str):
+            object.__setattr__(self, "backend", _backend(self.backend or "cpu", self.local_rank, self.rank == 0))
+
     @classmethod
-    def serial(cls, backend: str = "cpu", threads: int = 0) -> "Context":
-        """A one-process context; ``threads`` 0 means all cores of this process."""
+    def serial(cls, backend="cpu", threads: int = 0) -> "Context":
+        """A one-process context; ``backend`` a `dtb.backends.Backend` or its name; ``threads`` 0 means all
+        cores of this process."""
         return cls(rank=0, size=1, backend=backend, threads=_set_threads(threads or _cores()))
 
     @classmethod
-    def world(cls, backend: str = "cpu", threads: int = 0) -> "Context":
+    def world(cls, backend="cpu", threads: int = 0) -> "Context":
         """Collective: a context over MPI_COMM_WORLD.
 
-        ``threads`` 0 shares this node's cores evenly among the ranks on it.
+        ``backend``: a name (each rank makes its own, on its node's GPU number ``local_rank``) or a
+        `dtb.backends.Backend`. ``threads`` 0 shares this node's cores evenly among the ranks on it.
         """
         from mpi4py import MPI
 
@@ -152,7 +197,7 @@ class Context:
                    local_rank=local_rank, comm=comm)
 
     @classmethod
-    def from_environment(cls, backend: str = "cpu", threads: int = 0) -> "Context":
+    def from_environment(cls, backend="cpu", threads: int = 0) -> "Context":
         """Collective: `world` under an MPI launcher, else `serial`."""
         return cls.world(backend, threads) if launched_by_mpi() else cls.serial(backend, threads)
 
@@ -197,6 +242,12 @@ class Context:
         out = np.empty(sum(counts), dtype=arr.dtype)
         self.comm.Gatherv(arr, (out, counts), root=0)
         return np.split(out, np.cumsum(counts)[:-1])
+
+
+def _backend(name: str, local_rank: int, announce: bool):
+    from dtb.backends import make_backend
+
+    return make_backend(name, local_rank, announce)
 
 
 def _return_large_blocks_to_os() -> None:

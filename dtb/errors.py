@@ -18,3 +18,7 @@ class DataError(DTBError):
 
 class ResourceError(DTBError):
     """A run needs more memory, devices or ranks than it has, or an output exists."""
+
+
+class UsageError(DTBError, TypeError):
+    """The Python API was called wrongly: a method out of order, an argument of the wrong kind."""

@@ -35,6 +35,8 @@ class SerialExchange:
     """Exchange on one process: the local spikes are all the spikes."""
 
     name = "serial"
+    #: the engine may deliver the rank's spikes itself (`dtb.simulation.SpikeExchange`)
+    local = True
 
     def exchange(self, epoch_start: int, steps: np.ndarray, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The spikes of this epoch that this rank needs (here: its own).
@@ -105,6 +107,7 @@ class MpiExchange:
     """
 
     name = "alltoall"
+    local = False
 
     def __init__(self, ctx: Context, gids: np.ndarray, route_ptr: np.ndarray, route_rank: np.ndarray):
         self.ctx = ctx
@@ -207,6 +210,8 @@ class DryRunExchange(SerialExchange):
     """
 
     name = "dry_run"
+    #: every epoch's spikes must pass through `exchange` to be counted
+    local = False
 
     def __init__(self, partition: Partition, net, ranks_per_node: int = 8):
         self.p = partition.n_ranks

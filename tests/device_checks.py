@@ -9,7 +9,7 @@ counts to 1 %.
 import h5py
 import numpy as np
 
-from conftest import small_pd14, small_wholebrain
+from helpers import simulation, small_pd14, small_wholebrain
 from dtb import driver
 from dtb.config import load_config
 from dtb.context import Context
@@ -26,10 +26,13 @@ def on_fixed_grid(inbuf: np.ndarray) -> np.ndarray:
 
 
 def warmed_up(recipe, steps=300):
-    """A CPU simulation with realistic state."""
-    ctx = Context.serial(threads=1)
-    cfg = load_config(overrides=["simulation.seed=3"])
-    _, _, _, sim, _ = driver.build(ctx, recipe, cfg, partition=driver.plan(recipe, cfg, 1))
+    """A CPU simulation with realistic state (its engine: ``sim.engine``)."""
+    sim = simulation(recipe, seed=3)
+    if recipe.neuron_model == "lif_cond":
+        from dtb.model import hyper
+
+        sim.set_gains(hyper.neuron_gains(np.ones((5, len(recipe.regions))), np.array(
+            [p.region for p in recipe.populations])[sim.net.pop], hyper.neuron_spread(3, sim.net.gids, 5.0)))
     sim.run(steps)
     return sim
 
@@ -106,24 +109,26 @@ def _slot_of_lid(net, n):
 
 def check_lif_cond_epoch(device, connectome, n, exact=True):
     xp = device.xp
-    sim = warmed_up(small_wholebrain(connectome, "hyper.gamma_alpha=5"))
-    net, st = sim.net, sim.state
+    sim = warmed_up(small_wholebrain(connectome))
+    net, st, eng = sim.net, sim.engine.state, sim.engine
     n = n or net.n_local
     m, t0 = 17, sim.step
     inbuf = on_fixed_grid(np.random.default_rng(n).exponential(0.3, (m, 2, n)))
     state = dict(v=st["v"][:n].copy(), j=np.ascontiguousarray(st["j"][:, :n]), i_bg=st["i_bg"][:n].copy(),
-                 ref=st["ref"][:n].copy(), gain=np.ascontiguousarray(st["gain"][:, :n]))
+                 ref=st["ref"][:n].copy(), gain=np.ascontiguousarray(st["gain"][:, :n]),
+                 i_stim=np.random.default_rng(n).normal(0.0, 0.3, n))
     mine = {key: xp.array(val) for key, val in state.items()}  # copies, on the device
     out_lid, out_step = np.empty(n * m, np.int64), np.empty(n * m, np.int64)
-    k = cpu.advance_lif_cond(t0, m, sim.seed, net.gids[:n], net.pop[:n], net.recipe.params, state["v"], state["j"],
-                             state["i_bg"], state["ref"], state["gain"], inbuf, cpu.blocks(n, 1),
-                             np.zeros(n, np.uint64), np.empty((2, n), np.uint32), out_lid, out_step)
+    k = cpu.advance_lif_cond(t0, m, sim.seed, net.gids[:n], net.pop[:n], eng.table, eng.poisson_cdf, state["v"],
+                             state["j"], state["i_bg"], state["ref"], state["gain"], state["i_stim"], inbuf,
+                             cpu.blocks(n, 1), np.zeros(n, np.uint64), np.empty((4, n), np.uint32), out_lid, out_step)
     q = Queues(device, cap=n * m, rec_cap=n * m, t0=t0)
     acc = xp.asarray(to_fixed(inbuf))
     zig = [xp.asarray(a) for a in (rng.ZIG_K.astype(np.int64), rng.ZIG_W, rng.ZIG_F)]
     device.launch("advance_lif_cond", n, np.int32(0), q.clock, np.int32(m), np.uint64(sim.seed), np.int64(n),
-                  xp.asarray(net.gids[:n]), xp.asarray(net.pop[:n]), xp.asarray(net.recipe.params), mine["v"],
-                  mine["j"], mine["i_bg"], mine["ref"], mine["gain"], acc, *zig,
+                  xp.asarray(net.gids[:n]), xp.asarray(net.pop[:n]), xp.asarray(eng.table),
+                  xp.asarray(eng.poisson_cdf), np.int64(eng.poisson_cdf.shape[1]), mine["v"],
+                  mine["j"], mine["i_bg"], mine["ref"], mine["gain"], mine["i_stim"], acc, *zig,
                   *q.args(1, _slot_of_lid(net, n), net.slot_row_ptr))
     lids, steps = q.recorded()
     _compare_epoch(device, exact, t0, m, k, out_lid, out_step, lids, steps, mine, state, ("v", "j", "i_bg"))
@@ -133,22 +138,24 @@ def check_lif_cond_epoch(device, connectome, n, exact=True):
 def check_iaf_psc_exp_epoch(device, n, exact=True):
     xp = device.xp
     sim = warmed_up(small_pd14(n_scale=0.05))
-    net, st = sim.net, sim.state
+    net, st, eng = sim.net, sim.engine.state, sim.engine
     n = n or net.n_local
     m, t0 = 15, sim.step
     inbuf = on_fixed_grid(np.random.default_rng(n).normal(20.0, 80.0, (m, 2, n)))
     state = {key: st[key][:n].copy() for key in ("v", "i_ex", "i_in", "ref")}
+    state["i_stim"] = np.random.default_rng(n).normal(0.0, 50.0, n)
     mine = {key: xp.array(val) for key, val in state.items()}  # copies, on the device
     out_lid, out_step = np.empty(n * m, np.int64), np.empty(n * m, np.int64)
-    k = cpu.advance_iaf_psc_exp(t0, m, sim.seed, net.gids[:n], net.pop[:n], net.recipe.params, sim.poisson_cdf,
-                                state["v"], state["i_ex"], state["i_in"], state["ref"], inbuf, cpu.blocks(n, 1),
+    k = cpu.advance_iaf_psc_exp(t0, m, sim.seed, net.gids[:n], net.pop[:n], eng.table, eng.poisson_cdf,
+                                state["v"], state["i_ex"], state["i_in"], state["ref"], state["i_stim"], inbuf,
+                                cpu.blocks(n, 1),
                                 np.zeros(n, np.uint64), np.empty(n), out_lid, out_step)
     q = Queues(device, cap=n * m, rec_cap=n * m, t0=t0)
     acc = xp.asarray(to_fixed(inbuf))
-    cdf = np.ascontiguousarray(sim.poisson_cdf)
+    cdf = np.ascontiguousarray(eng.poisson_cdf)
     device.launch("advance_iaf_psc_exp", n, np.int32(0), q.clock, np.int32(m), np.uint64(sim.seed), np.int64(n),
-                  xp.asarray(net.gids[:n]), xp.asarray(net.pop[:n]), xp.asarray(net.recipe.params), xp.asarray(cdf),
-                  np.int64(cdf.shape[1]), mine["v"], mine["i_ex"], mine["i_in"], mine["ref"], acc,
+                  xp.asarray(net.gids[:n]), xp.asarray(net.pop[:n]), xp.asarray(eng.table), xp.asarray(cdf),
+                  np.int64(cdf.shape[1]), mine["v"], mine["i_ex"], mine["i_in"], mine["ref"], mine["i_stim"], acc,
                   *q.args(1, _slot_of_lid(net, n), net.slot_row_ptr))
     lids, steps = q.recorded()
     _compare_epoch(device, exact, t0, m, k, out_lid, out_step, lids, steps, mine, state, ("v", "i_ex", "i_in"))
@@ -162,8 +169,7 @@ def check_delivery(device, connectome, model):
     xp = device.xp
     recipe = small_wholebrain(connectome) if model == "wholebrain" else small_pd14(n_scale=0.05)
     compact = "false" if model == "pd14_float32" else "true"
-    cfg = load_config(overrides=["simulation.seed=3", f"simulation.compact_weights={compact}"])
-    net = driver.build(Context.serial(threads=1), recipe, cfg)[1]
+    net = simulation(recipe, seed=3, compact_weights=compact == "true").net
     assert bool(net.weight_table.size) == (model != "pd14_float32")
     n_spk, e0, m = 400, 40, 24
     r = np.random.default_rng(1)

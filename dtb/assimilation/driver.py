@@ -14,31 +14,29 @@ from __future__ import annotations
 
 import dataclasses
 import resource
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from dtb.activity import RegionActivity, steps_per_ms
+from dtb.activity import steps_per_ms
 from dtb.assimilation import metrics
 from dtb.assimilation.enkf import enkf_update, from_logit, to_logit
 from dtb.assimilation.observation import describe_preprocessing, load_observed_bold, preprocess, subjects
 from dtb.bold import Balloon, bold_params
 from dtb.config import Config, fitted, load_config
-from dtb.connectome.connectome import bundled_connectome_path, load_connectome
-from dtb.connectome.wholebrain import wholebrain_recipe
-from dtb.context import Context, launcher_rank, launcher_size
-from dtb.driver import _Progress, abandon, build, neuron_regions, plan, steps_of, version
-from dtb.errors import ConfigError, DataError, ResourceError
-from dtb.io.checkpoint import (check_resumable, rank_state, read_checkpoint, read_rank_state, restore_rank_state,
-                               state_path, write_rank_state)
-from dtb.io.runfile import RunWriter, check_output, parts_dir
+from dtb.connectome.connectome import bundled_connectome_path
+from dtb.context import Context
+from dtb.driver import session_from_config
+from dtb.errors import ConfigError, DataError
+from dtb.io.checkpoint import check_resumable, read_checkpoint
+from dtb.io.runfile import check_output
 from dtb.kernels import rng
-from dtb.kernels.gpu import resolve_backend
-from dtb.model import hyper
+from dtb.model.builder import Network
 from dtb.model.neurons import LIF_GAINS
+from dtb.model.registry import network_from_config
+from dtb.session import Session, steps_of, version
 
 #: draw indices of the filter's random numbers (purpose rng.ASSIMILATION), per TR
 _PRIOR, _WALK, _OBS = 0, 1, 2
@@ -51,59 +49,52 @@ METRIC_NAMES = ("tracking_r", "forecast_r", "persistence_r", "forecast5_r", "per
 
 
 class Twin:
-    """One distributed simulation with its hemodynamics: the ensemble, or the replayed brain.
+    """A brain (or an ensemble of them) with its hemodynamics, simulated TR by TR through a `Session`.
 
     Parameters
     ----------
-    ctx : Context
-    cfg : Config
-        Uses ``[simulation]``, ``[hyper]`` and ``[bold]``.
-    recipe : Recipe
-        The brain, or ``members`` copies of it (`Recipe.replicate`).
+    session : Session
+        Over the brain, or over ``members`` copies of it (`Recipe.replicate`); prepared here.
     n_regions : int
         Regions of one brain: `advance` returns BOLD as (copies, n_regions).
-    progress : callable or None
-        Progress-bar factory of `dtb.driver` (the build reports through it); None = silent.
-    partition : optional
-        A precomputed partition of ``recipe`` (`dtb.driver.plan`); default: partitioned here.
+    bold : BoldConfig
     tracked : bool
         Keep a second copy of the hemodynamics (``self.tracked``), driven by the same activity,
         for a filter to correct while ``self.balloon`` stays the members' own.
     """
 
-    def __init__(self, ctx: Context, cfg: Config, recipe, n_regions: int, progress, partition=None,
-                 tracked: bool = False):
-        self.ctx = ctx
-        self.recipe = recipe
-        _, self.net, _, self.sim, self.spread = build(ctx, recipe, cfg, progress, allow_dry_run=False,
-                                                      partition=partition)
-        self.region = neuron_regions(recipe, self.net)
-        self.theta = hyper.initial_theta(cfg.hyper, len(recipe.regions))
-        self.activity = RegionActivity(ctx, recipe, cfg.simulation.dt_ms)
-        self.balloon = Balloon(len(recipe.regions), bold_params(cfg.bold.params), cfg.bold.eps or None)
-        self.tracked = (Balloon(len(recipe.regions), bold_params(cfg.bold.params), cfg.bold.eps or None)
-                        if tracked else None)
+    def __init__(self, session: Session, n_regions: int, bold, tracked: bool = False):
+        self.session = session
+        session.activity_wanted = True
+        session.prepare()
+        self.sim, self.activity, self.net = session.sim, session.activity, session.net
+        self.theta = session.theta.copy()
+        n_all = len(session.recipe.regions)
+        self.balloon = Balloon(n_all, bold_params(bold.params), bold.eps or None)
+        self.tracked = Balloon(n_all, bold_params(bold.params), bold.eps or None) if tracked else None
         self.n_regions = n_regions
 
     def set_hyper(self, rows: list[int], values: np.ndarray) -> None:
         """Set hyperparameters ``rows`` of `LIF_GAINS` to ``values``, shape (len(rows), n_regions_total)."""
         self.theta[rows] = values
-        self.sim.set_gains(hyper.neuron_gains(self.theta, self.region, self.spread))
+        self.session.set_region_gains(self.theta)
+
+    def _run(self, steps: int, on_progress=None) -> np.ndarray:
+        self.session.run_steps(steps, on_progress=on_progress or (lambda n: None))
+        return self.activity.take(self.sim.step // self.activity.steps_per_ms)
 
     def spin_up(self, steps: int) -> None:
         """Collective: simulate ``steps``, then put the hemodynamics at the steady state of the last half's rates."""
         if steps == 0:
             return
-        self.sim.run(steps, [self.activity])
-        u = self.activity.take(self.sim.step // self.activity.steps_per_ms)
+        u = self._run(steps)
         self.balloon.set_steady_state(u[len(u) // 2:].mean(axis=0))
         if self.tracked is not None:
             self.tracked.state[...] = self.balloon.state
 
     def advance(self, steps: int, on_progress=None) -> np.ndarray:
         """Collective: simulate ``steps`` and return the BOLD at their end, shape (members, n_regions)."""
-        self.sim.run(steps, [self.activity], on_progress)
-        u = self.activity.take(self.sim.step // self.activity.steps_per_ms)
+        u = self._run(steps, on_progress)
         for balloon in self._balloons():
             balloon.advance(u)
         return self.balloon.bold().reshape(-1, self.n_regions)
@@ -168,15 +159,17 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
     lo = np.array([getattr(da, f"{n}_bounds")[0] for n in names])[:, None]
     hi = np.array([getattr(da, f"{n}_bounds")[1] for n in names])[:, None]
     for n, a, b in zip(names, lo[:, 0], hi[:, 0]):
+        if not isinstance(getattr(cfg.hyper, n), float):
+            raise ConfigError(f"hyper.{n}: a fitted hyperparameter starts from one value for every region")
         if not a < getattr(cfg.hyper, n) < b:
             raise ConfigError(f"hyper.{n} = {getattr(cfg.hyper, n):g}: the initial value of a fitted hyperparameter "
                               f"must lie inside assimilation.{n}_bounds = [{a:g}, {b:g}]")
     out = Path(out)
     if resume:
-        _, stored, ck_attrs, ck = read_checkpoint(out)
-        if ck_attrs.get("kind") != "assimilation":
+        ck = read_checkpoint(out)
+        if ck.attrs.get("kind") != "assimilation":
             raise DataError(f"{str(out)!r}: the checkpoint is a simulation run's: resume it with dtb run --resume")
-        check_resumable(load_config(text=stored), cfg, 0)
+        check_resumable(load_config(text=ck.config_toml), cfg, 0)
     else:
         check_output(out, overwrite)
     obs = load_observed_bold(data, subject)
@@ -196,44 +189,31 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         y = _prepare(obs.bold, obs.tr_s, da.preprocess, prep)[:, :n_trs]
     except ValueError as err:
         raise ConfigError(f"assimilation preprocessing: {err}") from None
-    con = load_connectome(data, subject)
-    if list(con.labels) != list(obs.labels):
+    base = network_from_config(cfg)
+    if list(base.recipe().regions) != list(obs.labels):
         raise DataError(f"{data}: the labels of /labels and of subject {subject}'s connectome differ")
-    base = wholebrain_recipe(cfg, con)
     # the replayed brain, built now so that a size too small for the regions fails before the filter runs
-    replay_cfg = replay_recipe = None
+    replay_net = None
     if da.replay:
-        replay_cfg = dataclasses.replace(cfg, wholebrain=dataclasses.replace(
-            cfg.wholebrain, n_neurons=da.replay_n_neurons or cfg.wholebrain.n_neurons))
         try:
-            replay_recipe = wholebrain_recipe(replay_cfg, con)
+            replay_net = network_from_config(cfg, n_neurons=da.replay_n_neurons or cfg.wholebrain.n_neurons)
         except ConfigError as err:
             raise ConfigError(f"assimilation.replay_n_neurons: {err}") from None
-    n_reg = len(base.regions)
-
-    t0 = time.perf_counter()
-    ensemble = base.replicate(members)
-    backend = ctx.backend if ctx is not None else resolve_backend(sim_cfg.backend, launcher_rank() == 0)
-    n_ranks = ctx.size if ctx is not None else launcher_size()
-    part = plan(ensemble, cfg, n_ranks, "this assimilation", backend)
-    replay_part = plan(replay_recipe, replay_cfg, n_ranks, "the replay", backend) if replay_recipe else None
-    ctx = ctx or Context.from_environment(backend, sim_cfg.threads)
-    progress = _Progress(cfg.recording.progress and ctx.is_root)
-    if resume and int(ck_attrs["n_ranks"]) != ctx.size:
-        raise ResourceError(f"--resume: the checkpoint was written by {ck_attrs['n_ranks']} rank(s); resume it on as "
-                            f"many (this job has {ctx.size})")
-    writer = RunWriter(out, overwrite=overwrite, resume=resume) if ctx.is_root else None
-    if writer is not None:
-        writer.write_header_plain(config_toml=cfg.to_toml(), version=version(), model="wholebrain",
-                                  seed=sim_cfg.seed, dt_ms=sim_cfg.dt_ms)
-    folder = parts_dir(out)
-    ctx.barrier()  # rank 0 has cleared an old run's leftovers
+    n_reg = len(base.recipe().regions)
+    ensemble = Network.from_recipe(base.recipe().replicate(members), seed=sim_cfg.seed)
+    # the filter checkpoints at TR boundaries itself (every_trs), not on the session's clock
+    cfg_ens = dataclasses.replace(cfg, simulation=dataclasses.replace(sim_cfg, checkpoint_ms=0.0))
+    session = session_from_config(cfg_ens, out, network=ensemble, ctx=ctx, overwrite=overwrite, resume=resume,
+                                  kind="assimilation", what="this assimilation")
+    session.config = cfg
+    session.record(spikes=False, rates=False)
+    separate = da.hemodynamics == "separate"
+    ens = Twin(session, n_reg, cfg.bold, tracked=separate)
+    ctx = session.ctx
+    progress = session.progress
     try:
-        separate = da.hemodynamics == "separate"
-        ens = Twin(ctx, cfg, ensemble, n_reg, progress, part, tracked=separate)
-        build_s = ctx.max(time.perf_counter() - t0)
-        progress.close()
-        n_synapses = int(ctx.sum(ens.net.n_synapses))
+        build_s = session.build_s
+        n_synapses = int(session.synapse_counts.sum())
         ids = np.arange(len(names) * members * n_reg, dtype=np.int64)
         obs_ids = np.arange(members * n_reg, dtype=np.int64)
 
@@ -248,16 +228,14 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         t1 = time.perf_counter()
         start, assim_before = 0, 0.0
         if resume:
-            # the filter's state and records from the checkpoint; the ensemble's from this rank's file
+            # the filter's state and records from the checkpoint (the session restored the ensemble's)
+            ck, ck_attrs = session.resumed["arrays"], session.resumed["attrs"]
             x, past, offset, start = ck["x"], ck["x_past"], ck["bold_offset"], int(ck_attrs["trs_done"])
             y = ck["bold_observed"]
             prior, posterior, forecast5, free, hyper_mean, hyper_sd = (ck[k] for k in _RECORDS)
-            restore_rank_state(read_rank_state(folder, ctx.rank, int(ck_attrs["segments"]) - 1), int(ck_attrs["step"]),
-                               ens.sim, ens.activity)
             ens.balloon.state[...] = ck["balloon_state"]
             if separate:
                 ens.tracked.state[...] = ck["tracked_state"]
-            build_s += float(ck_attrs["build_s"])
             assim_before = float(ck_attrs["assimilation_s"])
         else:
             # the filter's state: hyperparameters in logit space, (H, members * regions), and the
@@ -319,34 +297,27 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                 ens.restore(snap)
             advance(1)
             if (t + 1) % every_trs == 0 and t + 1 < n_trs:
-                k = (t + 1) // every_trs - 1
-                folder.mkdir(exist_ok=True)
-                write_rank_state(folder, ctx.rank, k, rank_state(ens.sim, ens.activity))
                 assim_s = assim_before + ctx.max(time.perf_counter() - t1)
-                if writer is not None:
-                    records = dict(zip(_RECORDS, (prior, posterior, forecast5, free, hyper_mean, hyper_sd)))
-                    if separate:
-                        records["tracked_state"] = ens.tracked.state
-                    writer.write_checkpoint(
-                        dict(kind="assimilation", unfinished=True, dtb_version=version(), subject=subject,
-                             data=str(data), members=members, trs=n_trs, trs_done=t + 1, n_ranks=ctx.size,
-                             seed=sim_cfg.seed),
-                        dict(x=x, x_past=past, bold_offset=offset, balloon_state=ens.balloon.state,
-                             bold_observed=y, **records),
-                        dict(kind="assimilation", trs_done=t + 1, step=ens.sim.step, n_ranks=ctx.size,
-                             segments=k + 1, build_s=build_s, assimilation_s=assim_s))
-                ctx.barrier()  # <out>.partial names checkpoint k: the states of k - 1 are no longer needed
-                state_path(folder, ctx.rank, k - 1).unlink(missing_ok=True)
+                records = dict(zip(_RECORDS, (prior, posterior, forecast5, free, hyper_mean, hyper_sd)))
+                if separate:
+                    records["tracked_state"] = ens.tracked.state
+                session.checkpoint(
+                    dict(x=x, x_past=past, bold_offset=offset, balloon_state=ens.balloon.state, bold_observed=y,
+                         **records),
+                    dict(trs_done=t + 1, assimilation_s=assim_s),
+                    dict(kind="assimilation", dtb_version=version(), subject=subject, data=str(data),
+                         members=members, trs=n_trs, trs_done=t + 1, n_ranks=ctx.size, seed=sim_cfg.seed))
                 if on_checkpoint is not None:
                     on_checkpoint(t + 1)
         assim_s = assim_before + ctx.max(time.perf_counter() - t1)
         peak_rss_mb = ctx.max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        del ens
         progress.close()
 
         replay = None
         if da.replay:
-            twin = Twin(ctx, replay_cfg, replay_recipe, n_reg, progress, replay_part)
+            replay_session = session_from_config(cfg_ens, None, network=replay_net, ctx=ctx, what="the replay")
+            replay_session.record(spikes=False, rates=False)
+            twin = Twin(replay_session, n_reg, cfg.bold)
             twin.spin_up(spin_steps)
             replay = np.zeros(shape)
             advance = progress("replay", n_trs, unit="TR")
@@ -354,7 +325,8 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                 twin.set_hyper(rows, hyper_mean[t].T)
                 replay[:, t] = twin.advance(tr_steps)[0]
                 advance(1)
-            del twin
+            replay_session.close()
+            del twin, replay_session
             progress.close()
 
         result = _metrics(y, prior, posterior, forecast5, replay, da.burn_in_trs, data, subject, n_trs, prep,
@@ -363,12 +335,13 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                        members=members, trs=n_trs, tr_s=obs.tr_s, fitted=names, n_regions=n_reg,
                        neurons_per_member=base.n_neurons, n_neurons=base.n_neurons * members, n_synapses=n_synapses,
                        seed=sim_cfg.seed, dt_ms=sim_cfg.dt_ms, n_ranks=ctx.size, threads=ctx.threads,
-                       backend=ctx.backend, build_s=build_s, assimilation_s=assim_s,
+                       backend=ctx.backend.name, build_s=build_s, assimilation_s=assim_s,
                        s_per_tr=assim_s / n_trs, peak_rss_mb_per_rank=peak_rss_mb,
                        metrics=result["mean"], specificity=result["specificity"])
-        if replay_recipe is not None:
-            summary["replay_n_neurons"] = replay_recipe.n_neurons
-        if writer is not None:
+        if replay_net is not None:
+            summary["replay_n_neurons"] = replay_net.n_neurons
+        groups = {}
+        if ctx.is_root:
             arrays = dict(hyper_mean=hyper_mean, hyper_sd=hyper_sd, hyper_names=np.array(names),
                           regions=np.array(obs.labels), bold_observed=y, bold_prior=prior,
                           bold_posterior=posterior, bold_forecast5=forecast5)
@@ -389,20 +362,17 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                          preprocessing=preprocessing,
                          bold_params=cfg.bold.params, burn_in_trs=da.burn_in_trs)
             attrs.update({f"metrics/{k}": v for k, v in result["mean"].items()})
-            writer.write_group("assimilation", arrays, attrs)
+            groups["assimilation"] = (arrays, attrs)
             if replay is not None:
-                writer.write_bold(replay, tr_ms, cfg.bold.params, cfg.bold.eps or bold_params(cfg.bold.params).eps)
+                session.write_bold(replay, tr_ms, cfg.bold.params, cfg.bold.eps or bold_params(cfg.bold.params).eps)
             spec = result["specificity"]
             if spec is not None:
-                writer.write_group("assimilation/specificity", dict(subjects=np.array(list(spec["other_r"])),
-                                                                    fc_r=np.array(list(spec["other_r"].values()))),
-                                   dict(own_r=spec["own_r"], specific=spec["specific"]))
-            writer.finish(summary)
-            shutil.rmtree(folder, ignore_errors=True)
-        ctx.barrier()
-        return summary
+                groups["assimilation/specificity"] = (dict(subjects=np.array(list(spec["other_r"])),
+                                                           fc_r=np.array(list(spec["other_r"].values()))),
+                                                      dict(own_r=spec["own_r"], specific=spec["specific"]))
+        return session.close(summary, groups)
     except BaseException:
-        abandon(progress, writer)
+        session.abandon()
         raise
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from dtb.config import Config
 from dtb.model.neurons import IafPscExp
 from dtb.model.recipe import Population, Projection, Recipe
 
@@ -53,36 +52,48 @@ def mean_weights_pa() -> np.ndarray:
     return w
 
 
-def pd14_recipe(cfg: Config) -> Recipe:
-    """Build the PD14 recipe of a run configuration (``cfg.pd14``, ``cfg.simulation.dt_ms``).
+def pd14_recipe(*, dt_ms: float = 0.1, n_scale: float = 0.1, k_scale: float = 1.0, background: str = "poisson",
+                bg_rate_hz: float = 8.0) -> Recipe:
+    """The PD14 recipe.
+
+    Parameters
+    ----------
+    dt_ms : float
+    n_scale, k_scale : float
+        Fractions of the full-scale neuron counts and in-degrees (DC compensation below 1).
+    background : {'poisson', 'dc'}
+        External drive: Poisson spikes or the equivalent DC current.
+    bg_rate_hz : float
+        Rate of each external Poisson source (Hz).
 
     Returns
     -------
     Recipe
         Eight populations L23E .. L6I.
     """
-    pc = cfg.pd14
-    dt = cfg.simulation.dt_ms
-    sizes = np.rint(FULL_SIZES * pc.n_scale).astype(np.int64)
+    sizes = np.rint(FULL_SIZES * n_scale).astype(np.int64)
     sizes = np.maximum(sizes, 1)
     k_full = full_scale_synapses()
     indeg_full = k_full / FULL_SIZES[:, None]
-    totals = np.rint(indeg_full * sizes[:, None] * pc.k_scale).astype(np.int64)
+    totals = np.rint(indeg_full * sizes[:, None] * k_scale).astype(np.int64)
     w_full = mean_weights_pa()
-    sqrt_k = np.sqrt(pc.k_scale)
+    sqrt_k = np.sqrt(k_scale)
     w = w_full / sqrt_k
     w_ext = W_EXC_PA / sqrt_k
-    k_ext = np.rint(K_EXT * pc.k_scale)
+    k_ext = np.rint(K_EXT * k_scale)
     # mean input lost by scaling in-degrees (NEST's adjust_weights_and_input_to_synapse_scaling)
     rec_input = np.sum(w_full * indeg_full * FULL_RATES_HZ[None, :], axis=1)
     dc_pa = 0.001 * TAU_SYN_MS * (1.0 - sqrt_k) * rec_input
-    if pc.background == "poisson":
-        dc_pa = dc_pa + 0.001 * TAU_SYN_MS * (1.0 - sqrt_k) * W_EXC_PA * K_EXT * pc.bg_rate_hz
-        lam = pc.bg_rate_hz * k_ext * dt * 1e-3
+    if background == "poisson":
+        dc_pa = dc_pa + 0.001 * TAU_SYN_MS * (1.0 - sqrt_k) * W_EXC_PA * K_EXT * bg_rate_hz
+        drive_hz = bg_rate_hz * k_ext
     else:
-        dc_pa = dc_pa + 0.001 * TAU_SYN_MS * pc.bg_rate_hz * K_EXT * W_EXC_PA
-        lam = np.zeros(8)
-    pops = tuple(Population(NAMES[i], int(sizes[i]), i % 2 == 0, i // 2) for i in range(8))
+        dc_pa = dc_pa + 0.001 * TAU_SYN_MS * bg_rate_hz * K_EXT * W_EXC_PA
+        drive_hz = np.zeros(8)
+    pops = tuple(Population(NAMES[i], int(sizes[i]), i % 2 == 0, i // 2,
+                            IafPscExp(tau_syn_ex_ms=TAU_SYN_MS, tau_syn_in_ms=TAU_SYN_MS, i_e_pa=float(dc_pa[i])),
+                            float(V0_MEAN_MV[i]), float(V0_SD_MV[i]), float(drive_hz[i]), float(w_ext))
+                 for i in range(8))
     projections = []
     for t in range(8):
         for s in range(8):
@@ -93,8 +104,4 @@ def pd14_recipe(cfg: Config) -> Recipe:
                 t, np.array([s]), np.ones(1), total=int(totals[t, s]), weight_mean=float(w[t, s]),
                 weight_sd=0.1 * abs(float(w[t, s])), delay_ms=np.array([DELAY_MS[0 if exc else 1]]),
                 delay_sd_ms=DELAY_SD_MS[0 if exc else 1]))
-    params = np.stack([IafPscExp(tau_syn_ex_ms=TAU_SYN_MS, tau_syn_in_ms=TAU_SYN_MS, i_e_pa=float(dc_pa[i]))
-                       .table_row(dt, poisson_lam=float(lam[i]), w_ext_pa=w_ext) for i in range(8)])
-    return Recipe(model="pd14", neuron_model="iaf_psc_exp", populations=pops, projections=tuple(projections),
-                  params=params, v0_mean_mv=V0_MEAN_MV.copy(), v0_sd_mv=V0_SD_MV.copy(), regions=LAYERS,
-                  dt_ms=dt)
+    return Recipe(model="pd14", populations=pops, projections=tuple(projections), regions=LAYERS, dt_ms=dt_ms)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from dtb.config import Config
 from dtb.connectome.connectome import Connectome
 from dtb.errors import ConfigError
 from dtb.model.neurons import LifCond
@@ -35,14 +34,31 @@ def region_sizes(nvoxel: np.ndarray, n_neurons: int) -> np.ndarray:
     return sizes
 
 
-def wholebrain_recipe(cfg: Config, con: Connectome) -> Recipe:
-    """Build the whole-brain recipe of a run configuration.
+def wholebrain_recipe(con: Connectome, *, dt_ms: float = 0.1, n_neurons: int = 100_000, in_degree: int = 100,
+                      e_fraction: float = 0.8, k_local_e: float = 4 / 7, k_local_i: float = 1 / 7,
+                      conduction_velocity_m_s: float = 5.0, local_delay_ms: float = 1.0, w_e_trace=0.4,
+                      w_i_trace=2.0, bg_mu_mv_ms=0.7, bg_sigma_mv_ms=0.25, bg_tau_ms=5.0,
+                      sc_normalisation: str = "row") -> Recipe:
+    """The whole-brain recipe on a connectome.
 
     Parameters
     ----------
-    cfg : Config
-        Uses ``cfg.wholebrain`` and ``cfg.simulation.dt_ms``.
     con : Connectome
+    dt_ms : float
+        Time step the delays are rounded to (ms).
+    n_neurons, in_degree : int
+        Total neurons; incoming synapses per neuron (K).
+    e_fraction, k_local_e, k_local_i : float
+        Excitatory share of every region; shares of K from the own region's E and I populations.
+    conduction_velocity_m_s, local_delay_ms : float
+        Long-range delay = fibre length / velocity; delay inside a region.
+    w_e_trace, w_i_trace : float or array of shape (n_regions,)
+        Weights of excitatory (AMPA and NMDA trace jump) and inhibitory (GABA-A and GABA-B) synapses
+        onto each region's neurons.
+    bg_mu_mv_ms, bg_sigma_mv_ms, bg_tau_ms : float or array of shape (n_regions,)
+        OU background current of each region's neurons: mean, stationary s.d. (mV/ms, C = 1), time constant.
+    sc_normalisation : {'row', 'waytotal'}
+        `Connectome.long_range_probabilities`.
 
     Returns
     -------
@@ -52,45 +68,50 @@ def wholebrain_recipe(cfg: Config, con: Connectome) -> Recipe:
     Raises
     ------
     ConfigError
-        When ``n_neurons`` leaves a region without an E or I neuron.
+        When ``n_neurons`` leaves a region without an E or I neuron, or a per-region array has the wrong length.
     """
-    wb = cfg.wholebrain
-    dt = cfg.simulation.dt_ms
-    sizes = region_sizes(con.nvoxel.astype(np.float64), wb.n_neurons)
-    n_e = np.rint(sizes * wb.e_fraction).astype(np.int64)
+    n_reg = con.n_regions
+    per_region = {}
+    for name, val in dict(w_e_trace=w_e_trace, w_i_trace=w_i_trace, bg_mu_mv_ms=bg_mu_mv_ms,
+                          bg_sigma_mv_ms=bg_sigma_mv_ms, bg_tau_ms=bg_tau_ms).items():
+        arr = np.broadcast_to(np.asarray(val, dtype=np.float64), (n_reg,)) if np.ndim(val) == 0 else \
+            np.asarray(val, dtype=np.float64)
+        if arr.shape != (n_reg,):
+            raise ConfigError(f"wholebrain.{name}: {len(arr)} values for {n_reg} regions (give one, or one per region)")
+        per_region[name] = arr
+    sizes = region_sizes(con.nvoxel.astype(np.float64), n_neurons)
+    n_e = np.rint(sizes * e_fraction).astype(np.int64)
     n_i = sizes - n_e
     if n_e.min() < 1 or n_i.min() < 1:
-        need = int(np.ceil(con.nvoxel.sum() / con.nvoxel.min() / min(wb.e_fraction, 1 - wb.e_fraction)))
-        raise ConfigError(f"wholebrain.n_neurons = {wb.n_neurons}: too small for {con.n_regions} regions "
+        need = int(np.ceil(con.nvoxel.sum() / con.nvoxel.min() / min(e_fraction, 1 - e_fraction)))
+        raise ConfigError(f"wholebrain.n_neurons = {n_neurons}: too small for {n_reg} regions "
                           f"(smallest region gets no {'E' if n_e.min() < 1 else 'I'} neuron); use at least {need}")
     pops = []
     for r, label in enumerate(con.labels):
-        pops.append(Population(f"{label}.E", int(n_e[r]), True, r))
-        pops.append(Population(f"{label}.I", int(n_i[r]), False, r))
-    k = wb.in_degree
-    k_le = int(round(k * wb.k_local_e))
-    k_li = int(round(k * wb.k_local_i))
+        neuron = LifCond(ou_mu=float(per_region["bg_mu_mv_ms"][r]), ou_sigma=float(per_region["bg_sigma_mv_ms"][r]),
+                         ou_tau_ms=float(per_region["bg_tau_ms"][r]))
+        pops.append(Population(f"{label}.E", int(n_e[r]), True, r, neuron, -60.0, 4.0))
+        pops.append(Population(f"{label}.I", int(n_i[r]), False, r, neuron, -60.0, 4.0))
+    k = in_degree
+    k_le = int(round(k * k_local_e))
+    k_li = int(round(k * k_local_i))
     k_lr = k - k_le - k_li
-    prob = con.long_range_probabilities(wb.sc_normalisation)
-    lr_delay_ms = con.len_mm / wb.conduction_velocity_m_s  # mm / (mm/ms)
+    prob = con.long_range_probabilities(sc_normalisation)
+    lr_delay_ms = con.len_mm / conduction_velocity_m_s  # mm / (mm/ms)
+    w_e, w_i = per_region["w_e_trace"], per_region["w_i_trace"]
     projections = []
     one = np.ones(1)
-    for r in range(con.n_regions):
+    for r in range(n_reg):
         far = np.flatnonzero(prob[r] > 0)
         for tgt in (2 * r, 2 * r + 1):
             if k_le:
-                projections.append(Projection(tgt, np.array([2 * r]), one, indegree=k_le, weight_mean=wb.w_e,
-                                              delay_ms=np.array([wb.local_delay_ms])))
+                projections.append(Projection(tgt, np.array([2 * r]), one, indegree=k_le, weight_mean=float(w_e[r]),
+                                              delay_ms=np.array([local_delay_ms])))
             if k_li:
-                projections.append(Projection(tgt, np.array([2 * r + 1]), one, indegree=k_li, weight_mean=wb.w_i,
-                                              delay_ms=np.array([wb.local_delay_ms])))
+                projections.append(Projection(tgt, np.array([2 * r + 1]), one, indegree=k_li,
+                                              weight_mean=float(w_i[r]), delay_ms=np.array([local_delay_ms])))
             if k_lr:
                 projections.append(Projection(tgt, 2 * far, prob[r, far] / prob[r, far].sum(), indegree=k_lr,
-                                              weight_mean=wb.w_e, delay_ms=lr_delay_ms[r, far]))
-    neuron = LifCond(ou_mu=wb.bg_mu, ou_sigma=wb.bg_sigma, ou_tau_ms=wb.bg_tau_ms)
-    params = np.tile(neuron.table_row(dt), (len(pops), 1))
-    n_pop = len(pops)
-    return Recipe(model="wholebrain", neuron_model="lif_cond", populations=tuple(pops),
-                  projections=tuple(projections), params=params,
-                  v0_mean_mv=np.full(n_pop, -60.0), v0_sd_mv=np.full(n_pop, 4.0),
-                  regions=tuple(con.labels), dt_ms=dt)
+                                              weight_mean=float(w_e[r]), delay_ms=lr_delay_ms[r, far]))
+    return Recipe(model="wholebrain", populations=tuple(pops), projections=tuple(projections),
+                  regions=tuple(con.labels), dt_ms=dt_ms)

@@ -100,10 +100,11 @@ class Run:
 
     @property
     def config(self):
-        """The run's resolved configuration (`dtb.config.Config`)."""
+        """The run's resolved configuration (`dtb.config.Config`); None for a network built in Python."""
         from dtb.config import load_config
 
-        return load_config(text=self.file["config"][()].decode())
+        text = self.file["config"][()].decode()
+        return load_config(text=text) if text else None
 
     @property
     def n_spikes(self) -> int:
@@ -143,8 +144,26 @@ class Run:
 
     @property
     def rates(self):
-        """Population rates, xarray DataArray (time x population), Hz, lazy (dask); coords time (ms), region."""
-        return self._rates("population_hz", self.populations, "population")
+        """Population rates, xarray DataArray (time x population), Hz, lazy (dask); coords time (ms), region.
+        None if rates were not recorded."""
+        return self._rates("population_hz", self.populations, "population") if "rates" in self.file else None
+
+    @property
+    def state(self) -> dict:
+        """Recorded state variables: ``{variable: xarray DataArray (time x neuron)}``, lazy; time (ms) is the end
+        of each sampled step, neuron the gid; the variable's unit in ``attrs['units']``."""
+        import dask.array as da
+        import xarray as xr
+
+        out = {}
+        for name, g in self.file.get("state", {}).items():
+            ds = g["data"]
+            out[name] = xr.DataArray(da.from_array(ds, chunks=(max(1, min(ds.shape[0], 1 << 14)), ds.shape[1])),
+                                     dims=("time", "neuron"),
+                                     coords={"time": ("time", g["times_ms"][()], {"units": "ms"}),
+                                             "neuron": g["node_ids"][()].astype(np.int64)},
+                                     name=name, attrs={"units": g.attrs["units"], "every_ms": g.attrs["every_ms"]})
+        return out
 
     @property
     def region_rates(self):

@@ -71,35 +71,26 @@ def read_rank_state(folder: Path, rank: int, k: int) -> dict:
 
 @dataclass
 class Checkpoint:
-    """The last checkpoint of an unfinished run (read from ``<run>.partial``).
+    """The last checkpoint of an unfinished job (read from ``<run>.partial``).
 
     Attributes
     ----------
     path : Path
         Final path of the run.
     config_toml : str
-        The run's resolved configuration.
-    step, n_ranks, segments : int
-        Steps done; ranks that wrote it; closed segments (checkpoint index + 1).
-    spike_rows : ndarray, shape (n_ranks, segments), int64
-    rate_rows : ndarray, shape (segments,), int64
-    bold : ndarray, shape (n_regions, n_trs), float64, or None
-    balloon_state : ndarray, shape (4, n_regions), float64, or None
-    build_s, sim_s : float
-        Timings of the runs so far.
+        The job's resolved configuration ('' for a network built in Python).
+    attrs : dict
+        Scalar attributes of ``/checkpoint``: kind ('run' or 'assimilation'), step, n_ranks, segments
+        (closed segments = checkpoint index + 1), build_s, sim_s, fingerprint, and the client's own.
+    arrays : dict of ndarray
+        Datasets of ``/checkpoint`` (spike_rows (n_ranks, segments), rate_rows, balloon_state, the
+        client's own) and ``bold`` (n_regions, n_trs) if the file has ``/bold``.
     """
 
     path: Path
     config_toml: str
-    step: int
-    n_ranks: int
-    segments: int
-    spike_rows: np.ndarray
-    rate_rows: np.ndarray
-    bold: np.ndarray | None
-    balloon_state: np.ndarray | None
-    build_s: float
-    sim_s: float
+    attrs: dict
+    arrays: dict
 
 
 def resume_target(path: str | Path) -> Path:
@@ -108,19 +99,8 @@ def resume_target(path: str | Path) -> Path:
     return path.with_name(path.name[: -len(".partial")]) if path.name.endswith(".partial") else path
 
 
-def read_checkpoint(path: str | Path) -> tuple[Path, str, dict, dict]:
-    """The last checkpoint of the unfinished run ``path`` (a `DataError` if there is none).
-
-    Returns
-    -------
-    final : Path
-        The run's final path.
-    config_toml : str
-    attrs : dict
-        Scalar attributes of ``/checkpoint``.
-    arrays : dict of ndarray
-        Datasets of ``/checkpoint``, and ``bold`` if the file has ``/bold``.
-    """
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """The last checkpoint of the unfinished run ``path`` (a `DataError` if there is none)."""
     final = resume_target(path)
     if final.exists():
         raise ResourceError(f"{str(final)!r} is a finished run: nothing to resume")
@@ -136,23 +116,12 @@ def read_checkpoint(path: str | Path) -> tuple[Path, str, dict, dict]:
         if "checkpoint" not in f or "config" not in f:
             raise DataError(f"{str(partial)!r} holds no checkpoint")
         g = f["checkpoint"]
-        arrays = {k: g[k][()] for k in g}
+        arrays = {}
+        g.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
         if "bold" in f:
             arrays["bold"] = f["bold"][()]
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in g.attrs.items()}
-        return final, f["config"][()].decode(), attrs, arrays
-
-
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """The last checkpoint of the unfinished simulation run ``path``."""
-    final, config_toml, attrs, arrays = read_checkpoint(path)
-    if attrs.get("kind", "run") != "run":
-        raise DataError(f"{str(partial_path(final))!r} is the checkpoint of an assimilation: resume it with "
-                        "dtb assimilate --resume")
-    return Checkpoint(path=final, config_toml=config_toml, step=int(attrs["step"]), n_ranks=int(attrs["n_ranks"]),
-                      segments=int(attrs["segments"]), spike_rows=arrays["spike_rows"], rate_rows=arrays["rate_rows"],
-                      bold=arrays.get("bold"), balloon_state=arrays.get("balloon_state"),
-                      build_s=float(attrs["build_s"]), sim_s=float(attrs["sim_s"]))
+        return Checkpoint(final, f["config"][()].decode(), attrs, arrays)
 
 
 def _flat(cfg: Config) -> dict:

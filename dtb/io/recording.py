@@ -23,44 +23,55 @@ def segment_name(rank: int, k: int) -> str:
 
 
 class RateSources:
-    """Rank 0's population-rate rows, spread over its segment files.
+    """Rank 0's rows of one dataset (population rates, or a recorded state variable), spread over its
+    segment files.
 
     Parameters
     ----------
     folder : Path
         The run's parts folder.
     rows : list of int
-        Rate rows in each of rank 0's segments, in order.
+        Rows in each of rank 0's segments, in order.
     n_populations : int
+        Columns (populations, or recorded neurons).
     bin_ms : float
+        Time between rows (ms).
+    dataset : str
+        The dataset's name in the segment files.
+    dtype : numpy dtype
     """
 
-    def __init__(self, folder: Path, rows: list[int], n_populations: int, bin_ms: float):
+    def __init__(self, folder: Path, rows: list[int], n_populations: int, bin_ms: float, dataset: str = "rates",
+                 dtype=np.float32):
         self.folder = folder
         self.rows = list(rows)
         self.n_populations = n_populations
         self.bin_ms = bin_ms
+        self.dataset = dataset
+        self.dtype = dtype
 
     @property
     def n_rows(self) -> int:
         return int(sum(self.rows))
 
-    def link(self, f: h5py.File) -> None:
-        """``f["rates/population_hz"]`` as a virtual dataset over the segments (names relative to ``f``'s folder)."""
+    def link(self, f: h5py.File, name: str = "rates/population_hz") -> h5py.Dataset:
+        """``f[name]`` as a virtual dataset over the segments (names relative to ``f``'s folder)."""
         shape = (self.n_rows, self.n_populations)
         if self.n_rows == 0:
-            ds = f.create_dataset("rates/population_hz", shape=shape, dtype=np.float32)
+            ds = f.create_dataset(name, shape=shape, dtype=self.dtype)
         else:
-            layout = h5py.VirtualLayout(shape=shape, dtype=np.float32)
+            layout = h5py.VirtualLayout(shape=shape, dtype=self.dtype)
             at = 0
             for k, n in enumerate(self.rows):
                 if n:
-                    source = h5py.VirtualSource(f"{self.folder.name}/{segment_name(0, k)}", "rates",
+                    source = h5py.VirtualSource(f"{self.folder.name}/{segment_name(0, k)}", self.dataset,
                                                 shape=(n, self.n_populations))
                     layout[at:at + n] = source
                     at += n
-            ds = f.create_virtual_dataset("rates/population_hz", layout)
-        ds.attrs.update(dict(bin_ms=self.bin_ms, units="Hz"))
+            ds = f.create_virtual_dataset(name, layout)
+        if self.dataset == "rates":
+            ds.attrs.update(dict(bin_ms=self.bin_ms, units="Hz"))
+        return ds
 
     def blocks(self, max_rows: int):
         """Yield the rate rows in order, at most ``max_rows`` at a time (float32, (rows, n_populations))."""
@@ -69,7 +80,79 @@ class RateSources:
                 continue
             with h5py.File(self.folder / segment_name(0, k), "r") as f:
                 for a in range(0, n, max_rows):
-                    yield f["rates"][a:min(n, a + max_rows)]
+                    yield f[self.dataset][a:min(n, a + max_rows)]
+
+
+class StateProbe:
+    """Samples one state variable of some neurons every few steps; rank 0 gathers the samples at each flush.
+
+    Parameters
+    ----------
+    name : str
+        A key of ``VARIABLES[neuron_model]``.
+    gids : ndarray, int64
+        The recorded neurons (all ranks' together), increasing.
+    every_steps : int
+    recipe : Recipe
+    net : LocalNetwork
+        This rank's part: it samples the recorded neurons it holds.
+    """
+
+    #: name -> (state array, row of it or None, units), per model
+    VARIABLES = {
+        "lif_cond": {"v_mv": ("v", None, "mV"), "i_bg_mv_ms": ("i_bg", None, "mV/ms"), "j_ampa": ("j", 0, "1"),
+                     "j_nmda": ("j", 1, "1"), "j_gaba_a": ("j", 2, "1"), "j_gaba_b": ("j", 3, "1")},
+        "iaf_psc_exp": {"v_mv": ("v", None, "mV"), "i_ex_pa": ("i_ex", None, "pA"), "i_in_pa": ("i_in", None, "pA")},
+    }
+
+    def __init__(self, name: str, gids: np.ndarray, every_steps: int, recipe, net):
+        self.check_variable(name, recipe.neuron_model)
+        self.name, self.every_steps = name, every_steps
+        self.key, self.row, self.units = self.VARIABLES[recipe.neuron_model][name]
+        self.gids = np.asarray(gids, dtype=np.int64)
+        self.n_total = len(self.gids)
+        pos = np.searchsorted(net.gids, self.gids)
+        pos = np.minimum(pos, max(net.n_local - 1, 0))
+        here = (net.n_local > 0) & (net.gids[pos] == self.gids) if net.n_local else np.zeros(len(gids), bool)
+        self.lids = pos[here]
+        self.local_gids = self.gids[here]
+        self.offset = 0.0 if recipe.neuron_model == "lif_cond" or name != "v_mv" else \
+            np.array([p.neuron.e_l_mv for p in recipe.populations])[net.pop[self.lids]]
+        self.samples: list[np.ndarray] = []
+        self._order, self._placed = None, False
+        self._lids_dev = None
+
+    @classmethod
+    def check_variable(cls, name: str, neuron_model: str) -> None:
+        if name not in cls.VARIABLES[neuron_model]:
+            from dtb.errors import ConfigError
+
+            raise ConfigError(f"recording.state: {neuron_model} neurons have no variable {name!r} (they have "
+                              f"{', '.join(cls.VARIABLES[neuron_model])})")
+
+    def sample(self, engine, step: int) -> None:
+        """Take the variable's current values of the local recorded neurons (``step``: the time is step * dt)."""
+        if self._lids_dev is None:
+            self._lids_dev = engine.xp.asarray(self.lids)
+        a = engine.state[self.key]
+        a = a[self.row] if self.row is not None else a
+        self.samples.append(engine.to_host(a[self._lids_dev]) + self.offset)
+
+    def gather(self, ctx) -> np.ndarray | None:
+        """Collective: the samples since the last call of every rank, on rank 0, shape (samples, n_total)
+        in gid order (None elsewhere)."""
+        k = len(self.samples)
+        mine = np.stack(self.samples).T.ravel() if k and len(self.lids) else np.zeros(0)
+        self.samples.clear()
+        parts = ctx.gather_arrays(mine)
+        if not self._placed:  # every rank's first call: where each rank's columns go
+            gids = ctx.gather_arrays(self.local_gids)
+            self._order = np.argsort(np.concatenate(gids)) if gids is not None else None
+            self._placed = True
+        if parts is None or k == 0:
+            return None if parts is None else np.zeros((0, self.n_total))
+        cols = np.concatenate([p.reshape(-1, k) for p in parts if p.size])
+        return np.ascontiguousarray(cols[self._order].T)
 
 
 class SortedSpikes:
@@ -117,9 +200,14 @@ class Recorder:
     dt_ms : float
     bin_steps : int
         Rate bin width in steps.
-    record_spikes : bool
+    spikes_of : list of int, or bool
+        Populations whose spikes are stored (True: all, False: none).
     segment : int
         First segment to write: 0, or one past a checkpoint's last (see `restore`).
+    rates : bool
+        Store the population rates (their counts are kept either way, for the summary).
+    probes : list of StateProbe
+        State variables to record (gathered on rank 0 at each flush).
 
     Attributes
     ----------
@@ -132,14 +220,21 @@ class Recorder:
     """
 
     def __init__(self, ctx: Context, folder: Path, offsets: np.ndarray, dt_ms: float, bin_steps: int,
-                 record_spikes: bool = True, segment: int = 0):
+                 spikes_of=True, segment: int = 0, rates: bool = True, probes=()):
         self.ctx = ctx
         self.folder = folder
         self.offsets = offsets
         self.sizes = np.diff(offsets)
         self.dt_ms = dt_ms
         self.bin_steps = bin_steps
-        self.record_spikes = record_spikes
+        n_pop = len(self.sizes)
+        chosen = list(range(n_pop)) if spikes_of is True else [] if spikes_of is False else list(spikes_of)
+        self.spike_pops = np.zeros(n_pop, dtype=bool)
+        self.spike_pops[chosen] = True
+        self.record_spikes = bool(chosen)
+        self.rates = rates
+        self.probes = list(probes)
+        self.state_rows: dict[str, list[int]] = {p.name: [] for p in self.probes}
         self._steps: list[np.ndarray] = []
         self._gids: list[np.ndarray] = []
         self.bin0 = 0  # first bin still in memory
@@ -160,6 +255,10 @@ class Recorder:
             n_pop = len(self.sizes)
             f.create_dataset("rates", shape=(0, n_pop), maxshape=(None, n_pop), dtype=np.float32,
                              chunks=(max(1, (1 << 16) // max(n_pop, 1)), n_pop))
+            for p in self.probes:
+                w = p.n_total
+                f.create_dataset(f"state/{p.name}", shape=(0, w), maxshape=(None, w), dtype=np.float64,
+                                 chunks=(max(1, (1 << 15) // max(w, 1)), w))
         return f
 
     def _room(self, rows: int) -> None:
@@ -178,8 +277,9 @@ class Recorder:
         np.add.at(self.counts, (bins, pops), 1)
         self.total_counts += np.bincount(pops, minlength=len(self.sizes))
         if self.record_spikes:
-            self._steps.append(steps)
-            self._gids.append(gids)
+            keep = self.spike_pops[pops]
+            self._steps.append(steps[keep])
+            self._gids.append(gids[keep])
 
     @staticmethod
     def _append(ds: h5py.Dataset, rows: np.ndarray) -> None:
@@ -195,6 +295,10 @@ class Recorder:
             self._append(self.file["node_ids"], np.concatenate(self._gids).astype(np.uint64))
         self._steps.clear()
         self._gids.clear()
+        for p in self.probes:
+            rows = p.gather(self.ctx)
+            if rows is not None and len(rows):
+                self._append(self.file[f"state/{p.name}"], rows)
         n_done = -(-step // self.bin_steps) if final else step // self.bin_steps
         k = n_done - self.bin0
         if k <= 0:
@@ -212,19 +316,24 @@ class Recorder:
         return {"recorder/counts": self.counts, "recorder/total_counts": self.total_counts,
                 "recorder/bin0": np.int64(self.bin0)}
 
-    def restore(self, state: dict, spike_rows: list[int], rate_rows: list[int]) -> None:
+    def restore(self, state: dict, spike_rows: list[int], rate_rows: list[int],
+                state_rows: dict | None = None) -> None:
         """Continue from a checkpoint: its `state`, and the lengths of its closed segments (this rank's spikes,
-        rank 0's rate rows)."""
+        rank 0's rate and state rows)."""
         self.counts = np.array(state["recorder/counts"])
         self.total_counts = np.array(state["recorder/total_counts"])
         self.bin0 = int(state["recorder/bin0"])
         self.spike_rows, self.rate_rows = list(spike_rows), list(rate_rows)
+        for name, rows in (state_rows or {}).items():
+            self.state_rows[name] = list(rows)
 
     def close(self) -> None:
         """Close the current segment (after a `flush`); it joins the closed ones."""
         self.spike_rows.append(self.file["node_ids"].shape[0])
         if self.ctx.is_root:
             self.rate_rows.append(self.file["rates"].shape[0])
+            for p in self.probes:
+                self.state_rows[p.name].append(self.file[f"state/{p.name}"].shape[0])
         self.file.close()
         self.segment += 1
 
@@ -246,6 +355,11 @@ class Recorder:
     def rate_sources(self, bin_ms: float) -> RateSources:
         """Rank 0: the closed segments' rate rows."""
         return RateSources(self.folder, self.rate_rows, len(self.sizes), bin_ms)
+
+    def state_sources(self) -> list[tuple["StateProbe", RateSources]]:
+        """Rank 0: each probe with its closed segments' rows."""
+        return [(p, RateSources(self.folder, self.state_rows[p.name], p.n_total, p.every_steps * self.dt_ms,
+                                dataset=f"state/{p.name}", dtype=np.float64)) for p in self.probes]
 
     def _segment_blocks(self, block: int):
         """This rank's closed segments' spikes, in recorded order, as (times_ms, node_ids) blocks."""
@@ -322,7 +436,7 @@ class Recorder:
             gid-ordered row ranges of the ranks' sorted files ``rank<r>.h5``; None on other ranks.
         """
         if max_spikes is None:
-            from dtb.preflight import available_bytes, ranks_per_node
+            from dtb.context import available_bytes, ranks_per_node
 
             max_spikes = max(1 << 20, available_bytes() // ranks_per_node(self.ctx.size) // 160)
         spikes = SortedSpikes(int(sum(self.spike_rows)) if self.record_spikes else 0,

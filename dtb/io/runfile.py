@@ -89,16 +89,13 @@ class RunWriter:
         self.meta = h5py.File(io.BytesIO(), "w")
         self.meta.attrs["schema_version"] = SCHEMA_VERSION
 
-    def write_header_plain(self, *, config_toml: str, version: str, model: str, seed: int, dt_ms: float) -> None:
-        """Root attributes and the resolved config, for a file without spikes or rates (an assimilation)."""
-        self.meta.attrs.update(dict(dtb_version=version, model=model, seed=seed, dt_ms=dt_ms))
+    def write_header(self, *, config_toml: str, version: str, model: str, seed: int, dt_ms: float,
+                     spike_population: str, fingerprint: str, backend: str) -> None:
+        """Root attributes (``fingerprint`` identifies the network: `Recipe.fingerprint`) and the resolved
+        config (empty for a network built in Python)."""
+        self.meta.attrs.update(dict(dtb_version=version, model=model, seed=seed, dt_ms=dt_ms,
+                                    spike_population=spike_population, fingerprint=fingerprint, backend=backend))
         self.meta.create_dataset("config", data=config_toml, dtype=_STR)
-
-    def write_header(self, *, config_toml: str, version: str, model: str, seed: int, dt_ms: float, t_ms: float,
-                     spike_population: str) -> None:
-        """Root attributes and the resolved config of a simulation run."""
-        self.write_header_plain(config_toml=config_toml, version=version, model=model, seed=seed, dt_ms=dt_ms)
-        self.meta.attrs.update(dict(t_ms=t_ms, spike_population=spike_population))
 
     def write_network(self, *, names, sizes, first_gids, excitatory, regions, region_names, synapse_counts,
                       neuron_model: str, min_delay_steps: int, max_delay_steps: int, bytes_per_synapse: float) -> None:
@@ -156,7 +153,8 @@ class RunWriter:
         f.close()
         os.replace(_tmp_path(target), target)
 
-    def write_checkpoint(self, summary: dict, state: dict, state_attrs: dict, rates=None, spikes=None) -> Path:
+    def write_checkpoint(self, summary: dict, state: dict, state_attrs: dict, rates=None, spikes=None,
+                         states=None) -> Path:
         """Write ``<path>.partial``: everything so far, readable as a run file, plus the state to resume from.
 
         Parameters
@@ -171,6 +169,8 @@ class RunWriter:
             Rank 0's segments holding the rate rows (a simulation run).
         spikes : list of (relative path, n_spikes), optional
             Every segment of every rank (a simulation run).
+        states : list of (StateProbe, RateSources), optional
+            Recorded state variables (virtual datasets over rank 0's segments).
         """
         target = partial_path(self.path)
         f = self._open(target)
@@ -180,6 +180,9 @@ class RunWriter:
             rates.link(f)
         if spikes is not None:
             self._link_spikes(f, [(p, n, 0, n) for p, n in spikes], sorting="none")
+        for probe, rows in states or ():
+            self._state_group(f, probe, rows.n_rows, rows.bin_ms)
+            rows.link(f, f"state/{probe.name}/data")
         g = f.create_group("checkpoint")
         for key, val in state.items():
             g.create_dataset(key, data=val)
@@ -187,7 +190,7 @@ class RunWriter:
         self._commit(f, summary, target)
         return target
 
-    def finish(self, summary: dict, rates=None, spikes=None) -> Path:
+    def finish(self, summary: dict, rates=None, spikes=None, states=None) -> Path:
         """Write the final run file: description, rates (and region rates), spikes and summary.
 
         Parameters
@@ -198,10 +201,19 @@ class RunWriter:
         spikes : SortedSpikes, or list of (relative path, length, first, stop), optional
             A one-rank run's sorted spikes (`dtb.io.recording.SortedSpikes`), stored as plain
             datasets; or gid-ordered row ranges of the ranks' sorted files, stored as virtual datasets.
+        states : list of (StateProbe, RateSources), optional
+            Recorded state variables, copied into ``/state/<variable>/data`` (samples, neurons).
         """
         f = self._open(self.path)
         if rates is not None:
             self._copy_rates(f, rates)
+        for probe, rows in states or ():
+            self._state_group(f, probe, rows.n_rows, rows.bin_ms)
+            ds = f.create_dataset(f"state/{probe.name}/data", shape=(rows.n_rows, probe.n_total), dtype=np.float64)
+            at = 0
+            for block in rows.blocks(_COPY_ROWS):
+                ds[at:at + len(block)] = block
+                at += len(block)
         if hasattr(spikes, "write"):
             grp = f.create_group(f"spikes/{f.attrs['spike_population']}")
             grp.attrs["sorting"] = "by_id"
@@ -211,6 +223,14 @@ class RunWriter:
         self._commit(f, summary, self.path)
         partial_path(self.path).unlink(missing_ok=True)
         return self.path
+
+    @staticmethod
+    def _state_group(f: h5py.File, probe, n_rows: int, every_ms: float) -> None:
+        """``/state/<variable>``: node_ids, times_ms (the state at the end of each sampled step) and units."""
+        g = f.create_group(f"state/{probe.name}")
+        g.create_dataset("node_ids", data=probe.gids.astype(np.uint64))
+        g.create_dataset("times_ms", data=every_ms * np.arange(1, n_rows + 1))
+        g.attrs.update(dict(units=probe.units, every_ms=every_ms, axes="sample, neuron"))
 
     @staticmethod
     def _link_spikes(f: h5py.File, parts: list, sorting: str) -> None:

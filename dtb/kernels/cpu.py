@@ -65,6 +65,8 @@ _LIF_OU_MU = LIF_COLUMNS.index('ou_mu')
 _LIF_OU_DECAY = LIF_COLUMNS.index('ou_decay')
 _LIF_OU_NOISE = LIF_COLUMNS.index('ou_noise')
 _LIF_DT_OVER_C = LIF_COLUMNS.index('dt_over_c')
+_LIF_POISSON_LAM = LIF_COLUMNS.index('poisson_lam')
+_LIF_W_EXT = LIF_COLUMNS.index('w_ext')
 
 
 @nb.njit(cache=True)
@@ -124,8 +126,8 @@ def blocks(n: int, n_blocks: int) -> np.ndarray:
 
 
 @nb.njit(parallel=True, cache=True)
-def advance_iaf_psc_exp(t0, m, seed, gids, pop, params, poisson_cdf, v, i_ex, i_in, ref, inbuf, lo_hi, mask,
-                        scratch, out_lid, out_step):
+def advance_iaf_psc_exp(t0, m, seed, gids, pop, params, poisson_cdf, v, i_ex, i_in, ref, i_stim, inbuf, lo_hi,
+                        mask, scratch, out_lid, out_step):
     """Advance ``iaf_psc_exp`` neurons by ``m`` steps from step ``t0`` (exact integration).
 
     Parameters
@@ -144,6 +146,9 @@ def advance_iaf_psc_exp(t0, m, seed, gids, pop, params, poisson_cdf, v, i_ex, i_
         Synaptic currents (pA); updated in place.
     ref : ndarray, shape (N,), int32
         Refractory steps left; updated in place.
+    i_stim : ndarray, shape (N,), float64
+        Stimulus current of each neuron (pA), added to the population's constant
+        current ``i_e_pa`` over the whole epoch; zeros leave the results bitwise unchanged.
     inbuf : ndarray, shape (>= m, 2, N), float32
         Synaptic input per step (pA).
     lo_hi : ndarray, shape (n_blocks, 2), int64
@@ -180,7 +185,7 @@ def advance_iaf_psc_exp(t0, m, seed, gids, pop, params, poisson_cdf, v, i_ex, i_
                 r = ref[n]
                 if r == 0:
                     vn = (pr[_IAF_P22] * vn + pr[_IAF_P21_EX] * i_ex[n] + pr[_IAF_P21_IN] * i_in[n]
-                          + pr[_IAF_P20] * pr[_IAF_I_E_PA])
+                          + pr[_IAF_P20] * (pr[_IAF_I_E_PA] + i_stim[n]))
                 else:
                     r -= 1
                 x_ex = np.float64(inbuf[s, 0, n])
@@ -199,30 +204,51 @@ def advance_iaf_psc_exp(t0, m, seed, gids, pop, params, poisson_cdf, v, i_ex, i_
 
 
 @nb.njit(parallel=True, cache=True)
-def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, gain, inbuf, lo_hi, mask, scratch, out_lid,
-                     out_step):
+def advance_lif_cond(t0, m, seed, gids, pop, params, poisson_cdf, v, j, i_bg, ref, gain, i_stim, inbuf, lo_hi, mask,
+                     scratch, out_lid, out_step):
     """Advance DTB ``lif_cond`` neurons by ``m`` steps from step ``t0``.
 
     V takes an exponential-Euler step (exact for the conductances held over the
     step); the receptor traces decay exactly and jump by the arriving weights; the
     OU background current takes its exact update with one normal per (gid, step).
+    A population with ``poisson_lam > 0`` also gets an external Poisson drive: each
+    step, k ~ Poisson(poisson_lam) per neuron (one uniform per (gid, step), as in
+    `advance_iaf_psc_exp`), adding ``k * w_ext`` to the excitatory input.
 
     Parameters
     ----------
-    v : ndarray, shape (N,), float64
-        Membrane potential (mV).
-    j : ndarray, shape (4, N), float64
-        Receptor traces AMPA, NMDA, GABA-A, GABA-B (1).
-    i_bg : ndarray, shape (N,), float64
-        OU background current (mV/ms).
+    t0, m : int
+        First step and number of steps (m <= 64).
+    seed : int
+    gids : ndarray, shape (N,), int64
+    pop : ndarray, shape (N,), int32
     params : ndarray, shape (n_pop, len(LIF_COLUMNS)), float64
+    poisson_cdf : ndarray, shape (n_pop, K), float64
+        `poisson_tables` of the populations' ``poisson_lam`` (external drive).
+    v : ndarray, shape (N,), float64
+        Membrane potential (mV); updated in place.
+    j : ndarray, shape (4, N), float64
+        Receptor traces AMPA, NMDA, GABA-A, GABA-B (1); updated in place.
+    i_bg : ndarray, shape (N,), float64
+        OU background current (mV/ms); updated in place.
+    ref : ndarray, shape (N,), int32
+        Refractory steps left; updated in place.
     gain : ndarray, shape (len(LIF_GAINS), N), float64
         Per-neuron multipliers of the population's AMPA, NMDA, GABA-A and GABA-B
         conductances and of the OU mean (region hyperparameter x neuron-level spread).
-    scratch : ndarray, shape (2, N), uint32
-        Scratch: this step's random words.
-
-    The other parameters are as in `advance_iaf_psc_exp` (no ``poisson_cdf``).
+    i_stim : ndarray, shape (N,), float64
+        Stimulus current of each neuron (mV/ms, as ``i_ext``: C = 1), held over the
+        epoch; zeros leave the results bitwise unchanged.
+    inbuf : ndarray, shape (>= m, 2, N), float32
+        Synaptic input per step (weights, the units of the traces).
+    lo_hi : ndarray, shape (n_blocks, 2), int64
+    mask : ndarray, shape (N,), uint64
+        Scratch: fired steps of each neuron.
+    scratch : ndarray, shape (4, N), uint32
+        Scratch: this step's random words, rows 0-1 the OU noise's, rows 2-3 the
+        Poisson drive's (written only when some population has a drive).
+    out_lid, out_step : ndarray, int64
+        Spikes out, in (step, lid) order; capacity ``N * ceil(m / (ref_steps + 1))``.
 
     Returns
     -------
@@ -230,6 +256,13 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, gain, inbu
         Number of spikes.
     """
     k0, k1 = rng.key(seed, rng.NOISE, 0)
+    p0, p1 = rng.key(seed, rng.POISSON, 0)
+    # with no drive anywhere no Poisson words are drawn: the results are bitwise those without the feature
+    drive = False
+    for p in range(params.shape[0]):
+        drive = drive or params[p, _LIF_POISSON_LAM] > 0.0
+    if drive and scratch.shape[0] < 4:
+        raise ValueError("advance_lif_cond: a Poisson drive needs scratch of shape (4, N)")
     for b in nb.prange(lo_hi.shape[0]):
         lo = lo_hi[b, 0]
         hi = lo_hi[b, 1]
@@ -242,6 +275,13 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, gain, inbu
                 w0, w1, _, _ = rng.draw(k0, k1, gids[n], t)
                 scratch[0, n] = w0
                 scratch[1, n] = w1
+            if drive:
+                # the drive's uniform per (gid, step), from the same stream as iaf_psc_exp's drive, in its own
+                # vectorisable pass; neurons of populations without a drive ignore theirs
+                for n in range(lo, hi):
+                    w0, w1, _, _ = rng.draw(p0, p1, gids[n], t)
+                    scratch[2, n] = w0
+                    scratch[3, n] = w1
             for n in range(lo, hi):
                 z = rng.normal(seed, rng.NOISE, gids[n], t, np.uint64(scratch[0, n]), np.uint64(scratch[1, n]))
                 pr = params[pop[n]]
@@ -259,7 +299,8 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, gain, inbu
                     ggb = pr[_LIF_G_GABA_B] * gain[3, n] * jgb
                     gsum = pr[_LIF_G_L] + ga + gn + gga + ggb
                     veq = (pr[_LIF_G_L] * pr[_LIF_V_L_MV] + ga * pr[_LIF_E_AMPA_MV] + gn * pr[_LIF_E_NMDA_MV]
-                           + gga * pr[_LIF_E_GABA_A_MV] + ggb * pr[_LIF_E_GABA_B_MV] + pr[_LIF_I_EXT] + i_bg[n]) / gsum
+                           + gga * pr[_LIF_E_GABA_A_MV] + ggb * pr[_LIF_E_GABA_B_MV] + pr[_LIF_I_EXT] + i_stim[n]
+                           + i_bg[n]) / gsum
                     vn = veq + (vn - veq) * math.exp(-gsum * pr[_LIF_DT_OVER_C])
                 else:
                     r -= 1
@@ -267,6 +308,11 @@ def advance_lif_cond(t0, m, seed, gids, pop, params, v, j, i_bg, ref, gain, inbu
                 i_bg[n] = mu + (i_bg[n] - mu) * pr[_LIF_OU_DECAY] + pr[_LIF_OU_NOISE] * z
                 x_e = np.float64(inbuf[s, 0, n])
                 x_i = np.float64(inbuf[s, 1, n])
+                if pr[_LIF_POISSON_LAM] > 0.0:
+                    # external spikes arrive like synaptic excitatory input: both AMPA and NMDA jump
+                    u = rng.u01_53(np.uint64(scratch[2, n]), np.uint64(scratch[3, n]))
+                    k = _poisson_from_table(poisson_cdf[pop[n]], pr[_LIF_POISSON_LAM], u)
+                    x_e += k * pr[_LIF_W_EXT]
                 j[0, n] = ja * pr[_LIF_D_AMPA] + x_e
                 j[1, n] = jn * pr[_LIF_D_NMDA] + x_e
                 j[2, n] = jga * pr[_LIF_D_GABA_A] + x_i

@@ -76,9 +76,9 @@ def device_free_bytes() -> int:
     modulo the GPUs), read before MPI starts."""
     import cupy
 
-    local = next((int(os.environ[v]) for v in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
-                  if os.environ.get(v, "").isdigit()), 0)
-    with cupy.cuda.Device(local % cupy.cuda.runtime.getDeviceCount()):
+    from dtb.context import launcher_local_rank
+
+    with cupy.cuda.Device(launcher_local_rank() % cupy.cuda.runtime.getDeviceCount()):
         return int(cupy.cuda.runtime.memGetInfo()[0])
 
 
@@ -227,7 +227,7 @@ class HostDevice:
 
     @staticmethod
     def free_bytes() -> int:
-        from dtb.preflight import available_bytes
+        from dtb.context import available_bytes
 
         return available_bytes()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from dtb.config import HyperConfig
 from dtb.kernels import rng
 from dtb.model.neurons import LIF_GAINS
 
@@ -36,9 +35,16 @@ def neuron_spread(seed: int, gids: np.ndarray, alpha: float) -> np.ndarray:
     return np.stack([rng.gammas(seed, rng.GAMMA, k, gids, alpha) for k in range(len(LIF_GAINS))])
 
 
-def initial_theta(hyper: HyperConfig, n_regions: int) -> np.ndarray:
-    """The configured gains for every region, shape (len(LIF_GAINS), n_regions), float64."""
-    return np.repeat(np.array([[getattr(hyper, name)] for name in LIF_GAINS], dtype=np.float64), n_regions, axis=1)
+def initial_theta(values: dict, labels) -> np.ndarray:
+    """Region gains from ``{gain name: value}`` (a number, one value per region, a dict by region label or a
+    CSV/TSV file of them; missing names: 1), shape (len(LIF_GAINS), len(labels)), float64."""
+    from dtb.model.registry import per_region, read_table
+
+    theta = np.ones((len(LIF_GAINS), len(labels)))
+    for k, name in enumerate(LIF_GAINS):
+        if name in values:
+            theta[k] = per_region(read_table(values[name], f"hyper.{name}"), labels, 1.0, f"hyper.{name}")
+    return theta
 
 
 def neuron_gains(theta: np.ndarray, neuron_region: np.ndarray, spread: np.ndarray) -> np.ndarray:

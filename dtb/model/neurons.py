@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -24,7 +25,8 @@ IAF_COLUMNS = ("p22", "p21_ex", "p21_in", "p20", "p11_ex", "p11_in", "theta_mv",
 # tables by position: keep the order.
 LIF_COLUMNS = ("g_l", "v_l_mv", "v_th_mv", "v_reset_mv", "ref_steps", "i_ext",
                "g_ampa", "g_nmda", "g_gaba_a", "g_gaba_b", "e_ampa_mv", "e_nmda_mv", "e_gaba_a_mv", "e_gaba_b_mv",
-               "d_ampa", "d_nmda", "d_gaba_a", "d_gaba_b", "ou_mu", "ou_decay", "ou_noise", "dt_over_c")
+               "d_ampa", "d_nmda", "d_gaba_a", "d_gaba_b", "ou_mu", "ou_decay", "ou_noise", "dt_over_c",
+               "poisson_lam", "w_ext")
 # Per-neuron multipliers of lif_cond parameters (rows of the kernel's ``gain`` array): the
 # conductance gains of the four receptors and the gain of the background current's mean.
 # Region hyperparameters act through them (`dtb.model.hyper`).
@@ -38,6 +40,8 @@ class IafPscExp:
     Attributes are physical with units in their names; ``i_e_pa`` is a constant
     input current. V is integrated relative to ``e_l_mv``.
     """
+
+    model: ClassVar[str] = "iaf_psc_exp"
 
     c_m_pf: float = 250.0
     tau_m_ms: float = 10.0
@@ -91,6 +95,8 @@ class LifCond:
     Receptor order everywhere: AMPA, NMDA, GABA-A, GABA-B.
     """
 
+    model: ClassVar[str] = "lif_cond"
+
     c: float = 1.0
     t_ref_ms: float = 5.0
     g_l: float = 0.03
@@ -114,8 +120,18 @@ class LifCond:
     ou_sigma: float = 0.16
     ou_tau_ms: float = 5.0
 
-    def table_row(self, dt_ms: float) -> np.ndarray:
+    def table_row(self, dt_ms: float, poisson_lam: float = 0.0, w_ext: float = 0.0) -> np.ndarray:
         """Decay factors and parameters for one population.
+
+        Parameters
+        ----------
+        dt_ms : float
+            Time step (ms).
+        poisson_lam : float
+            Expected external Poisson spikes per neuron per step (0: no external drive).
+        w_ext : float
+            Jump of the excitatory traces (AMPA and NMDA) per external spike, in the units
+            of a synaptic weight of lif_cond (dimensionless trace increment).
 
         Returns
         -------
@@ -131,5 +147,5 @@ class LifCond:
                    d_gaba_a=math.exp(-h / self.tau_gaba_a_ms), d_gaba_b=math.exp(-h / self.tau_gaba_b_ms),
                    ou_mu=self.ou_mu, ou_decay=math.exp(-h / self.ou_tau_ms),
                    ou_noise=self.ou_sigma * math.sqrt(1.0 - math.exp(-2.0 * h / self.ou_tau_ms)),
-                   dt_over_c=h / self.c)
+                   dt_over_c=h / self.c, poisson_lam=poisson_lam, w_ext=w_ext)
         return np.array([row[k] for k in LIF_COLUMNS], dtype=np.float64)

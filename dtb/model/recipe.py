@@ -12,13 +12,17 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from dtb.model.neurons import LifCond
+
 #: largest spacing of the weight grid, relative to the smallest mean weight, at which weights are coded
 WEIGHT_GRID_REL = 1e-3
+#: the minimum delay of a network without synapses (steps): no epoch is ever that long
+NO_DELAY_STEPS = 1 << 16
 
 
 @dataclass(frozen=True)
 class Population:
-    """A homogeneous group of neurons.
+    """A homogeneous group of neurons: one neuron model with its parameters, and its external drive.
 
     Attributes
     ----------
@@ -29,12 +33,25 @@ class Population:
         Whether its synapses target the excitatory receptors.
     region : int
         Index into ``Recipe.regions`` (the layer for PD14).
+    neuron : LifCond or IafPscExp
+        Neuron model and parameters (`dtb.model.neurons`); one model per network.
+    v0_mean_mv, v0_sd_mv : float
+        Initial membrane potential, normal.
+    drive_rate_hz : float
+        Total rate of the independent Poisson spikes each neuron receives from outside (Hz); 0: none.
+    drive_weight : float
+        Weight of one external spike (excitatory receptors; pA for iaf_psc_exp, trace jump for lif_cond).
     """
 
     name: str
     size: int
     excitatory: bool
     region: int
+    neuron: object = field(default_factory=LifCond)
+    v0_mean_mv: float = -60.0
+    v0_sd_mv: float = 4.0
+    drive_rate_hz: float = 0.0
+    drive_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -87,34 +104,45 @@ class Projection:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A whole network: populations, projections, neuron parameters, initial state.
+    """A whole network: populations (with their neurons and drive) and projections.
+
+    Neuron models stay parameter objects here; a backend turns them into the kernels'
+    table for ``dt_ms`` when it prepares a simulation (`dtb.model.neurons.kernel_table`).
 
     Attributes
     ----------
     model : str
-        Network name ('wholebrain' or 'pd14').
-    neuron_model : str
-        'lif_cond' or 'iaf_psc_exp'; one model per network.
+        Network name (a key of `dtb.model.registry.MODELS`, or the user's own).
     populations : tuple of Population
     projections : tuple of Projection
-    params : ndarray, shape (n_populations, n_columns), float64
-        Per-population kernel parameters (see `dtb.model.neurons`).
-    v0_mean_mv, v0_sd_mv : ndarray, shape (n_populations,), float64
-        Initial membrane potential, normal per population.
     regions : tuple of str
         Region (or layer) names that ``Population.region`` indexes.
     dt_ms : float
+        Time step the delays are rounded to (ms).
     """
 
     model: str
-    neuron_model: str
     populations: tuple
     projections: tuple
-    params: np.ndarray
-    v0_mean_mv: np.ndarray
-    v0_sd_mv: np.ndarray
     regions: tuple
     dt_ms: float
+
+    @property
+    def neuron_model(self) -> str:
+        """'lif_cond' or 'iaf_psc_exp': the model of every population."""
+        return self.populations[0].neuron.model
+
+    def fingerprint(self) -> str:
+        """A digest of everything that defines the network (populations with their neurons and drive,
+        projections, regions, time step): equal fingerprints build equal networks from the same seed."""
+        import hashlib
+
+        h = hashlib.sha256(repr((self.model, self.populations, self.regions, self.dt_ms)).encode())
+        for q in self.projections:
+            h.update(repr((q.target, q.indegree, q.total, q.weight_mean, q.weight_sd, q.delay_sd_ms)).encode())
+            for a in (q.sources, q.source_p, q.delay_ms):
+                h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+        return h.hexdigest()[:32]
 
     @property
     def offsets(self) -> np.ndarray:
@@ -127,8 +155,9 @@ class Recipe:
 
     @property
     def min_delay_steps(self) -> int:
-        """Smallest synaptic delay in the network (steps): the longest allowed epoch."""
-        return min(p.min_delay_steps(self.dt_ms) for p in self.projections)
+        """Smallest synaptic delay in the network (steps): the longest allowed epoch (unbounded without
+        projections: `NO_DELAY_STEPS`)."""
+        return min((p.min_delay_steps(self.dt_ms) for p in self.projections), default=NO_DELAY_STEPS)
 
     def weight_table(self, code_bits: int) -> tuple[np.ndarray, bool] | None:
         """The weights a synapse's ``code_bits``-bit code can stand for, or None if they cannot be coded.
@@ -184,6 +213,5 @@ class Recipe:
                      for e in range(members) for p in self.populations)
         projs = tuple(replace(q, target=q.target + e * n_pop, sources=q.sources + e * n_pop)
                       for e in range(members) for q in self.projections)
-        return replace(self, populations=pops, projections=projs, params=np.tile(self.params, (members, 1)),
-                       v0_mean_mv=np.tile(self.v0_mean_mv, members), v0_sd_mv=np.tile(self.v0_sd_mv, members),
+        return replace(self, populations=pops, projections=projs,
                        regions=tuple(f"m{e}/{r}" for e in range(members) for r in self.regions))

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import small_pd14, small_wholebrain
+from helpers import small_pd14, small_wholebrain
 from dtb import driver
 from dtb.config import load_config
 from dtb.context import Context, cuda_aware_mpi
@@ -193,4 +193,40 @@ def test_gpu_backend_is_independent_of_rank_count(world, mpi_tmp_path, model):
         with h5py.File(out) as a, h5py.File(ref) as b:
             for name in (f"spikes/{model}/timestamps", f"spikes/{model}/node_ids", "rates/population_hz"):
                 np.testing.assert_array_equal(a[name][()], b[name][()], err_msg=name)
+    world.barrier()
+
+
+@pytest.mark.mpi
+def test_the_python_api_runs_distributed_with_the_same_spikes(world, mpi_tmp_path):
+    """A network built with dtb.Network, with selective spikes, recorded state and a stimulus: P ranks write
+    what one process writes (spikes, rates, state)."""
+    import dtb
+
+    net = dtb.Network(seed=4, dt_ms=0.1)
+    e = net.population("E", 600, model="lif_cond")
+    i = net.population("I", 150, model="lif_cond")
+    net.connect(e, [e, i], k=60, weight=0.4, delay_ms=1.5)
+    net.connect(i, [e, i], k=15, weight=2.0, delay_ms=0.8)
+    net.drive([e, i], rate_hz=8.0, k=100, weight=0.4)
+
+    def simulate(path, ctx):
+        s = dtb.Session(net, out=path, ctx=ctx, progress=False, partition="greedy")
+        s.record(spikes=[i], state={"v_mv": e[::50], "j_ampa": i[:7]}, state_every_ms=0.5)
+        s.stimulate(e[:300], amplitude=1.0, start_ms=20.0, stop_ms=60.0)
+        s.run(40.0)
+        s.run(60.0)
+        return s.close()
+
+    out = mpi_tmp_path / f"api_p{world.size}.h5"
+    summary = simulate(out, world)
+    assert summary["n_ranks"] == world.size
+    if world.is_root:
+        ref = mpi_tmp_path / f"api_serial_p{world.size}.h5"
+        simulate(ref, Context.serial(threads=1))
+        with h5py.File(out) as a, h5py.File(ref) as b:
+            for name in ("spikes/network/timestamps", "spikes/network/node_ids", "rates/population_hz",
+                         "state/v_mv/data", "state/v_mv/node_ids", "state/j_ampa/data"):
+                np.testing.assert_array_equal(a[name][()], b[name][()], err_msg=name)
+            assert a["state/v_mv/data"].shape == (200, 12)
+            assert a["spikes/network/node_ids"][()].min() >= 600
     world.barrier()

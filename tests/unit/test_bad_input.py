@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import write_connectome
+from helpers import write_connectome
 from dtb import cli
 
 N = 4
@@ -149,12 +149,13 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path, monkeypatch, c
 def test_gpu_preflight_names_the_gpu_limit():
     """The GPU backend's preflight (a device with 1 GiB free, faked: no GPU here)."""
     from dtb.config import load_config
-    from dtb.driver import make_recipe
     from dtb.errors import ResourceError
+    from dtb.memory import preflight
+    from dtb.model.registry import network_from_config
     from dtb.partition import partition
-    from dtb.preflight import preflight
 
-    recipe = make_recipe(load_config(overrides=["wholebrain.n_neurons=1e7", "wholebrain.in_degree=1000"]))
-    with pytest.raises(ResourceError, match=r"not enough GPU memory for this run: rank 0 of 2 needs about 30\.3 "
-                                            r"GiB on its GPU .* 1\.0 GiB free; about 120 ranks"):
+    recipe = network_from_config(load_config(overrides=["wholebrain.n_neurons=1e7",
+                                                        "wholebrain.in_degree=1000"])).recipe()
+    with pytest.raises(ResourceError, match=r"not enough GPU memory for this run: rank 0 of 2 needs about 29\.8 "
+                                            r"GiB on its GPU .* 1\.0 GiB free; about 118 ranks"):
         preflight(recipe, partition(recipe, 2, "contiguous"), device_free=2**30)

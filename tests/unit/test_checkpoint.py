@@ -7,7 +7,7 @@ import pytest
 from dtb import cli, driver
 from dtb.config import load_config
 from dtb.errors import ConfigError, DataError, ResourceError
-from dtb.io.checkpoint import load_checkpoint
+from dtb.io.checkpoint import read_checkpoint
 from dtb.io.runfile import read_summary
 
 BASE = {
@@ -123,10 +123,10 @@ def test_a_stopped_run_blocks_a_fresh_start_without_overwrite(tmp_path):
 
 def test_nothing_to_resume(tmp_path):
     with pytest.raises(DataError, match="no checkpoint to resume"):
-        load_checkpoint(tmp_path / "never.h5")
+        read_checkpoint(tmp_path / "never.h5")
     (tmp_path / "done.h5").write_bytes(b"")
     with pytest.raises(ResourceError, match="finished run"):
-        load_checkpoint(tmp_path / "done.h5")
+        read_checkpoint(tmp_path / "done.h5")
 
 
 def test_cli_resume_uses_the_stored_config_and_may_extend_the_run(tmp_path, capsys):

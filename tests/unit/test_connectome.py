@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import write_connectome
+from helpers import write_connectome
 from dtb.connectome.connectome import bundled_connectome_path, list_subjects, load_connectome
 from dtb.errors import DataError
 

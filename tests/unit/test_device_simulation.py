@@ -1,5 +1,5 @@
-"""The GPU backend's simulation loop without a GPU: DeviceSimulation on the host build of the CUDA
-kernels (backend 'gpu_emulated'). The same code runs on a GPU with CuPy arrays (tests/gpu).
+"""The GPU backend without a GPU: the device engine on the host build of the CUDA kernels (backend
+'gpu_emulated'). The same code runs on a GPU with CuPy arrays (tests/gpu).
 
 Skipped where nvcc is missing.
 """
@@ -12,12 +12,11 @@ import pytest
 
 import device_checks
 from device_checks import RUNS, run, spikes
-from dtb import cli, device_simulation, driver
-from dtb.config import load_config
-from dtb.context import Context
-from dtb.device_simulation import DeviceSimulation
+from dtb import cli
+from dtb.backends import device as device_backend
 from dtb.errors import ResourceError
-from dtb.kernels.gpu import HostDevice, resolve_backend
+from dtb.kernels.gpu import resolve_backend
+from helpers import simulation, small_wholebrain
 
 pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on this machine")
 
@@ -49,12 +48,10 @@ def test_emulated_gpu_checkpoints_resume_bitwise(tmp_path):
 
 def test_snapshots_cross_backends(connectome):
     """A CPU snapshot restored on the device (and back) continues the same state."""
-    cfg = load_config(overrides=RUNS["wholebrain"])
-    recipe = driver.make_recipe(cfg)
-    ctx = Context.serial(threads=1)
-    _, net, exchange, cpu_sim, _ = driver.build(ctx, recipe, cfg, partition=driver.plan(recipe, cfg, 1))
+    recipe = small_wholebrain(connectome, n=4000)
+    cpu_sim = simulation(recipe)
     cpu_sim.run(100)
-    dev_sim = DeviceSimulation(ctx, net, exchange, cfg.simulation.seed, device=HostDevice())
+    dev_sim = simulation(recipe, backend="gpu_emulated")
     dev_sim.restore(cpu_sim.snapshot())
     back = dev_sim.snapshot()
     for key, val in cpu_sim.snapshot().items():
@@ -91,7 +88,7 @@ def test_graphs_batches_and_exchange_mode_give_the_same_spikes(tmp_path, monkeyp
     plain, s_plain = run(tmp_path, "plain", "pd14", "gpu_emulated", "simulation.cuda_graphs=false")
     hosted, _ = run(tmp_path, "hosted", "pd14", "gpu_emulated", "simulation.exchange=dry_run",
                     "simulation.dry_run_ranks=4")
-    monkeypatch.setattr(device_simulation, "QUEUE_BUDGET_BYTES", 1)
+    monkeypatch.setattr(device_backend, "QUEUE_BUDGET_BYTES", 1)
     small, _ = run(tmp_path, "small", "pd14", "gpu_emulated")
     for path in (plain, hosted, small):
         for a, b in zip(spikes(ref, "pd14"), spikes(path, "pd14")):

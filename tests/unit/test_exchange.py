@@ -5,7 +5,7 @@ import json
 import h5py
 import numpy as np
 
-from conftest import small_wholebrain
+from helpers import small_wholebrain
 from dtb import driver
 from dtb.config import load_config
 from dtb.context import Context

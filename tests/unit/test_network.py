@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import small_pd14, small_wholebrain
+from helpers import small_pd14, small_wholebrain
 from dtb.context import Context
 from dtb.kernels import cpu
 from dtb.network import build_local

@@ -9,6 +9,7 @@ from dtb.kernels import cpu
 from dtb.model.neurons import IAF_COLUMNS, LIF_COLUMNS, LIF_GAINS, IafPscExp, LifCond
 
 DT = 0.1
+NO_DRIVE = cpu.poisson_tables(np.zeros(1), 16)  # the Poisson tables of one population without external drive
 
 
 def _run_iaf(params_row, n_steps, inputs=None, v0=0.0):
@@ -22,7 +23,7 @@ def _run_iaf(params_row, n_steps, inputs=None, v0=0.0):
             inbuf[0, :, 0] = inputs[t]
         out_lid, out_step = np.empty(1, np.int64), np.empty(1, np.int64)
         n = cpu.advance_iaf_psc_exp(t, 1, 1, np.zeros(1, np.int64), np.zeros(1, np.int32), params_row[None, :],
-                                    np.ones((1, 4)), v, i_ex, i_in, ref, inbuf, cpu.blocks(1, 1),
+                                    np.ones((1, 4)), v, i_ex, i_in, ref, np.zeros(1), inbuf, cpu.blocks(1, 1),
                                     np.zeros(1, np.uint64), np.zeros(1), out_lid, out_step)
         trace.append(v[0])
         if n:
@@ -93,9 +94,9 @@ def _run_lif(row, n_steps, inputs=None, v0=-70.0, i_bg0=None):
         if inputs and t in inputs:
             inbuf[0, :, 0] = inputs[t]
         out_lid, out_step = np.empty(1, np.int64), np.empty(1, np.int64)
-        n = cpu.advance_lif_cond(t, 1, 1, np.zeros(1, np.int64), np.zeros(1, np.int32), row[None, :], v, j, i_bg,
-                                 ref, np.ones((5, 1)), inbuf, cpu.blocks(1, 1), np.zeros(1, np.uint64),
-                                 np.zeros((2, 1), np.uint32), out_lid, out_step)
+        n = cpu.advance_lif_cond(t, 1, 1, np.zeros(1, np.int64), np.zeros(1, np.int32), row[None, :], NO_DRIVE, v,
+                                 j, i_bg, ref, np.ones((5, 1)), np.zeros(1), inbuf, cpu.blocks(1, 1),
+                                 np.zeros(1, np.uint64), np.zeros((4, 1), np.uint32), out_lid, out_step)
         vs.append(v[0])
         js.append(j[:, 0].copy())
         if n:
@@ -152,9 +153,9 @@ def test_ou_background_statistics():
     gids = np.arange(n, dtype=np.int64)
     for e in range(40):
         inbuf = np.zeros((50, 2, n), np.float32)
-        cpu.advance_lif_cond(e * 50, 50, 3, gids, np.zeros(n, np.int32), row[None, :], v, j, i_bg, ref,
-                             np.ones((5, n)), inbuf, cpu.blocks(n, 4), np.zeros(n, np.uint64),
-                             np.zeros((2, n), np.uint32),
+        cpu.advance_lif_cond(e * 50, 50, 3, gids, np.zeros(n, np.int32), row[None, :], NO_DRIVE, v, j, i_bg, ref,
+                             np.ones((5, n)), np.zeros(n), inbuf, cpu.blocks(n, 4), np.zeros(n, np.uint64),
+                             np.zeros((4, n), np.uint32),
                              np.empty(n * 50, np.int64), np.empty(n * 50, np.int64))
         samples.append(i_bg.copy())
     s = np.array(samples[5:])
@@ -184,8 +185,9 @@ def test_lif_gains_equal_scaled_parameters():
                            (np.arange(n, dtype=np.int32), scaled, np.ones((len(LIF_GAINS), n)))):
         v, j, i_bg = v_start.copy(), np.zeros((4, n)), np.full(n, 0.5)
         lids = np.empty(n * m, np.int64)
-        cnt = cpu.advance_lif_cond(0, m, 3, gids, pop, params, v, j, i_bg, np.zeros(n, np.int32), g, inbuf.copy(),
-                                   cpu.blocks(n, 3), np.zeros(n, np.uint64), np.zeros((2, n), np.uint32), lids,
+        cnt = cpu.advance_lif_cond(0, m, 3, gids, pop, params, cpu.poisson_tables(np.zeros(len(params)), 16), v, j,
+                                   i_bg, np.zeros(n, np.int32), g, np.zeros(n), inbuf.copy(), cpu.blocks(n, 3),
+                                   np.zeros(n, np.uint64), np.zeros((4, n), np.uint32), lids,
                                    np.empty(n * m, np.int64))
         out.append((v, j, i_bg, lids[:cnt]))
     for a, b in zip(*out):

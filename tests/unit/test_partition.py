@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import small_pd14, small_wholebrain
+from helpers import small_pd14, small_wholebrain
 from dtb.config import load_config
-from dtb.connectome.wholebrain import wholebrain_recipe
+from dtb.model.registry import network_from_config
 from dtb.context import Context
 from dtb.errors import ConfigError
 from dtb.network import build_local
@@ -18,7 +18,7 @@ from dtb.partition import STRATEGIES, partition, quality
 
 @pytest.fixture(scope="module")
 def brain(connectome):
-    return wholebrain_recipe(load_config(overrides=["wholebrain.n_neurons=200000"]), connectome)
+    return network_from_config(load_config(overrides=["wholebrain.n_neurons=200000"])).recipe()
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

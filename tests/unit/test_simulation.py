@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import collect, small_pd14, small_wholebrain
+from helpers import collect, small_pd14, small_wholebrain
 from dtb.config import load_config
 from dtb.context import Context
 from dtb.exchange import SerialExchange
@@ -79,10 +79,10 @@ def test_default_wholebrain_is_asynchronous_irregular(connectome):
     between 0.7 and 1.6); the network rate fluctuates little (CV of the summed
     count in 5 ms bins below 4x what independent Poisson neurons would give).
     """
-    from dtb.connectome.wholebrain import wholebrain_recipe
+    from dtb.model.registry import network_from_config
 
     cfg = load_config()
-    recipe = wholebrain_recipe(cfg, connectome)
+    recipe = network_from_config(cfg).recipe()
     steps, gids = _spikes(recipe, cfg.simulation.seed, 15000)
     t0 = 5000
     keep = steps >= t0

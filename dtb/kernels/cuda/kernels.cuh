@@ -94,13 +94,13 @@ DTB_HD void close_epoch(long long n, int parity, long long *clock, int m, long l
 DTB_HD void advance_iaf_psc_exp_at(long long n, int parity, long long *clock, int m, unsigned long long seed,
                                    long long N, const long long *gids, const int *pop, const double *params,
                                    const double *poisson_cdf, long long cdf_size, double *v, double *i_ex,
-                                   double *i_in, int *ref, unsigned long long *acc, int local, long long *counts,
-                                   long long cap, long long *pend, const long long *slot_of_lid,
+                                   double *i_in, int *ref, const double *i_stim, unsigned long long *acc, int local,
+                                   long long *counts, long long cap, long long *pend, const long long *slot_of_lid,
                                    const long long *slot_row_ptr, long long rec_cap, long long *rec) {
     const long long t0 = clock[parity];
     if (n < N) {
         const unsigned long long mask = iaf_psc_exp_epoch(n, N, t0, m, seed, (const int64_t *)gids, pop, params,
-                                                          poisson_cdf, cdf_size, v, i_ex, i_in, ref,
+                                                          poisson_cdf, cdf_size, v, i_ex, i_in, ref, i_stim,
                                                           FixedInput{acc});
         emit_spikes(n, mask, t0, m, 1 - parity, local, counts, cap, pend, slot_of_lid, slot_row_ptr, rec_cap, rec);
     }
@@ -108,15 +108,17 @@ DTB_HD void advance_iaf_psc_exp_at(long long n, int parity, long long *clock, in
 }
 
 DTB_HD void advance_lif_cond_at(long long n, int parity, long long *clock, int m, unsigned long long seed,
-                                long long N, const long long *gids, const int *pop, const double *params, double *v,
-                                double *j, double *i_bg, int *ref, const double *gain, unsigned long long *acc,
+                                long long N, const long long *gids, const int *pop, const double *params,
+                                const double *poisson_cdf, long long cdf_size, double *v, double *j, double *i_bg,
+                                int *ref, const double *gain, const double *i_stim, unsigned long long *acc,
                                 const long long *zig_k, const double *zig_w, const double *zig_f, int local,
                                 long long *counts, long long cap, long long *pend, const long long *slot_of_lid,
                                 const long long *slot_row_ptr, long long rec_cap, long long *rec) {
     const long long t0 = clock[parity];
     if (n < N) {
-        const unsigned long long mask = lif_cond_epoch(n, N, t0, m, seed, (const int64_t *)gids, pop, params, v, j,
-                                                       i_bg, ref, gain, FixedInput{acc},
+        const unsigned long long mask = lif_cond_epoch(n, N, t0, m, seed, (const int64_t *)gids, pop, params,
+                                                       poisson_cdf, cdf_size, v, j, i_bg, ref, gain, i_stim,
+                                                       FixedInput{acc},
                                                        Ziggurat{(const int64_t *)zig_k, zig_w, zig_f});
         emit_spikes(n, mask, t0, m, 1 - parity, local, counts, cap, pend, slot_of_lid, slot_row_ptr, rec_cap, rec);
     }
@@ -171,16 +173,16 @@ DTB_HD void count_spikes_at(long long i, long long n_spikes, const long long *li
     X(advance_iaf_psc_exp, advance_iaf_psc_exp_at,                                                                  \
       (int parity, long long *clock, int m, unsigned long long seed, long long N, const long long *gids,            \
        const int *pop, const double *params, const double *poisson_cdf, long long cdf_size, double *v,              \
-       double *i_ex, double *i_in, int *ref, unsigned long long *acc, DTB_QUEUE_PARAMS),                            \
-      (parity, clock, m, seed, N, gids, pop, params, poisson_cdf, cdf_size, v, i_ex, i_in, ref, acc,                \
+       double *i_ex, double *i_in, int *ref, const double *i_stim, unsigned long long *acc, DTB_QUEUE_PARAMS),      \
+      (parity, clock, m, seed, N, gids, pop, params, poisson_cdf, cdf_size, v, i_ex, i_in, ref, i_stim, acc,        \
        DTB_QUEUE_ARGS))                                                                                             \
     X(advance_lif_cond, advance_lif_cond_at,                                                                        \
       (int parity, long long *clock, int m, unsigned long long seed, long long N, const long long *gids,            \
-       const int *pop, const double *params, double *v, double *j, double *i_bg, int *ref, const double *gain,      \
-       unsigned long long *acc, const long long *zig_k, const double *zig_w, const double *zig_f,                   \
-       DTB_QUEUE_PARAMS),                                                                                           \
-      (parity, clock, m, seed, N, gids, pop, params, v, j, i_bg, ref, gain, acc, zig_k, zig_w, zig_f,               \
-       DTB_QUEUE_ARGS))                                                                                             \
+       const int *pop, const double *params, const double *poisson_cdf, long long cdf_size, double *v, double *j,   \
+       double *i_bg, int *ref, const double *gain, const double *i_stim, unsigned long long *acc,                   \
+       const long long *zig_k, const double *zig_w, const double *zig_f, DTB_QUEUE_PARAMS),                         \
+      (parity, clock, m, seed, N, gids, pop, params, poisson_cdf, cdf_size, v, j, i_bg, ref, gain, i_stim, acc,     \
+       zig_k, zig_w, zig_f, DTB_QUEUE_ARGS))                                                                        \
     X(deliver, deliver_at,                                                                                          \
       (long long n_grid, int parity, const long long *clock, int m, long long *counts, long long cap,               \
        long long *pend, const long long *slot_row_ptr, const long long *row_ptr, const unsigned short *row_delay,   \

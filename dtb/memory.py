@@ -1,21 +1,24 @@
-"""Memory preflight: refuse, before building, a run whose ranks cannot hold their part (host and GPU).
+"""The memory model: what a rank's part needs on the host and on a GPU, and the preflight that refuses,
+before building, a run whose ranks cannot hold their part.
 
-The estimate per rank is the peak resident memory of building and running it on
-the CPU backend, from the partition's neuron and synapse counts. Its constants are
-fitted to the peak RSS that ``benchmarks/wholebrain_sizes.py`` measured (1e7 to
-4e8 synapses, lif_cond, K = 100) and round up: 6.2 GiB measured for 4e8 synapses
-and 4e6 neurons, 6.6 GiB estimated.
+Host: the peak resident memory of building and running a part on the CPU backend,
+from its neuron and synapse counts. The constants are fitted to the peak RSS that
+``benchmarks/wholebrain_sizes.py`` measured (1e7 to 4e8 synapses, lif_cond, K = 100)
+and round up: 6.2 GiB measured for 4e8 synapses and 4e6 neurons, 6.6 GiB estimated.
+
+Device: `device_bytes`, the same function for the preflight (expected loads of every
+rank) and for the device backend's own check (its actual part).
 """
 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 
+from dtb.context import available_bytes, ranks_per_node
 from dtb.errors import ResourceError
+from dtb.kernels.cpu import MAX_EPOCH_STEPS
 from dtb.model.recipe import Recipe
 from dtb.network import coded_weights
 from dtb.partition import Partition
@@ -39,39 +42,33 @@ def estimate_bytes(neurons: np.ndarray, synapses: np.ndarray) -> np.ndarray:
     return BASE_BYTES + BYTES_PER_SYNAPSE * synapses + BYTES_PER_NEURON * neurons
 
 
-def available_bytes() -> int:
-    """Memory this process may still use: MemAvailable, or less under a cgroup limit."""
-    avail = math.inf
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                avail = int(line.split()[1]) * 1024
-    except OSError:
-        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-            avail = min(avail, int(limit) - used)
-    except (OSError, ValueError):
-        pass
-    return int(avail)
-
-
-def ranks_per_node(n_ranks: int) -> int:
-    """Ranks sharing this node's memory, as the launcher announces it (all of them if it does not)."""
-    for var in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE"):
-        value = os.environ.get(var, "")
-        if value.isdigit():
-            return max(1, min(int(value), n_ranks))
-    return n_ranks
-
-
-#: device memory per rank on the GPU backend: CUDA context and pool, neuron (state, input, queues), and
-#: rows and slots per synapse (rounded up) on top of the synapse word (4 bytes, 8 with float32 weights)
+#: device memory per rank on the GPU backend: CUDA context and pool, and rows and slots per synapse (rounded up)
+#: on top of the synapse word (4 bytes, 8 with float32 weights)
 DEVICE_BASE_BYTES = 512 * 2**20
-DEVICE_BYTES_PER_NEURON = 400.0
 DEVICE_ROW_BYTES_PER_SYNAPSE = 2.0
+#: device bytes of one neuron's state (v, traces, background, refractory count, gains, stimulus) by model
+DEVICE_STATE_BYTES = {"lif_cond": 100, "iaf_psc_exp": 36}
+
+
+def device_neuron_bytes(neuron_model: str, epoch_steps: int) -> int:
+    """Device bytes per neuron: state, gid and population, an epoch's fixed-point input (2 receptors) and room
+    in the spike queues (pending and recorded) for one spike."""
+    return DEVICE_STATE_BYTES[neuron_model] + 8 + 4 + 16 * epoch_steps + 2 * 24 + 16
+
+
+def device_bytes(neurons, synapses, *, neuron_model: str, coded_weights: bool, epoch_steps: int):
+    """Device memory of a part with ``neurons`` neurons and ``synapses`` synapses (bytes; scalars or arrays).
+
+    Parameters
+    ----------
+    neurons, synapses : float or ndarray
+    neuron_model : str
+    coded_weights : bool
+        Weights coded into the 4-byte synapse word (else 8 bytes per synapse).
+    epoch_steps : int
+    """
+    per_synapse = (4.0 if coded_weights else 8.0) + DEVICE_ROW_BYTES_PER_SYNAPSE
+    return DEVICE_BASE_BYTES + per_synapse * synapses + device_neuron_bytes(neuron_model, epoch_steps) * neurons
 
 
 def preflight(recipe: Recipe, partition: Partition, what: str = "this run", device_free: int | None = None,
@@ -83,8 +80,9 @@ def preflight(recipe: Recipe, partition: Partition, what: str = "this run", devi
     """
     neurons, synapses = rank_loads(recipe, partition)
     if device_free is not None:
-        per_synapse = (4.0 if coded_weights(recipe, compact_weights) else 8.0) + DEVICE_ROW_BYTES_PER_SYNAPSE
-        need = DEVICE_BASE_BYTES + per_synapse * synapses + DEVICE_BYTES_PER_NEURON * neurons
+        need = device_bytes(neurons, synapses, neuron_model=recipe.neuron_model,
+                            coded_weights=coded_weights(recipe, compact_weights),
+                            epoch_steps=min(recipe.min_delay_steps, MAX_EPOCH_STEPS))
         r = int(np.argmax(need))
         if need[r] > device_free:
             gib = 2**30

@@ -1,0 +1,142 @@
+"""The built-in models, by name: ``dtb.wholebrain``, ``dtb.pd14``, and what a config's ``model`` selects.
+
+Each builder takes plain parameters (never the whole `Config`) and returns a
+`Network`. Per-region parameters of the whole brain are a number, an array (one
+value per region, in the connectome's order) or a dict by region label (regions
+not named keep the default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+
+import numpy as np
+
+from dtb.errors import ConfigError
+from dtb.model.builder import Network
+
+#: whole-brain parameters that may differ from region to region
+PER_REGION = ("w_e_trace", "w_i_trace", "bg_mu_mv_ms", "bg_sigma_mv_ms", "bg_tau_ms")
+
+
+def wholebrain(connectome: str | Path | None = None, subject: str = "101309", *, seed: int = 1,
+               dt_ms: float = 0.1, **params) -> Network:
+    """The DTB whole-brain model on a subject's connectome.
+
+    Parameters
+    ----------
+    connectome : str or Path, optional
+        Connectome HDF5 file (the bundled HCP/AAL2 file's layout); default the bundled one.
+    subject : str
+        Subject id in it.
+    seed, dt_ms : int, float
+    **params
+        Keyword parameters of `dtb.connectome.wholebrain.wholebrain_recipe` (``n_neurons``,
+        ``in_degree``, ``bg_mu_mv_ms``, ...); those in `PER_REGION` also as arrays or dicts by label.
+
+    Returns
+    -------
+    Network
+    """
+    from dtb.connectome.connectome import load_connectome
+    from dtb.connectome.wholebrain import wholebrain_recipe
+
+    con = load_connectome(connectome, str(subject))
+    _check_params(wholebrain_recipe, params, "wholebrain")
+    for name in PER_REGION:
+        if name in params:
+            params[name] = per_region(params[name], con.labels, _default(wholebrain_recipe, name), name)
+    return Network.from_recipe(wholebrain_recipe(con, dt_ms=dt_ms, **params), seed=seed)
+
+
+def pd14(*, seed: int = 1, dt_ms: float = 0.1, **params) -> Network:
+    """The Potjans & Diesmann (2014) cortical microcircuit (``n_scale``, ``k_scale``, ``background``,
+    ``bg_rate_hz``: `dtb.connectome.pd14.pd14_recipe`)."""
+    from dtb.connectome.pd14 import pd14_recipe
+
+    _check_params(pd14_recipe, params, "pd14")
+    return Network.from_recipe(pd14_recipe(dt_ms=dt_ms, **params), seed=seed)
+
+
+def per_region(value, labels, default: float, name: str) -> np.ndarray:
+    """A per-region parameter as an array over ``labels``: from a number, a sequence or a dict by label."""
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(labels))
+        if unknown:
+            raise ConfigError(f"{name}: no region {', '.join(map(repr, unknown[:5]))} in the connectome")
+        return np.array([float(value.get(label, default)) for label in labels])
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        return np.full(len(labels), float(arr))
+    if arr.ndim == 1 and len(arr) != len(labels):
+        raise ConfigError(f"{name}: {len(arr)} values for {len(labels)} regions (give one, or one per region)")
+    return arr
+
+
+def _default(fn, name: str):
+    return inspect.signature(fn).parameters[name].default
+
+
+def _check_params(fn, params: dict, model: str) -> None:
+    known = [p for p in inspect.signature(fn).parameters if p not in ("con", "dt_ms")]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ConfigError(f"{model}: unknown parameter {', '.join(unknown)} (known: {', '.join(known)})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A built-in model: its builder and the config section of its parameters."""
+
+    build: object
+    section: str
+    #: section keys that are not builder parameters
+    skip: tuple = ()
+
+
+MODELS = {"wholebrain": Model(wholebrain, "wholebrain", skip=("subject", "connectome")),
+          "pd14": Model(pd14, "pd14")}
+
+
+def network_from_config(cfg, **overrides) -> Network:
+    """The network a configuration's ``model`` asks for, from its section (``overrides`` replace keys)."""
+    model = MODELS[cfg.model]
+    section = {**dataclasses.asdict(getattr(cfg, model.section)), **overrides}
+    params = {k: v for k, v in section.items() if k not in model.skip}
+    if cfg.model == "wholebrain":
+        params.update(connectome=section["connectome"] or None, subject=section["subject"])
+        for name in PER_REGION:
+            params[name] = read_table(params[name], f"wholebrain.{name}")
+    return model.build(seed=cfg.simulation.seed, dt_ms=cfg.simulation.dt_ms, **params)
+
+
+def read_table(value, name: str):
+    """A per-region value as given: a number, a list or a dict by label stay; a CSV/TSV file of
+    (label, value) rows (a header line is skipped) becomes a dict."""
+    if isinstance(value, str):
+        path = Path(value)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise ConfigError(f"{name}: cannot read {value!r} ({err.strerror})") from None
+        delim = "\t" if path.suffix.lower() == ".tsv" else ","
+        table = {}
+        for i, line in enumerate(text.splitlines()):
+            cells = [c.strip() for c in line.split(delim)]
+            if not line.strip() or (i == 0 and not _is_number(cells[-1])):
+                continue  # blank lines and a header
+            if len(cells) != 2 or not _is_number(cells[1]):
+                raise ConfigError(f"{name}: {value}: line {i + 1} is not 'label{delim}value'")
+            table[cells[0]] = float(cells[1])
+        return table
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
