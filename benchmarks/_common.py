@@ -33,7 +33,7 @@ def machine() -> dict:
         mem_kb = 0
     import numba
 
-    from dtb.driver import version
+    from dtb.session import version
 
     from dtb.kernels.gpu import gpu_usable
 

@@ -35,10 +35,11 @@ from _common import save
 
 from dtb.assimilation.driver import Twin
 from dtb.config import load_config
-from dtb.connectome.connectome import bundled_connectome_path, load_connectome
-from dtb.connectome.wholebrain import wholebrain_recipe
 from dtb.context import Context
+from dtb.driver import session_from_config
+from dtb.model.builder import Network
 from dtb.model.neurons import LIF_GAINS
+from dtb.model.registry import network_from_config
 
 CONFIG = Path(__file__).with_name("assimilation.toml")
 #: as the assimilation benchmark's runs with the Friston 2003 hemodynamics (README, Benchmarks)
@@ -52,10 +53,13 @@ def measure_size(n_neurons: int, members: int, subject: str, step: float, rest_t
     """The figures of one network size (see the module docstring)."""
     cfg = load_config(CONFIG, overrides=OVERRIDES + [f"wholebrain.n_neurons={n_neurons}",
                                                      f"wholebrain.subject={subject}"])
-    base = wholebrain_recipe(cfg, load_connectome(bundled_connectome_path(), subject))
+    base = network_from_config(cfg).recipe()
     n_reg = len(base.regions)
     t0 = time.perf_counter()
-    twin = Twin(Context.from_environment("cpu", threads), cfg, base.replicate(members), n_reg, None)
+    ensemble = Network.from_recipe(base.replicate(members), seed=cfg.simulation.seed)
+    session = session_from_config(cfg, None, network=ensemble, ctx=Context.from_environment("cpu", threads))
+    session.record(spikes=False, rates=False)
+    twin = Twin(session, n_reg, cfg.bold)
     tr_steps = round(TR_MS / cfg.simulation.dt_ms)
     twin.spin_up(round(cfg.assimilation.spinup_ms / cfg.simulation.dt_ms))
     rest = np.stack([twin.advance(tr_steps) for _ in range(rest_trs)], axis=2)         # (members, regions, TRs)

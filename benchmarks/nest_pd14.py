@@ -31,12 +31,11 @@ def main() -> None:
     ap.add_argument("--record", action="store_true", help="record spikes (needed for rates)")
     args = ap.parse_args()
 
-    from dtb.config import load_config
     from dtb.connectome import pd14
-    from dtb.model.neurons import IAF_COLUMNS
+    from dtb.model.tables import columns, kernel_table
 
-    cfg = load_config(overrides=["model=pd14", f"pd14.n_scale={args.n_scale}", f"pd14.k_scale={args.k_scale}"])
-    recipe = pd14.pd14_recipe(cfg)
+    recipe = pd14.pd14_recipe(n_scale=args.n_scale, k_scale=args.k_scale)
+    table = kernel_table(recipe)
     dt = recipe.dt_ms
 
     import nest
@@ -47,11 +46,11 @@ def main() -> None:
     t0 = time.perf_counter()
     pops, recorders = [], []
     for i, p in enumerate(recipe.populations):
-        row = dict(zip(IAF_COLUMNS, recipe.params[i]))
+        row = dict(zip(columns(recipe.neuron_model), table[i]))
         pop = nest.Create("iaf_psc_exp", p.size, params={
             "C_m": 250.0, "tau_m": 10.0, "tau_syn_ex": pd14.TAU_SYN_MS, "tau_syn_in": pd14.TAU_SYN_MS,
             "t_ref": 2.0, "E_L": -65.0, "V_reset": -65.0, "V_th": -50.0, "I_e": float(row["i_e_pa"]),
-            "V_m": nest.random.normal(mean=float(recipe.v0_mean_mv[i]), std=float(recipe.v0_sd_mv[i]))})
+            "V_m": nest.random.normal(mean=p.v0_mean_mv, std=p.v0_sd_mv)})
         pops.append(pop)
         if args.record:
             rec = nest.Create("spike_recorder")

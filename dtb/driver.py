@@ -61,6 +61,11 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
     dict
         The run's summary (as stored in ``/summary``), on every rank.
     """
+    if not isinstance(cfg, Config):
+        from dtb.errors import UsageError
+
+        raise UsageError(f"dtb.run takes a Config (dtb.load_config), not {type(cfg).__name__}; simulate a "
+                         "dtb.Network with dtb.Session(network, out=...)")
     rec = cfg.recording
     n_steps = steps_of("simulation.t_ms", cfg.simulation.t_ms, cfg.simulation.dt_ms)
     if resume:

@@ -523,6 +523,7 @@ class Session:
         """
         if self.out is None:
             raise UsageError("Session.checkpoint: a session without a run file has nothing to resume")
+        self.prepare()
         self.checkpoint_due = False
         ctx, sim = self.ctx, self.sim
         folder = parts_dir(self.out)

@@ -122,10 +122,6 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, monkeypatch, 
     assert after == before  # nothing written, nothing removed
 
 
-def test_the_table_is_long_enough():
-    assert len(CASES) >= 25
-
-
 def test_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["--debug", "run", "--quiet", "--set", "simulation.t_ms=0"]) == 2
