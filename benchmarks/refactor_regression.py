@@ -43,13 +43,27 @@ def checkout(commit: str) -> Path:
     return path
 
 
-def run(source: Path, overrides: list[str], name: str) -> dict:
-    """``dtb run`` from the package in ``source``, in a fresh process: its summary and peak RSS (MiB)."""
+#: the whole-brain case through the Python API (dtb.wholebrain + dtb.Session), as a user script would run it
+API_SCRIPT = """
+import sys, dtb
+net = dtb.wholebrain(n_neurons=100_000)
+with dtb.Session(net, out=sys.argv[1], overwrite=True, progress=False) as s:
+    s.record(rate_bin_ms=10.0)
+    s.run(1000.0)
+"""
+
+
+def run(source: Path, overrides: list[str] | None, name: str) -> dict:
+    """``dtb run`` from the package in ``source`` (None overrides: `API_SCRIPT`), in a fresh process: its
+    summary and peak RSS (MiB)."""
     out = OUT / f"regression_{name}.h5"
     env = dict(os.environ, PYTHONPATH=str(source))
-    cmd = [sys.executable, "-c", "import sys, dtb, dtb.cli; assert dtb.__file__.startswith(sys.argv[1]); "
-           "sys.exit(dtb.cli.main(sys.argv[2:]))", str(source), "run", "--out", str(out), "--overwrite", "--quiet",
-           *[x for o in overrides for x in ("--set", o)]]
+    if overrides is None:
+        cmd = [sys.executable, "-c", API_SCRIPT, str(out)]
+    else:
+        cmd = [sys.executable, "-c", "import sys, dtb, dtb.cli; assert dtb.__file__.startswith(sys.argv[1]); "
+               "sys.exit(dtb.cli.main(sys.argv[2:]))", str(source), "run", "--out", str(out), "--overwrite",
+               "--quiet", *[x for o in overrides for x in ("--set", o)]]
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
@@ -76,18 +90,27 @@ def main() -> None:
     results = {}
     for case in args.cases:
         runs = {"base": [], "new": []}
+        api = case == "wholebrain_1e5_1s"  # the same network through the Python API, beside the CLI
+        if api:
+            runs["new_api"] = []
         for _ in range(args.repeats):
             for label, src in sources.items():
                 runs[label].append(run(src, CASES[case], f"{case}_{label}"))
+            if api:
+                runs["new_api"].append(run(ROOT, None, f"{case}_api"))
         med = {label: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for label, rs in runs.items()}
         ratio = {k: med["new"][k] / med["base"][k] for k in ("build_s", "sim_s", "peak_rss_mb")}
+        if api:
+            ratio["api_sim_s_over_cli"] = med["new_api"]["sim_s"] / med["new"]["sim_s"]
         same = all(a["n_spikes"] == b["n_spikes"] for a, b in zip(runs["base"], runs["new"]))
         results[case] = dict(overrides=CASES[case], runs=runs, median=med, ratio_new_over_base=ratio,
                              same_spike_count=same)
         print(f"{case}: build {med['base']['build_s']:.2f} -> {med['new']['build_s']:.2f} s "
               f"({ratio['build_s']:.3f}), sim {med['base']['sim_s']:.2f} -> {med['new']['sim_s']:.2f} s "
               f"({ratio['sim_s']:.3f}), RSS {med['base']['peak_rss_mb']:.0f} -> {med['new']['peak_rss_mb']:.0f} MiB "
-              f"({ratio['peak_rss_mb']:.3f}), same spike count: {same}", flush=True)
+              f"({ratio['peak_rss_mb']:.3f}), same spike count: {same}"
+              + (f"; API sim {med['new_api']['sim_s']:.2f} s ({ratio['api_sim_s_over_cli']:.3f} of the CLI's)"
+                 if api else ""), flush=True)
     save("refactor_regression", dict(base=args.base, repeats=args.repeats, cases=results))
 
 

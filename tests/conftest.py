@@ -21,6 +21,26 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """``small_run(*overrides) -> (path, summary)``: a finished ``dtb run`` (one process, no progress bars) with
+    those config overrides, made once per test session and shared; tests must not change the file."""
+    from dtb import driver
+    from dtb.config import load_config
+
+    cache = {}
+
+    def make(*overrides):
+        if overrides not in cache:
+            out = tmp_path_factory.mktemp("small_run") / "run.h5"
+            summary = driver.run(load_config(overrides=["recording.progress=false", *overrides]), out,
+                                 ctx=Context.serial(threads=1))
+            cache[overrides] = (out, summary)
+        return cache[overrides]
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def ctx():
     return Context.serial()
 

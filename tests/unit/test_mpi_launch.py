@@ -19,7 +19,7 @@ MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shut
 
 
 @pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
-@pytest.mark.parametrize("n_ranks", [1, 2, 4])
+@pytest.mark.parametrize("n_ranks", [1, 2, pytest.param(4, marks=pytest.mark.slow)])
 def test_mpi_suite(n_ranks):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"))
     p = subprocess.run([MPIEXEC, "-n", str(n_ranks), sys.executable, "-m", "mpi4py", "-m", "pytest", "--with-mpi",

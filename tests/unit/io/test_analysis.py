@@ -19,10 +19,8 @@ RUN = ["wholebrain.n_neurons=2000", "wholebrain.in_degree=30", "simulation.t_ms=
 
 
 @pytest.fixture(scope="module")
-def run_path(tmp_path_factory):
-    out = tmp_path_factory.mktemp("analysis") / "run.h5"
-    driver.run(load_config(overrides=RUN), out)
-    return out
+def run_path(small_run):
+    return small_run(*RUN)[0]
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,8 @@ SMALL = ["wholebrain.n_neurons=2000", "wholebrain.in_degree=30", "simulation.t_m
 
 
 @pytest.fixture(scope="module")
-def run_file(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "run.h5"
-    summary = driver.run(load_config(overrides=SMALL), out)
-    return out, summary
+def run_file(small_run):
+    return small_run(*SMALL)
 
 
 def test_schema(run_file):
