@@ -230,6 +230,21 @@ def _sensitivity(d: dict) -> list[str]:
     return out + [""]
 
 
+def _regression(d: dict) -> list[str]:
+    out = [f"### This checkout against commit {d['base']} (medians of {d['repeats']} interleaved runs)", "",
+           f"Command: `python benchmarks/refactor_regression.py --base {d['base']} --repeats {d['repeats']}`",
+           f"Machine: {_machine(d['machine'])}", "",
+           "| case | build (s) base / new | simulation (s) base / new | new / base | peak RSS (MiB) base / new | "
+           "same spike count | Python API / CLI |", "|---|---|---|---|---|---|---|"]
+    for case, c in d["cases"].items():
+        b, n, r = c["median"]["base"], c["median"]["new"], c["ratio_new_over_base"]
+        api = f"{r['api_sim_s_over_cli']:.3f}" if "api_sim_s_over_cli" in r else ""
+        out.append(f"| {case} | {b['build_s']:.2f} / {n['build_s']:.2f} | {b['sim_s']:.2f} / {n['sim_s']:.2f} | "
+                   f"{r['sim_s']:.3f} | {b['peak_rss_mb']:.0f} / {n['peak_rss_mb']:.0f} | "
+                   f"{'yes' if c['same_spike_count'] else 'no'} | {api} |")
+    return out + [""]
+
+
 def main() -> None:
     lines = ["# Benchmark results", "",
              "Every table below is produced by the command above it; `python benchmarks/report.py` rebuilds this",
@@ -261,6 +276,8 @@ def main() -> None:
             lines += _scaling(d)
         if d["benchmark"] == "dry_run_exchange":
             lines += _dry_run(d)
+        if d["benchmark"] == "refactor_regression":
+            lines += _regression(d)
     assim = [json.loads(p.read_text()) for p in order if p.name.startswith("assimilation_")]
     if assim:
         lines += _assimilation(assim)

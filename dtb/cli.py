@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 
-from dtb.errors import DTBError
+from dtb.errors import DTBError, WriteError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -165,9 +166,9 @@ def _run(args) -> int:
 
     overrides = _common_overrides(args)
     if args.resume is None:
-        out = args.out or "dtb_run.h5"
+        out = "dtb_run.h5" if args.out is None else args.out
         cfg = load_config(args.config, overrides)
-        summary = driver.run(cfg, out, overwrite=args.overwrite)
+        summary = driver.run(cfg, out, overwrite=args.overwrite, inputs=[args.config])
     else:
         from dtb.errors import ConfigError
         from dtb.io.checkpoint import read_checkpoint, resume_target
@@ -177,7 +178,7 @@ def _run(args) -> int:
             raise ConfigError("--resume finishes the run it names: leave out --out and --overwrite")
         ckpt = read_checkpoint(out)
         cfg = load_config(args.config, overrides, text=None if args.config else ckpt.config_toml)
-        summary = driver.run(cfg, out, resume=True)
+        summary = driver.run(cfg, out, resume=True, inputs=[args.config])
     summary["path"] = str(out)
     print(format_summary(summary))
     return 0
@@ -190,9 +191,10 @@ def _assimilate(args) -> int:
     overrides = _common_overrides(args)
     overrides += [f"assimilation.{k}={v}" for k, v in (("members", args.members), ("trs", args.trs)) if v is not None]
     if args.resume is None:
-        out = args.out or "dtb_assimilation.h5"
+        out = "dtb_assimilation.h5" if args.out is None else args.out
         cfg = load_config(args.config, overrides)
-        summary = assimilate(cfg, out, data=args.data, subject=args.subject, overwrite=args.overwrite)
+        summary = assimilate(cfg, out, data=args.data, subject=args.subject, overwrite=args.overwrite,
+                             inputs=[args.config])
     else:
         from dtb.errors import ConfigError
         from dtb.io.checkpoint import read_checkpoint, resume_target
@@ -203,7 +205,8 @@ def _assimilate(args) -> int:
                               "--out, --overwrite, --data and --subject")
         stored = read_checkpoint(out).config_toml
         cfg = load_config(args.config, overrides, text=None if args.config else stored)
-        summary = assimilate(cfg, out, data=cfg.wholebrain.connectome, subject=cfg.wholebrain.subject, resume=True)
+        summary = assimilate(cfg, out, data=cfg.wholebrain.connectome, subject=cfg.wholebrain.subject, resume=True,
+                             inputs=[args.config])
     summary["path"] = str(out)
     print(json.dumps(summary, indent=1) if args.json else format_assimilation(summary))
     return 0
@@ -226,6 +229,8 @@ def _plot(args) -> int:
     if args.neurons < 1:
         raise ConfigError(f"--neurons {args.neurons}: must be >= 1")
     out = args.out or str(Path(args.run_file).with_suffix(".png"))
+    if Path(out).resolve() == Path(args.run_file).resolve():
+        raise ConfigError(f"the picture {out!r} would replace the run file it draws: give another -o")
     panels = plot_run(args.run_file, out, args.neurons)
     print(f"{out}: {', '.join(panels)}")
     return 0
@@ -240,6 +245,8 @@ def _partition(args) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.ranks_per_node < 1:
         raise ConfigError(f"--ranks-per-node {args.ranks_per_node}: must be >= 1")
+    if not (args.rate_hz >= 0 and args.rate_hz < 1e4):  # NaN fails both
+        raise ConfigError(f"--rate-hz {args.rate_hz}: must be a number >= 0 and < 10000")
     recipe = network_from_config(cfg).recipe()
     part = partition(recipe, args.ranks, args.strategy or cfg.simulation.partition, seed=cfg.simulation.seed)
     q = quality(recipe, part, rate_hz=args.rate_hz, ranks_per_node=args.ranks_per_node)
@@ -273,7 +280,12 @@ def _slurm(args) -> int:
     if args.output:
         from pathlib import Path
 
-        Path(args.output).write_text(script)
+        try:
+            Path(args.output).write_text(script)
+        except OSError as err:
+            from dtb.errors import ResourceError
+
+            raise ResourceError(f"cannot write the script {args.output!r} ({err.strerror})") from None
     else:
         print(script, end="")
     return 0
@@ -308,7 +320,21 @@ def main(argv: list[str] | None = None) -> int:
         elif launcher_rank() == 0:
             # before MPI starts every rank meets the same error: one line is enough
             print(f"dtb: error: {err}", file=sys.stderr)
+        if isinstance(err, WriteError):
+            # HDF5 would retry the failed writes of the open files at exit, print a page and may crash:
+            # everything that matters (the last checkpoint) is on disk, so leave now
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         return 2
     except KeyboardInterrupt:
         print("dtb: interrupted", file=sys.stderr)
         return 130
+    except BaseException:
+        from dtb.context import abort_all, mpi_running
+
+        if mpi_running():
+            # a bug or a signal on one rank: the others would wait for it forever in their next collective
+            traceback.print_exc()
+            abort_all(1)
+        raise

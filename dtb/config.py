@@ -20,6 +20,8 @@ from dtb.errors import ConfigError
 from dtb.model.registry import MODELS
 
 SEED_MAX = 2**32 - 1
+#: a config file larger than this is not one (its per-region values come from files of their own)
+MAX_CONFIG_BYTES = 16 * 2**20
 
 
 def _key(default, doc, *, gt=None, ge=None, le=None, lt=None, choices=None, per_region=False, names=False):
@@ -69,6 +71,9 @@ class RecordingConfig:
                            gt=0.0, le=1e9)
     progress: bool = _key(True, "show a progress bar on long phases (stderr)")
     bold: bool = _key(False, "compute each region's BOLD signal (see [bold]) and store it as /bold")
+    stitch: str = _key("copy", "a many-rank run file: 'copy' the ranks' spikes into it at the end (self-contained); "
+                       "'virtual' = virtual datasets over the ranks' files, which stay beside it in <out>.parts",
+                       choices=("copy", "virtual"))
     state: dict = field(default_factory=dict, metadata=dict(
         doc="state variables to record: {v_mv = {populations = [...], every_ms = 1.0, max_neurons = 100}}; "
             "variables v_mv, i_bg_mv_ms, j_ampa, j_nmda, j_gaba_a, j_gaba_b (lif_cond), i_ex_pa, i_in_pa "
@@ -408,13 +413,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         where = "stored config"
     elif path is not None:
         path = Path(path)
-        base_dir = path.resolve().parent
         try:
+            base_dir = path.resolve().parent
+            if path.exists() and not path.is_file():  # a FIFO would block, a device read forever
+                raise ConfigError(f"config file {str(path)!r} is not a regular file")
+            if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"config file {str(path)!r} is {path.stat().st_size:,} bytes: not a dtb config "
+                                  f"(at most {MAX_CONFIG_BYTES:,})")
             raw = tomllib.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+        except (OSError, ValueError) as err:  # a name too long, a NUL byte, no permission
+            why = getattr(err, "strerror", None) or err
+            raise ConfigError(f"config file {str(path)[:200]!r} cannot be read ({why})") from None
         where = str(path)
     values: dict[str, Any] = {}  # "section.key" -> value
 

@@ -230,6 +230,10 @@ class Context:
 
         return self.comm.allreduce(value, op=MPI.MAX)
 
+    def bcast(self, value):
+        """Collective: rank 0's ``value`` (any picklable object), on every rank."""
+        return value if self.comm is None else self.comm.bcast(value, root=0)
+
     def gather_arrays(self, arr: np.ndarray) -> list[np.ndarray] | None:
         """Collective: every rank's 1-d array, in rank order, on rank 0 (None elsewhere)."""
         if self.comm is None:

@@ -16,10 +16,11 @@ from dtb.session import Session, steps_of
 
 def session_from_config(cfg: Config, out: str | Path | None, *, network: Network | None = None,
                         ctx: Context | None = None, overwrite: bool = False, resume: bool = False,
-                        kind: str = "run", what: str = "this run") -> Session:
+                        kind: str = "run", what: str = "this run", inputs=()) -> Session:
     """A `Session` with the ``[simulation]``, ``[hyper]`` and ``[recording]`` settings of ``cfg``.
 
-    ``network`` defaults to the one ``cfg.model`` builds (`dtb.model.registry.network_from_config`).
+    ``network`` defaults to the one ``cfg.model`` builds (`dtb.model.registry.network_from_config`);
+    ``inputs`` (file paths) may not be the output, nor may the connectome.
     """
     sim = cfg.simulation
     net = network if network is not None else network_from_config(cfg)
@@ -31,14 +32,15 @@ def session_from_config(cfg: Config, out: str | Path | None, *, network: Network
                 flush_ms=cfg.recording.flush_ms, memory_check=sim.memory_check, compact_weights=sim.compact_weights,
                 cuda_graphs=sim.cuda_graphs, progress=cfg.recording.progress,
                 region_gains=hyper.initial_theta(gains, recipe.regions) if recipe.neuron_model == "lif_cond" else None,
-                gain_spread=cfg.hyper.gamma_alpha, config=cfg, kind=kind, what=what)
+                gain_spread=cfg.hyper.gamma_alpha, config=cfg, kind=kind, what=what,
+                inputs=[*inputs, cfg.connectome_path()], stitch=cfg.recording.stitch)
     if cfg.model == "wholebrain":
         s.connectome = f"{cfg.connectome_path() or 'bundled HCP/AAL2'} (subject {cfg.wholebrain.subject})"
     return s
 
 
 def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | None = None, resume: bool = False,
-        on_checkpoint: Callable[[int], None] | None = None) -> dict:
+        on_checkpoint: Callable[[int], None] | None = None, inputs=()) -> dict:
     """Collective: build and simulate the configured network and write its run file.
 
     Parameters
@@ -55,6 +57,8 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
         ``cfg`` must build the same network (`dtb.io.checkpoint.check_resumable`).
     on_checkpoint : callable, optional
         Called with the step after each checkpoint is written (on every rank).
+    inputs : sequence of paths
+        Input files (the config file) that ``out`` must not be.
 
     Returns
     -------
@@ -72,7 +76,7 @@ def run(cfg: Config, out: str | Path, overwrite: bool = False, ctx: Context | No
         ck = read_checkpoint(out)
         if ck.config_toml:
             check_resumable(load_config(text=ck.config_toml), cfg, int(ck.attrs.get("step", 0)))
-    s = session_from_config(cfg, out, ctx=ctx, overwrite=overwrite, resume=resume)
+    s = session_from_config(cfg, out, ctx=ctx, overwrite=overwrite, resume=resume, inputs=inputs)
     s.on_checkpoint = on_checkpoint
     state = {name: _state_neurons(s, name, spec) for name, spec in rec.state.items()}
     s.record(spikes=rec.spikes if isinstance(rec.spikes, bool) else list(rec.spikes), rate_bin_ms=rec.rate_bin_ms,

@@ -20,5 +20,9 @@ class ResourceError(DTBError):
     """A run needs more memory, devices or ranks than it has, or an output exists."""
 
 
+class WriteError(ResourceError):
+    """A write to a run file or its parts failed (a full disk, a quota, an I/O error): the run stops."""
+
+
 class UsageError(DTBError, TypeError):
     """The Python API was called wrongly: a method out of order, an argument of the wrong kind."""

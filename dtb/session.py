@@ -36,7 +36,7 @@ from dtb.errors import ConfigError, DataError, ResourceError, UsageError
 from dtb.exchange import DryRunExchange, make_exchange
 from dtb.io import checkpoint as ckpt_io
 from dtb.io.recording import Recorder, StateProbe
-from dtb.io.runfile import RunWriter, check_output, parts_dir
+from dtb.io.runfile import RunLock, RunWriter, check_output, parts_dir
 from dtb.memory import preflight
 from dtb.model import hyper
 from dtb.model.builder import Network, PopulationView, as_recipe
@@ -138,6 +138,11 @@ class Session:
         'run' or 'assimilation': the kind of checkpoint, so that each command resumes only its own.
     what : str
         How errors name this job ("this run", "the replay").
+    inputs : sequence of paths
+        The job's input files (config, connectome, data): ``out`` may not be one of them.
+    stitch : {'copy', 'virtual'}
+        A many-rank run file gets its spikes copied in (self-contained), or as virtual datasets over the
+        ranks' files kept in ``<out>.parts``.
     """
 
     def __init__(self, network: Network | Recipe, out: str | Path | None = None, *, backend="cpu",
@@ -146,7 +151,7 @@ class Session:
                  dry_run_ranks: int = 64, threads: int = 0, checkpoint_ms: float = 0.0, flush_ms: float = 100.0,
                  memory_check: bool = True, compact_weights: bool = True, cuda_graphs: bool = True,
                  progress: bool = True, region_gains: np.ndarray | None = None, gain_spread: float = 0.0,
-                 config=None, kind: str = "run", what: str = "this run"):
+                 config=None, kind: str = "run", what: str = "this run", inputs=(), stitch: str = "copy"):
         self.recipe, net_seed = as_recipe(network)
         self.seed = int(net_seed if seed is None else seed)
         self.dt_ms = self.recipe.dt_ms
@@ -171,6 +176,11 @@ class Session:
         self.gain_spread = gain_spread
         self.config = config
         self.kind, self.what = kind, what
+        self.inputs = [str(p) for p in inputs if p]
+        if stitch not in ("copy", "virtual"):
+            raise ConfigError(f"recording.stitch = {stitch!r}: one of 'copy', 'virtual'")
+        self.stitch = stitch
+        self.lock = None
         # what record() and stimulate() set before prepare
         self.spikes_of: list[int] | None = list(range(len(self.recipe.populations)))
         self.rates = out is not None
@@ -297,7 +307,7 @@ class Session:
                 ck = ckpt_io.read_checkpoint(self.out)
                 self._check_resumable(ck)
             else:
-                check_output(self.out, self.overwrite)
+                check_output(self.out, self.overwrite, self.inputs)
         t0 = time.perf_counter()
         ctx = self.ctx
         if ctx is None:
@@ -325,8 +335,20 @@ class Session:
                                 f"on as many (this job has {ctx.size})")
         self.progress = Progress(self.show_progress and ctx.is_root)
         self.writer = None
-        if self.out is not None and ctx.is_root:
-            self.writer = RunWriter(self.out, overwrite=self.overwrite, resume=self.resume)
+        if self.out is not None:
+            # one writer per run, before anything of it is created or removed; every rank learns the outcome
+            refused = None
+            if ctx.is_root:
+                self.lock = RunLock(self.out)
+                try:
+                    self.lock.acquire()
+                except ResourceError as err:
+                    self.lock, refused = None, str(err)
+            refused = ctx.bcast(refused)
+            if refused is not None:
+                raise ResourceError(refused)
+            if ctx.is_root:
+                self.writer = RunWriter(self.out, overwrite=self.overwrite, resume=self.resume)
         ctx.barrier()  # rank 0 has cleared an old run's leftovers
         self.prepared = True
         try:
@@ -638,14 +660,16 @@ class Session:
                     self.writer.write_group(name, arrays, attrs)
                 rec = self.recorder
                 self.writer.finish(summary, rec.rate_sources(self.rate_bin_ms) if rec is not None and rec.rates
-                                   else None, spikes, rec.state_sources() if rec is not None else None)
-                if rec is not None:
-                    rec.remove_segments()
+                                   else None, spikes, rec.state_sources() if rec is not None else None,
+                                   stitch=self.stitch)
+                if rec is not None and self.stitch == "virtual" and ctx.size > 1:
+                    rec.remove_segments()  # the ranks' sorted files stay: the run file's spikes point into them
                 else:
                     import shutil
 
                     shutil.rmtree(parts_dir(self.out), ignore_errors=True)
             ctx.barrier()  # no rank returns before the run file is complete
+            self._unlock()
         except BaseException:
             self.abandon()
             raise
@@ -656,10 +680,18 @@ class Session:
         """After a failure: close the progress bars and drop what was written, keeping the last checkpoint."""
         self.progress.close()
         self.closed = True
+        if getattr(self, "recorder", None) is not None:
+            self.recorder.discard()
         writer = getattr(self, "writer", None)
         if writer is not None:
             writer.abort()
             self.writer = None
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def __enter__(self) -> "Session":
         return self

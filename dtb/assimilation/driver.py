@@ -119,7 +119,7 @@ class Twin:
 
 def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, subject: str | None = None,
                overwrite: bool = False, ctx: Context | None = None, resume: bool = False,
-               on_checkpoint: Callable[[int], None] | None = None) -> dict:
+               on_checkpoint: Callable[[int], None] | None = None, inputs=()) -> dict:
     """Collective: assimilate a subject's recorded BOLD and write the run file with its ``/assimilation`` group.
 
     Parameters
@@ -141,6 +141,8 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         ``simulation.checkpoint_ms`` of biological time, rounded to whole TRs).
     on_checkpoint : callable, optional
         Called with the number of TRs done after each checkpoint (on every rank).
+    inputs : sequence of paths
+        Input files (the config file) that ``out`` must not be; ``data`` is one too.
 
     Returns
     -------
@@ -171,7 +173,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
             raise DataError(f"{str(out)!r}: the checkpoint is a simulation run's: resume it with dtb run --resume")
         check_resumable(load_config(text=ck.config_toml), cfg, 0)
     else:
-        check_output(out, overwrite)
+        check_output(out, overwrite, [*inputs, data])
     obs = load_observed_bold(data, subject)
     n_trs, members = da.trs, da.members
     if n_trs > obs.bold.shape[1]:
@@ -203,8 +205,10 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
     ensemble = Network.from_recipe(base.recipe().replicate(members), seed=sim_cfg.seed)
     # the filter checkpoints at TR boundaries itself (every_trs), not on the session's clock
     cfg_ens = dataclasses.replace(cfg, simulation=dataclasses.replace(sim_cfg, checkpoint_ms=0.0))
+    if da.replay:
+        others = _other_recordings(data, subject, obs, n_trs, da.preprocess, prep)  # every subject checked now
     session = session_from_config(cfg_ens, out, network=ensemble, ctx=ctx, overwrite=overwrite, resume=resume,
-                                  kind="assimilation", what="this assimilation")
+                                  kind="assimilation", what="this assimilation", inputs=[*inputs, data])
     session.config = cfg
     session.record(spikes=False, rates=False)
     separate = da.hemodynamics == "separate"
@@ -329,8 +333,8 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
             del twin, replay_session
             progress.close()
 
-        result = _metrics(y, prior, posterior, forecast5, replay, da.burn_in_trs, data, subject, n_trs, prep,
-                          da.preprocess, obs.tr_s)
+        result = _metrics(y, prior, posterior, forecast5, replay, da.burn_in_trs, others if da.replay else {},
+                          subject, n_trs)
         summary = dict(kind="assimilation", dtb_version=version(), subject=subject, data=str(data),
                        members=members, trs=n_trs, tr_s=obs.tr_s, fitted=names, n_regions=n_reg,
                        neurons_per_member=base.n_neurons, n_neurons=base.n_neurons * members, n_synapses=n_synapses,
@@ -407,9 +411,21 @@ def _on_model_baseline(y: np.ndarray, baseline: np.ndarray) -> np.ndarray:
     return y - y.mean(axis=1, keepdims=True) + baseline[:, None]
 
 
-def _metrics(y, prior, posterior, forecast5, replay, burn_in, data, subject, n_trs, prep, preprocessed,
-             tr_s) -> dict:
-    """Per-region and region-averaged figures of merit (see the README), skipping ``burn_in`` TRs."""
+def _other_recordings(data: Path, subject: str, obs, n_trs: int, preprocessed: bool, prep: dict) -> dict:
+    """Every subject's observation of ``data`` comparable with ``obs`` (same regions, TR, at least ``n_trs``), as
+    the replay's specificity needs them: read and validated before the filter runs, so that a malformed
+    subject fails the job at once, not after hours. ``{subject: (R, n_trs) array}``."""
+    out = {}
+    for s in subjects(data):
+        other = obs if s == subject else load_observed_bold(data, s)
+        if other.bold.shape[0] == obs.bold.shape[0] and other.bold.shape[1] >= n_trs and other.tr_s == obs.tr_s:
+            out[s] = _prepare(other.bold, obs.tr_s, preprocessed, prep)[:, :n_trs]
+    return out
+
+
+def _metrics(y, prior, posterior, forecast5, replay, burn_in, others: dict, subject, n_trs) -> dict:
+    """Per-region and region-averaged figures of merit (see the README), skipping ``burn_in`` TRs; the replay's
+    FC is compared with every subject's in ``others``."""
     b = min(burn_in, n_trs - 3)
     per = dict(tracking_r=metrics.pearson_rows(posterior[:, b:], y[:, b:]),
                forecast_r=metrics.pearson_rows(prior[:, max(b, 1):], y[:, max(b, 1):]),
@@ -422,11 +438,7 @@ def _metrics(y, prior, posterior, forecast5, replay, burn_in, data, subject, n_t
     spec = None
     if replay is not None:
         fc_model = metrics.functional_connectivity(replay[:, b:])
-        per_fc = {}
-        for s in subjects(data):
-            other = load_observed_bold(data, s)
-            if other.bold.shape[0] == y.shape[0] and other.bold.shape[1] >= n_trs and other.tr_s == tr_s:
-                per_fc[s] = metrics.functional_connectivity(_prepare(other.bold, tr_s, preprocessed, prep)[:, b:n_trs])
+        per_fc = {s: metrics.functional_connectivity(bold[:, b:]) for s, bold in others.items()}
         spec = metrics.specificity(fc_model, per_fc, subject)
         spec = dict(own_r=float(spec["own_r"]), other_r={k: float(v) for k, v in spec["other_r"].items()},
                     specific=bool(spec["specific"]))

@@ -83,10 +83,12 @@ def open_data_file(path: Path, what: str = "connectome file") -> h5py.File:
     """Open an input HDF5 file for reading; a `DataError` naming ``what`` and the path if it cannot be."""
     if not path.exists():
         raise DataError(f"{what} {str(path)!r} does not exist")
+    if not path.is_file():  # a FIFO would block, a device read forever
+        raise DataError(f"{what} {str(path)!r} is not a regular file")
     try:
         return h5py.File(path, "r")
     except OSError as err:
-        raise DataError(f"{what} {str(path)!r} is not a readable HDF5 file ({err})") from None
+        raise DataError(f"{what} {str(path)!r} is not a readable HDF5 file ({' '.join(str(err).split())})") from None
 
 
 def load_connectome(path: str | Path | None = None, subject: str = "101309") -> Connectome:

@@ -20,12 +20,11 @@ import numpy as np
 
 from dtb.config import Config
 from dtb.errors import ConfigError, DataError, ResourceError
-from dtb.io.runfile import partial_path
+from dtb.io.runfile import checked_write, fsync_path, partial_path
 
 #: keys a resumed run may change: they do not change the network or what is recorded
 RESUMABLE_CHANGES = ("simulation.t_ms", "simulation.threads", "simulation.checkpoint_ms", "recording.progress",
-                     "recording.flush_ms", "simulation.memory_check",
-                     "simulation.cuda_graphs")
+                     "recording.flush_ms", "simulation.memory_check", "simulation.cuda_graphs", "recording.stitch")
 
 
 def state_path(folder: Path, rank: int, k: int) -> Path:
@@ -36,9 +35,15 @@ def write_rank_state(folder: Path, rank: int, k: int, arrays: dict) -> None:
     """Store one rank's state of checkpoint ``k`` (written under a temporary name, then renamed)."""
     path = state_path(folder, rank, k)
     tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        for key, val in arrays.items():
-            f.create_dataset(key, data=val)
+
+    def write():
+        with h5py.File(tmp, "w") as f:
+            for key, val in arrays.items():
+                f.create_dataset(key, data=val)
+            f.flush()  # raises on a failed write, which closing would ignore
+
+    checked_write(tmp, write)
+    fsync_path(tmp)
     os.replace(tmp, path)
 
 

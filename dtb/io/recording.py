@@ -16,6 +16,8 @@ import h5py
 import numpy as np
 
 from dtb.context import Context
+from dtb.errors import WriteError
+from dtb.io.runfile import checked_write, close_checked
 
 
 def segment_name(rank: int, k: int) -> str:
@@ -243,11 +245,12 @@ class Recorder:
         self.segment = segment
         self.spike_rows: list[int] = []
         self.rate_rows: list[int] = []
-        folder.mkdir(exist_ok=True)  # every rank, so that no rank has to wait for another
+        checked_write(folder, lambda: folder.mkdir(exist_ok=True), "creating")  # every rank: none waits for another
         self.file = self._open_segment()
 
     def _open_segment(self) -> h5py.File:
-        f = h5py.File(self.folder / segment_name(self.ctx.rank, self.segment), "w")
+        path = self.folder / segment_name(self.ctx.rank, self.segment)
+        f = checked_write(path, lambda: h5py.File(path, "w"), "creating")
         for name, dtype in (("timestamps", np.float64), ("node_ids", np.uint64)):
             f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 16,))
         f["timestamps"].attrs["units"] = "ms"
@@ -288,28 +291,47 @@ class Recorder:
         ds[n0:] = rows
 
     def flush(self, step: int, final: bool = False) -> None:
-        """Collective: store buffered spikes, and every rate bin complete at ``step`` (all if ``final``)."""
-        if self._steps:
-            # a spike of step t is stamped at the end of its step, (t + 1) dt
-            self._append(self.file["timestamps"], (np.concatenate(self._steps) + 1) * self.dt_ms)
-            self._append(self.file["node_ids"], np.concatenate(self._gids).astype(np.uint64))
-        self._steps.clear()
-        self._gids.clear()
-        for p in self.probes:
-            rows = p.gather(self.ctx)
-            if rows is not None and len(rows):
-                self._append(self.file[f"state/{p.name}"], rows)
+        """Collective: store buffered spikes, and every rate bin complete at ``step`` (all if ``final``).
+
+        A failed write on any rank (a full disk) raises a `WriteError` on every rank, here and at once:
+        the segment is flushed explicitly, since h5py ignores errors when it closes a file.
+        """
+        # the collectives first, alike on every rank whatever its writes do
+        states = [(p.name, p.gather(self.ctx)) for p in self.probes]
         n_done = -(-step // self.bin_steps) if final else step // self.bin_steps
         k = n_done - self.bin0
-        if k <= 0:
-            return
-        self._room(k)
-        counts = self.ctx.sum(self.counts[:k].copy())
-        self.counts = np.concatenate([self.counts[k:], np.zeros_like(self.counts[:k])])
-        self.bin0 = n_done
-        if self.ctx.is_root:
-            rows = counts / self.sizes[None, :] / (self.bin_steps * self.dt_ms * 1e-3)
-            self._append(self.file["rates"], rows.astype(np.float32))
+        rates = None
+        if k > 0:
+            self._room(k)
+            counts = self.ctx.sum(self.counts[:k].copy())
+            self.counts = np.concatenate([self.counts[k:], np.zeros_like(self.counts[:k])])
+            self.bin0 = n_done
+            if self.ctx.is_root:
+                rates = (counts / self.sizes[None, :] / (self.bin_steps * self.dt_ms * 1e-3)).astype(np.float32)
+        steps, gids = self._steps, self._gids
+        self._steps, self._gids = [], []
+
+        def write():
+            f = self.file
+            if steps:
+                # a spike of step t is stamped at the end of its step, (t + 1) dt
+                self._append(f["timestamps"], (np.concatenate(steps) + 1) * self.dt_ms)
+                self._append(f["node_ids"], np.concatenate(gids).astype(np.uint64))
+            for name, rows in states:
+                if rows is not None and len(rows):
+                    self._append(f[f"state/{name}"], rows)
+            if rates is not None:
+                self._append(f["rates"], rates)
+            f.flush()
+
+        error = None
+        try:
+            checked_write(self.file.filename, write)
+        except WriteError as err:
+            error = err
+        if self.ctx.max(int(error is not None)):
+            raise error or WriteError("another rank could not write its part of the run (see its message); the "
+                                      "run stopped, its last checkpoint, if any, is kept")
 
     def state(self) -> dict:
         """What a resumed run needs (after a `flush`): unfinished rate bins and spike totals."""
@@ -334,8 +356,28 @@ class Recorder:
             self.rate_rows.append(self.file["rates"].shape[0])
             for p in self.probes:
                 self.state_rows[p.name].append(self.file[f"state/{p.name}"].shape[0])
-        self.file.close()
+        close_checked(self.file, self.file.filename)
         self.segment += 1
+
+    def discard(self) -> None:
+        """After a failure: close the open segment without checks (it is not named by any checkpoint), so that
+        this process can open its name again (HDF5 would share the broken file's state otherwise)."""
+        if self.file is not None and self.file.id.valid:
+            import gc
+            import sys
+
+            # closing retries the writes that failed, and h5py reports each failure again from its
+            # deallocators: the run already failed for that reason, once is enough
+            hooks = sys.unraisablehook, sys.excepthook
+            sys.unraisablehook, sys.excepthook = (lambda unraisable: None), (lambda *exc: None)
+            try:
+                self.file.close()
+                gc.collect()
+            except Exception:
+                pass
+            finally:
+                sys.unraisablehook, sys.excepthook = hooks
+        self.file = None
 
     def next_segment(self) -> None:
         """Close the current segment (after a `flush`) and start the next."""

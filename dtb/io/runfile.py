@@ -20,12 +20,58 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from dtb.errors import DataError, ResourceError
+from dtb.errors import DataError, ResourceError, WriteError
 
 SCHEMA_VERSION = 1
 _STR = h5py.string_dtype()
 #: rows copied at a time when rates move from the segments into the final file
 _COPY_ROWS = 1 << 16
+
+
+def checked_write(path, action, what: str = "writing"):
+    """Run ``action()`` (an HDF5 write, flush or close); any error it raises, or that the HDF5 library reports
+    meanwhile from a deallocator (h5py only prints those), becomes one `WriteError`.
+
+    HDF5 reports a failed write (ENOSPC, EIO) when it flushes, also when an object is freed; h5py ignores
+    errors while it closes or frees a file, so every file is flushed explicitly through this before it is
+    closed.
+    """
+    import sys
+
+    logged = []
+    hooks = sys.unraisablehook, sys.excepthook
+    # h5py's deallocators print their errors through both (Cython prints the traceback, then the notice)
+    sys.unraisablehook = lambda unraisable: logged.append(unraisable.exc_value)
+    sys.excepthook = lambda kind, value, tb: logged.append(value)
+    try:
+        result = action()
+        error = logged[0] if logged else None
+    except (OSError, RuntimeError, ValueError) as err:
+        error = err
+    finally:
+        sys.unraisablehook, sys.excepthook = hooks
+    if error is not None:
+        reason = " ".join(str(error).split())[:500]  # one line, whatever HDF5 embeds
+        raise WriteError(f"{what} {str(path)!r} failed ({reason}); is the disk full? The run stopped; its last "
+                         "checkpoint, if any, is kept") from None
+    return result
+
+
+def close_checked(f: h5py.File, path) -> None:
+    """Flush ``f`` (raising a `WriteError` if that fails), then close it."""
+    checked_write(path, f.flush)
+    f.close()
+
+
+def fsync_path(path: Path) -> None:
+    """Ask the OS to put ``path`` (a file or folder) on disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems (e.g. a FIFO-backed or special mount) do not sync folders
+    finally:
+        os.close(fd)
 
 
 def partial_path(path: Path) -> Path:
@@ -42,12 +88,31 @@ def _tmp_path(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
-def check_output(path: str | Path, overwrite: bool) -> Path:
-    """The run file's path, or a `ResourceError` if it (or an unfinished run's checkpoint) exists or has no folder.
+def check_output(path: str | Path, overwrite: bool, inputs=()) -> Path:
+    """The run file's path, or a `ResourceError` if it (or an unfinished run's checkpoint) exists, is not a
+    regular file, is one of ``inputs`` (paths of the run's input files), or has no folder.
 
     Every rank calls this, so that all of them fail alike before anything is written.
     """
+    if str(path) == "":
+        raise ResourceError("the output path is empty")
     path = Path(path)
+    try:
+        path.exists()
+        os.fspath(path).encode()
+    except (OSError, ValueError, UnicodeError) as err:  # a name over 255 bytes or PATH_MAX, a NUL byte
+        raise ResourceError(f"output {str(path)[:200]!r} is not a usable path "
+                            f"({getattr(err, 'strerror', None) or err})") from None
+    if path.is_symlink() and not path.exists() and not overwrite:
+        raise ResourceError(f"output {str(path)!r} is a dangling symbolic link (use --overwrite to replace it)")
+    if path.exists() and not path.is_file():
+        raise ResourceError(f"output {str(path)!r} exists and is not a regular file (a folder, device or FIFO): "
+                            "refusing to replace it")
+    for source in inputs:
+        if source and Path(source).exists() and path.exists() and os.path.samefile(source, path) or \
+                source and Path(source).resolve() == path.resolve():
+            raise ResourceError(f"output {str(path)!r} is an input of this run ({str(source)!r}): choose another "
+                                "--out")
     if path.exists() and not overwrite:
         raise ResourceError(f"output {str(path)!r} exists (use --overwrite to replace it)")
     if partial_path(path).exists() and not overwrite:
@@ -56,6 +121,57 @@ def check_output(path: str | Path, overwrite: bool) -> Path:
     if not path.parent.is_dir():
         raise ResourceError(f"output folder {str(path.parent)!r} does not exist")
     return path
+
+
+class RunLock:
+    """One writer per run: an exclusive lock (``flock``) on ``<run>.lock``, held while a job writes the run.
+
+    Taken before anything of the run is created or removed; a second job on the same run (a requeued
+    Slurm job, two ``--resume``s, two runs with the same ``--out``) is refused at once with one line
+    that names the holder. The lock ends with the process that holds it, however it ends.
+    """
+
+    def __init__(self, run: Path):
+        self.path = run.with_name(run.name + ".lock")
+        self.fd = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise a `ResourceError` naming the job that holds it."""
+        import fcntl
+        import socket
+        import time
+
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise ResourceError(f"cannot create the run's lock {str(self.path)!r} ({err.strerror})") from None
+            try:
+                # flock, not lockf: it excludes a second open of the same file in this process too
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 512).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise ResourceError(f"{str(self.path.with_suffix(''))!r} is being written by {holder}: one job per "
+                                    "run (wait for it, or choose another --out)") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a lock file that its last holder removed while we opened it
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+                 .encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        """Remove the lock file and let go (a job that finds it gone while opening it tries again)."""
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
 
 
 def remove_run_leftovers(path: Path) -> None:
@@ -145,13 +261,26 @@ class RunWriter:
         return f
 
     @staticmethod
-    def _commit(f: h5py.File, summary: dict, target: Path) -> None:
-        f.create_dataset("summary", data=json.dumps(summary), dtype=_STR)
-        for k, v in summary.items():
-            if isinstance(v, (int, float, str)):
-                f.attrs[k] = v
-        f.close()
-        os.replace(_tmp_path(target), target)
+    def _commit(f: h5py.File, summary: dict, target: Path, expect: dict | None = None) -> None:
+        """Write the summary, flush, verify and rename: ``target`` appears complete or not at all.
+
+        ``expect`` maps dataset names to the number of rows they must have (checked after the file is
+        closed, on a fresh read of it).
+        """
+        tmp = _tmp_path(target)
+
+        def write():
+            f.create_dataset("summary", data=json.dumps(summary), dtype=_STR)
+            for k, v in summary.items():
+                if isinstance(v, (int, float, str)):
+                    f.attrs[k] = v
+
+        checked_write(tmp, write)
+        close_checked(f, tmp)
+        _verify(tmp, expect or {})
+        fsync_path(tmp)
+        os.replace(tmp, target)
+        fsync_path(target.parent)
 
     def write_checkpoint(self, summary: dict, state: dict, state_attrs: dict, rates=None, spikes=None,
                          states=None) -> Path:
@@ -187,10 +316,15 @@ class RunWriter:
         for key, val in state.items():
             g.create_dataset(key, data=val)
         g.attrs.update(state_attrs)
-        self._commit(f, summary, target)
+        expect = {}
+        if rates is not None:
+            expect["rates/population_hz"] = rates.n_rows
+        if spikes is not None:
+            expect[f"spikes/{f.attrs['spike_population']}/node_ids"] = sum(n for _, n in spikes)
+        self._commit(f, summary, target, expect)
         return target
 
-    def finish(self, summary: dict, rates=None, spikes=None, states=None) -> Path:
+    def finish(self, summary: dict, rates=None, spikes=None, states=None, stitch: str = "copy") -> Path:
         """Write the final run file: description, rates (and region rates), spikes and summary.
 
         Parameters
@@ -200,9 +334,13 @@ class RunWriter:
             Copied into ``/rates/population_hz``; ``/rates/region_hz`` is derived from them.
         spikes : SortedSpikes, or list of (relative path, length, first, stop), optional
             A one-rank run's sorted spikes (`dtb.io.recording.SortedSpikes`), stored as plain
-            datasets; or gid-ordered row ranges of the ranks' sorted files, stored as virtual datasets.
+            datasets; or gid-ordered row ranges of the ranks' sorted files, copied in (``stitch`` 'copy':
+            the file is self-contained) or linked as virtual datasets ('virtual': the ranks' files stay
+            beside it in ``<run>.parts``).
         states : list of (StateProbe, RateSources), optional
             Recorded state variables, copied into ``/state/<variable>/data`` (samples, neurons).
+
+        Every dataset's rows are verified on a fresh read before the file is renamed to its final name.
         """
         f = self._open(self.path)
         if rates is not None:
@@ -214,15 +352,45 @@ class RunWriter:
             for block in rows.blocks(_COPY_ROWS):
                 ds[at:at + len(block)] = block
                 at += len(block)
+        expect = {}
+        if rates is not None:
+            expect.update({"rates/population_hz": rates.n_rows, "rates/region_hz": rates.n_rows})
+        for probe, rows in states or ():
+            expect[f"state/{probe.name}/data"] = rows.n_rows
+        name = f"spikes/{f.attrs['spike_population']}"
         if hasattr(spikes, "write"):
-            grp = f.create_group(f"spikes/{f.attrs['spike_population']}")
+            grp = f.create_group(name)
             grp.attrs["sorting"] = "by_id"
-            spikes.write(grp)
+            checked_write(_tmp_path(self.path), lambda: spikes.write(grp))
+            expect[f"{name}/node_ids"] = expect[f"{name}/timestamps"] = spikes.total
         elif spikes is not None:
-            self._link_spikes(f, spikes, sorting="by_id")
-        self._commit(f, summary, self.path)
+            if stitch == "virtual":
+                self._link_spikes(f, spikes, sorting="by_id")
+            else:
+                checked_write(_tmp_path(self.path), lambda: self._copy_spikes(f, spikes))
+            expect[f"{name}/node_ids"] = expect[f"{name}/timestamps"] = sum(b - a for _, _, a, b in spikes)
+        self._commit(f, summary, self.path, expect)
         partial_path(self.path).unlink(missing_ok=True)
         return self.path
+
+    def _copy_spikes(self, f: h5py.File, parts: list) -> None:
+        """The spikes of the ranks' sorted files, rows ``first:stop`` of each in the given (gid) order, copied
+        into ``/spikes/<population>`` in blocks."""
+        grp = f.create_group(f"spikes/{f.attrs['spike_population']}")
+        grp.attrs["sorting"] = "by_id"
+        total = sum(stop - first for _, _, first, stop in parts)
+        chunks = (min(total, 1 << 16),) if total else None
+        out = {name: grp.create_dataset(name, shape=(total,), dtype=dtype, chunks=chunks)
+               for name, dtype in (("timestamps", np.float64), ("node_ids", np.uint64))}
+        out["timestamps"].attrs["units"] = "ms"
+        at = 0
+        for rel, _, first, stop in parts:
+            with h5py.File(self.path.parent / rel, "r") as src:
+                for a in range(first, stop, _COPY_ROWS):
+                    b = min(stop, a + _COPY_ROWS)
+                    for key, ds in out.items():
+                        ds[at:at + b - a] = src[key][a:b]
+                    at += b - a
 
     @staticmethod
     def _state_group(f: h5py.File, probe, n_rows: int, every_ms: float) -> None:
@@ -281,6 +449,22 @@ class RunWriter:
             shutil.rmtree(parts_dir(self.path), ignore_errors=True)
 
 
+def _verify(path: Path, expect: dict) -> None:
+    """A `WriteError` unless the file at ``path`` opens and each dataset of ``expect`` has its number of rows
+    and reads back (its last row: a dataset whose chunks were never written reads as fill values or fails)."""
+    try:
+        with h5py.File(path, "r") as f:
+            for name, rows in expect.items():
+                ds = f[name]
+                if ds.shape[0] != rows:
+                    raise WriteError(f"{str(path)!r}: {name} has {ds.shape[0]} rows, the run made {rows}: not "
+                                     "committed")
+                if rows:
+                    ds[rows - 1]
+    except (OSError, KeyError) as err:
+        raise WriteError(f"{str(path)!r} does not read back ({' '.join(str(err).split())}): not committed") from None
+
+
 def read_summary(path: str | Path) -> dict:
     """The facts ``dtb inspect`` prints, read from a run file.
 
@@ -306,6 +490,12 @@ def read_summary(path: str | Path) -> dict:
         if "summary" not in f or not ({"network", "assimilation", "checkpoint"} & set(f)):
             raise DataError(f"{str(path)!r} is not a complete dtb run file (no /summary, or none of /network, "
                             "/assimilation, /checkpoint)")
-        facts = json.loads(f["summary"][()].decode() if isinstance(f["summary"][()], bytes) else f["summary"][()])
+        raw = f["summary"][()]
+        try:
+            facts = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+            if not isinstance(facts, dict):
+                raise ValueError("not an object")
+        except (ValueError, TypeError, AttributeError):
+            raise DataError(f"{str(path)!r} is not a dtb run file (its /summary is not dtb's JSON)") from None
         facts["path"] = str(path)
         return facts

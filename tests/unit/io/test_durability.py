@@ -1,0 +1,206 @@
+"""Run files that never lie: faults injected for real (a full disk, a second writer, outputs that are inputs
+or not files), and what must hold after each: nothing under the final name unless it is complete, and the
+last checkpoint resumable."""
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from dtb import cli, driver
+from dtb.config import load_config
+from dtb.errors import ConfigError, DataError, ResourceError, WriteError
+from dtb.io.runfile import RunLock, RunWriter
+
+SMALL = ["wholebrain.n_neurons=2000", "wholebrain.in_degree=20", "simulation.t_ms=1500", "recording.progress=false",
+         "recording.flush_ms=50", "recording.bold=true", "bold.tr_ms=100"]
+
+
+def spikes_and_rates(path):
+    with h5py.File(path) as f:
+        return [f[k][()] for k in ("spikes/wholebrain/timestamps", "spikes/wholebrain/node_ids",
+                                   "rates/population_hz", "bold")]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 MiB tmpfs (needs root, as CI has): a real full disk."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk):
+    """Write to ``disk`` until it is full; the filler's path."""
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 16))
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_disk_full_for_a_moment_stops_the_run_and_its_checkpoint_resumes_bitwise(small_disk, tmp_path):
+    """``dtb run`` writing to a disk that fills after its first checkpoint and frees 1 s later: the run stops at
+    its next write with one line and exit status 2, nothing appears under the final name, and ``--resume``
+    then gives the uninterrupted run bitwise."""
+    overrides = SMALL + ["simulation.t_ms=3000"]
+    ref = tmp_path / "ref.h5"
+    driver.run(load_config(overrides=overrides), ref)
+    out = small_disk / "run.h5"
+    job = subprocess.Popen([sys.executable, "-m", "dtb", "run", "--quiet", "--out", str(out),
+                            *[x for o in overrides + ["simulation.checkpoint_ms=500"] for x in ("--set", o)]],
+                           stderr=subprocess.PIPE, text=True)
+    partial = out.with_name("run.h5.partial")
+    deadline = time.monotonic() + 120
+    while not partial.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    filler = fill(small_disk)
+    threading.Timer(1.0, filler.unlink).start()
+    err = job.communicate(timeout=300)[1]
+    time.sleep(1.2)
+    assert job.returncode == 2 and err.count("\n") == 1 and "is the disk full" in err, err[-3000:]
+    assert not out.exists() and partial.exists()
+    p = subprocess.run([sys.executable, "-m", "dtb", "run", "--resume", str(out), "--quiet"], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for a, b in zip(spikes_and_rates(ref), spikes_and_rates(out)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_file_that_does_not_read_back_whole_is_not_committed(tmp_path):
+    w = RunWriter(tmp_path / "r.h5")
+    w.write_header(config_toml="", version="x", model="m", seed=1, dt_ms=0.1, spike_population="m",
+                   fingerprint="f", backend="cpu")
+    f = w._open(w.path)
+    f.create_dataset("rates/population_hz", data=np.zeros((3, 2)))
+    with pytest.raises(WriteError, match="has 3 rows, the run made 4"):
+        w._commit(f, {"n": 1}, w.path, {"rates/population_hz": 4})
+    assert not (tmp_path / "r.h5").exists()
+
+
+def test_one_writer_per_run(tmp_path):
+    """A run holding its lock: a second run, resume or overwrite of the same output is refused at once, naming
+    the holder; the lock goes with its holder."""
+    out = tmp_path / "run.h5"
+    lock = RunLock(out)
+    lock.acquire()
+    try:
+        for kw in ({}, {"overwrite": True}):
+            with pytest.raises(ResourceError, match=r"is being written by pid \d+ on .* since"):
+                driver.run(load_config(overrides=SMALL[:2] + ["simulation.t_ms=10", "recording.progress=false"]), out,
+                           **kw)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5.lock"]
+    finally:
+        lock.release()
+    assert not lock.path.exists()
+    # a real second process while the first runs
+    args = [sys.executable, "-m", "dtb", "run", "--quiet", "--out", str(out), "--set", "wholebrain.n_neurons=2000",
+            "--set", "wholebrain.in_degree=20", "--set", "simulation.t_ms=3000"]
+    first = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not lock.path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = subprocess.run(args + ["--overwrite"], capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2 and f"is being written by pid {first.pid}" in second.stderr, second.stderr
+    finally:
+        assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert driver.run.__doc__ and h5py.is_hdf5(out) and not lock.path.exists()
+
+
+def test_an_overwrite_keeps_the_old_run_until_the_new_one_commits(tmp_path):
+    out = tmp_path / "run.h5"
+    cfg = load_config(overrides=SMALL + ["simulation.checkpoint_ms=500"])
+    driver.run(cfg, out)
+    before = spikes_and_rates(out)
+
+    class Stop(Exception):
+        pass
+
+    def stop(step):
+        raise Stop
+
+    with pytest.raises(Stop):
+        driver.run(load_config(overrides=SMALL + ["simulation.checkpoint_ms=500", "simulation.seed=9"]), out,
+                   overwrite=True, on_checkpoint=stop)
+    for a, b in zip(before, spikes_and_rates(out)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["config", "connectome", "device", "fifo", "folder", "empty", "dangling link"])
+def test_outputs_are_regular_files_that_are_not_inputs(tmp_path, monkeypatch, capsys, kind):
+    from helpers import write_connectome
+
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "run.toml"
+    config.write_text("[simulation]\nt_ms = 10\n[recording]\nprogress = false\n")
+    write_connectome(tmp_path / "con.h5", subject="s1")
+    args = ["run", str(config), "--set", "wholebrain.connectome=con.h5", "--set", "wholebrain.subject=s1",
+            "--set", "wholebrain.n_neurons=400", "--overwrite", "--out"]
+    target = {"config": config, "connectome": tmp_path / "con.h5", "device": "/dev/null", "fifo": tmp_path / "fifo",
+              "folder": tmp_path / "sub", "empty": "", "dangling link": tmp_path / "link"}[kind]
+    if kind == "fifo":
+        os.mkfifo(target)
+    if kind == "folder":
+        target.mkdir()
+    if kind == "dangling link":
+        os.symlink(tmp_path / "nowhere", target)
+        args.remove("--overwrite")
+    before = {p: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
+    assert cli.main(args + [str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dtb: error:" in err, err
+    assert {p: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")} == before
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+def test_inputs_must_be_regular_files(tmp_path):
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_config(fifo)  # at once: a FIFO is never opened
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(tmp_path / ("x" * 300))
+    with pytest.raises(DataError, match="is not a regular file"):
+        driver.run(load_config(overrides=["wholebrain.connectome=/dev/zero"]), tmp_path / "r.h5")
+
+
+def test_a_plot_never_replaces_its_run_file(tmp_path, capsys, small_run):
+    run = tmp_path / "run.png"
+    shutil.copy(small_run("wholebrain.n_neurons=2000", "wholebrain.in_degree=20", "simulation.t_ms=50")[0], run)
+    before = run.read_bytes()
+    assert cli.main(["plot", str(run)]) == 2
+    assert "would replace the run file it draws" in capsys.readouterr().err
+    assert run.read_bytes() == before
+
+
+def test_an_assimilation_checks_every_subject_before_it_runs(tmp_path):
+    """The replay's specificity reads every subject of the data file: a malformed one fails the job at once."""
+    from dtb.assimilation.driver import assimilate
+    from dtb.connectome.connectome import bundled_connectome_path
+
+    data = tmp_path / "data.h5"
+    shutil.copy(bundled_connectome_path(), data)
+    with h5py.File(data, "r+") as f:
+        other = [s for s in f["subjects"] if s != "101309"][0]
+        bold = f[f"subjects/{other}/bold"]
+        bold[3, 7] = np.nan
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match="NaN or inf"):
+        assimilate(load_config(overrides=["wholebrain.n_neurons=2000", "assimilation.members=2", "assimilation.trs=5",
+                                          "recording.progress=false"]), tmp_path / "a.h5", data=data)
+    assert time.perf_counter() - t0 < 10 and sorted(p.name for p in tmp_path.iterdir()) == ["data.h5"]
