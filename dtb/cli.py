@@ -250,7 +250,7 @@ def _partition(args) -> int:
     recipe = network_from_config(cfg).recipe()
     part = partition(recipe, args.ranks, args.strategy or cfg.simulation.partition, seed=cfg.simulation.seed)
     q = quality(recipe, part, rate_hz=args.rate_hz, ranks_per_node=args.ranks_per_node)
-    q.update(model=recipe.model, n_neurons=recipe.n_neurons, n_synapses=float(recipe.expected_synapses().sum()))
+    q.update(model=recipe.model, n_neurons=recipe.n_neurons, n_synapses=float(recipe.incoming_synapses().sum()))
     if args.json:
         print(json.dumps(q, indent=1))
         return 0
@@ -301,15 +301,28 @@ def _config(args) -> int:
     return 0
 
 
+class _Terminated(BaseException):
+    """SIGTERM (a scheduler's time limit, ``scancel``), raised where the process is, so that the job cleans up."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dtb`` command; returns the exit status."""
+    import signal
+    import threading
+
     args = _parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         commands = {"run": _run, "assimilate": _assimilate, "inspect": _inspect, "plot": _plot, "partition": _partition,
                     "slurm": _slurm, "config": _config}
         return commands[args.command](args)
     except DTBError as err:
-        from dtb.context import abort_all, launcher_rank, mpi_running
+        from dtb.context import abort_all, launcher_rank, launcher_size, mpi_running
 
         if args.debug:
             traceback.print_exc()
@@ -317,8 +330,9 @@ def main(argv: list[str] | None = None) -> int:
             # the error may be this rank's alone: say which, and end every rank
             print(f"dtb: error: rank {launcher_rank()}: {err}", file=sys.stderr)
             abort_all(2)
-        elif launcher_rank() == 0:
-            # before MPI starts every rank meets the same error: one line is enough
+        elif launcher_rank() == 0 or launcher_size() == 1:
+            # before MPI starts every rank meets the same error: one line is enough (a job of one rank, or
+            # a launcher's variables left in a shell without one, is its own rank 0)
             print(f"dtb: error: {err}", file=sys.stderr)
         if isinstance(err, WriteError):
             # HDF5 would retry the failed writes of the open files at exit, print a page and may crash:
@@ -330,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dtb: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("dtb: terminated (SIGTERM): nothing under the final name; the last checkpoint, if any, is kept for "
+              "--resume", file=sys.stderr)
+        return 143
     except BaseException:
         from dtb.context import abort_all, mpi_running
 

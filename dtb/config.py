@@ -37,7 +37,7 @@ RENAMED = {"wholebrain.w_e": "wholebrain.w_e_trace", "wholebrain.w_i": "wholebra
 @dataclass(frozen=True)
 class SimulationConfig:
     t_ms: float = _key(1000.0, "biological time to simulate (ms)", gt=0.0, le=1e9)
-    dt_ms: float = _key(0.1, "integration time step (ms)", gt=0.0, le=1.0)
+    dt_ms: float = _key(0.1, "integration time step (ms)", ge=1e-4, le=1.0)
     seed: int = _key(1, "seed of every random draw (network, initial state, noise)", ge=0, le=SEED_MAX)
     backend: str = _key("cpu", "compute backend: numba CPU kernels, the CUDA kernels on a GPU (one per rank), auto "
                         "(the GPU if there is one), or gpu_emulated (the CUDA kernels built for the host with nvcc: "
@@ -89,12 +89,12 @@ class WholebrainConfig:
     sc_normalisation: str = _key("row", "how sc becomes long-range source probabilities: 'row' = sc[i, j] / sum_j "
                                  "sc[i, j]; 'waytotal' = sc[i, j] / waytotal[j], then row-normalised",
                                  choices=("row", "waytotal"))
-    e_fraction: float = _key(0.8, "fraction of each region's neurons that are excitatory", gt=0.0, lt=1.0)
+    e_fraction: float = _key(0.8, "fraction of each region's neurons that are excitatory", ge=0.001, le=0.999)
     k_local_e: float = _key(4 / 7, "share of K from the own region's E population", ge=0.0, le=1.0)
     k_local_i: float = _key(1 / 7, "share of K from the own region's I population (long-range gets the rest)",
                             ge=0.0, le=1.0)
     conduction_velocity_m_s: float = _key(5.0, "axonal conduction velocity for long-range delays (m/s = mm/ms)",
-                                          gt=0.0, le=1000.0)
+                                          ge=0.01, le=1000.0)
     local_delay_ms: float = _key(1.0, "delay of synapses inside a region (ms)", gt=0.0, le=1000.0)
     w_e_trace: float = _key(0.4, "weight of an excitatory synapse: jump of the AMPA and NMDA traces (1); per "
                             "region: a list, a table by region label, or a CSV/TSV file of label,value rows", ge=0.0,
@@ -112,7 +112,7 @@ class WholebrainConfig:
 @dataclass(frozen=True)
 class PD14Config:
     n_scale: float = _key(0.1, "fraction of the full-scale neuron counts", gt=0.0, le=1.0)
-    k_scale: float = _key(1.0, "fraction of the full-scale in-degrees (DC compensation below 1)", gt=0.0, le=1.0)
+    k_scale: float = _key(1.0, "fraction of the full-scale in-degrees (DC compensation below 1)", ge=1e-4, le=1.0)
     background: str = _key("poisson", "external drive: Poisson spikes or the equivalent DC current",
                            choices=("poisson", "dc"))
     bg_rate_hz: float = _key(8.0, "rate of each external Poisson source (Hz)", ge=0.0, le=1e4)
@@ -162,7 +162,7 @@ class AssimilationConfig:
     walk_sd: float = _key(0.05, "s.d. of the random walk of each hyperparameter per TR (logit units)", ge=0.0,
                           le=100.0)
     obs_var: float = _key(1e-6, "observation error variance of the scaled BOLD (the DTB used 1e-8 on [0.02, 0.05])",
-                          gt=0.0, le=1.0)
+                          ge=1e-30, le=1.0)
     local_weight: float = _key(0.5, "weight of the per-region update (the global update gets the rest)", ge=0.0,
                                le=1.0)
     inflation: float = _key(1.0, "multiplicative inflation of the prior ensemble anomalies", ge=1.0, le=100.0)
@@ -479,9 +479,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raise ConfigError(f"wholebrain.k_local_e + wholebrain.k_local_i = {wb.k_local_e + wb.k_local_i:g}: "
                           "must be <= 1")
     steps = wb.local_delay_ms / cfg.simulation.dt_ms
-    if cfg.model == "wholebrain" and abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
-        raise ConfigError(f"wholebrain.local_delay_ms = {wb.local_delay_ms:g}: must be a multiple of simulation.dt_ms "
-                          f"= {cfg.simulation.dt_ms:g} (delays are whole steps)")
+    if cfg.model == "wholebrain" and (abs(steps - round(steps)) > 1e-9 * max(1.0, steps) or round(steps) < 1):
+        raise ConfigError(f"wholebrain.local_delay_ms = {wb.local_delay_ms:g}: must be a positive multiple of "
+                          f"simulation.dt_ms = {cfg.simulation.dt_ms:g} (delays are whole steps)")
     _check_assimilation(cfg)
     return cfg
 

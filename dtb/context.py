@@ -230,6 +230,10 @@ class Context:
 
         return self.comm.allreduce(value, op=MPI.MAX)
 
+    def gather_objects(self, value) -> list | None:
+        """Collective: every rank's ``value`` (picklable), in rank order, on rank 0 (None elsewhere)."""
+        return [value] if self.comm is None else self.comm.gather(value, root=0)
+
     def bcast(self, value):
         """Collective: rank 0's ``value`` (any picklable object), on every rank."""
         return value if self.comm is None else self.comm.bcast(value, root=0)

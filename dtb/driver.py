@@ -16,11 +16,12 @@ from dtb.session import Session, steps_of
 
 def session_from_config(cfg: Config, out: str | Path | None, *, network: Network | None = None,
                         ctx: Context | None = None, overwrite: bool = False, resume: bool = False,
-                        kind: str = "run", what: str = "this run", inputs=()) -> Session:
+                        kind: str = "run", what: str = "this run", inputs=(), digests=()) -> Session:
     """A `Session` with the ``[simulation]``, ``[hyper]`` and ``[recording]`` settings of ``cfg``.
 
     ``network`` defaults to the one ``cfg.model`` builds (`dtb.model.registry.network_from_config`);
-    ``inputs`` (file paths) may not be the output, nor may the connectome.
+    ``inputs`` (file paths) may not be the output, nor may the connectome; the checkpoints record the content of
+    ``digests`` and the connectome, which a resume must find unchanged.
     """
     sim = cfg.simulation
     net = network if network is not None else network_from_config(cfg)
@@ -33,7 +34,8 @@ def session_from_config(cfg: Config, out: str | Path | None, *, network: Network
                 cuda_graphs=sim.cuda_graphs, progress=cfg.recording.progress,
                 region_gains=hyper.initial_theta(gains, recipe.regions) if recipe.neuron_model == "lif_cond" else None,
                 gain_spread=cfg.hyper.gamma_alpha, config=cfg, kind=kind, what=what,
-                inputs=[*inputs, cfg.connectome_path()], stitch=cfg.recording.stitch)
+                inputs=[*inputs, cfg.connectome_path()], stitch=cfg.recording.stitch,
+                digests=[*digests, cfg.connectome_path()])
     if cfg.model == "wholebrain":
         s.connectome = f"{cfg.connectome_path() or 'bundled HCP/AAL2'} (subject {cfg.wholebrain.subject})"
     return s

@@ -33,7 +33,7 @@ def rank_loads(recipe: Recipe, partition: Partition) -> tuple[np.ndarray, np.nda
     """Expected neurons and synapses (by target) on each rank, shapes (n_ranks,), float64."""
     frac = population_fractions(recipe, partition)
     neurons = frac.T @ np.diff(recipe.offsets).astype(np.float64)
-    synapses = frac.T @ recipe.expected_synapses().sum(axis=1)
+    synapses = frac.T @ recipe.incoming_synapses()
     return neurons, synapses
 
 
@@ -69,6 +69,20 @@ def device_bytes(neurons, synapses, *, neuron_model: str, coded_weights: bool, e
     """
     per_synapse = (4.0 if coded_weights else 8.0) + DEVICE_ROW_BYTES_PER_SYNAPSE
     return DEVICE_BASE_BYTES + per_synapse * synapses + device_neuron_bytes(neuron_model, epoch_steps) * neurons
+
+
+def check_total(neurons: float, synapses: float, n_ranks: int, what: str) -> None:
+    """Before a large recipe is even made (an ensemble of many members): a `ResourceError` if even a perfectly
+    balanced split of ``neurons`` and ``synapses`` over ``n_ranks`` ranks exceeds each rank's memory here.
+    Costs nothing that grows with the network."""
+    need = float(estimate_bytes(neurons / n_ranks, synapses / n_ranks))
+    per_rank = available_bytes() / ranks_per_node(n_ranks)
+    if need > per_rank:
+        gib = 2**30
+        raise ResourceError(f"not enough memory for {what}: {neurons:,.0f} neurons and {synapses:,.3g} synapses need "
+                            f"at least {need / gib:,.1f} GiB on each of {n_ranks} rank(s), which have about "
+                            f"{per_rank / gib:.1f} GiB each; about {math.ceil(need * n_ranks / per_rank):,} such ranks "
+                            "would do. (simulation.memory_check = false skips this check)")
 
 
 def preflight(recipe: Recipe, partition: Partition, what: str = "this run", device_free: int | None = None,

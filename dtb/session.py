@@ -140,6 +140,9 @@ class Session:
         How errors name this job ("this run", "the replay").
     inputs : sequence of paths
         The job's input files (config, connectome, data): ``out`` may not be one of them.
+    digests : sequence of paths
+        Input files whose content a checkpoint records (sha256), so that a resume refuses changed inputs
+        (the connectome, the BOLD data; the config is compared key by key instead).
     stitch : {'copy', 'virtual'}
         A many-rank run file gets its spikes copied in (self-contained), or as virtual datasets over the
         ranks' files kept in ``<out>.parts``.
@@ -151,10 +154,13 @@ class Session:
                  dry_run_ranks: int = 64, threads: int = 0, checkpoint_ms: float = 0.0, flush_ms: float = 100.0,
                  memory_check: bool = True, compact_weights: bool = True, cuda_graphs: bool = True,
                  progress: bool = True, region_gains: np.ndarray | None = None, gain_spread: float = 0.0,
-                 config=None, kind: str = "run", what: str = "this run", inputs=(), stitch: str = "copy"):
+                 config=None, kind: str = "run", what: str = "this run", inputs=(), stitch: str = "copy",
+                 digests=()):
         self.recipe, net_seed = as_recipe(network)
         self.seed = int(net_seed if seed is None else seed)
         self.dt_ms = self.recipe.dt_ms
+        if out is not None and str(out) == "":
+            raise ResourceError("the output path is empty")
         self.out = Path(out) if out is not None else None
         self.backend_name = backend
         self.ctx = ctx
@@ -177,6 +183,8 @@ class Session:
         self.config = config
         self.kind, self.what = kind, what
         self.inputs = [str(p) for p in inputs if p]
+        self.digest_paths = [str(p) for p in digests if p]
+        self._digests: str | None = None
         if stitch not in ("copy", "virtual"):
             raise ConfigError(f"recording.stitch = {stitch!r}: one of 'copy', 'virtual'")
         self.stitch = stitch
@@ -436,9 +444,29 @@ class Session:
         if stored is not None and stored != self.recipe.fingerprint():
             raise ConfigError(f"--resume: the network differs from the one the checkpoint of {str(self.out)!r} was "
                               "built from (its inputs, connectome or parameters changed)")
+        import json
+
+        for path, digest in json.loads(ck.attrs.get("inputs", "{}")).items():
+            now = _sha256(path) if Path(path).is_file() else None
+            if now != digest:
+                raise DataError(f"--resume: the input {path!r} {'changed' if now else 'is gone'} since the checkpoint "
+                                "was written; a resumed run reads the same inputs")
 
     def _restore(self, ck) -> None:
         ctx, folder = self.ctx, parts_dir(self.out)
+        built = (int(self.synapse_counts.sum()), int(self.max_delay_steps))
+        stored = (ck.attrs.get("n_synapses", built[0]), ck.attrs.get("max_delay_steps", built[1]))
+        if built != stored:
+            raise DataError(f"--resume: this build has {built[0]:,} synapses and delays up to {built[1]} steps, the "
+                            f"checkpoint's had {stored[0]:,} and {stored[1]}: not the same network")
+        if self.recorder is not None:
+            # every segment the checkpoint names must be whole now, not at the end of the resumed run
+            problem = self.recorder.check_segments(ck.arrays["spike_rows"][ctx.rank], ck.arrays["rate_rows"])
+            problems = ctx.gather_objects(problem)
+            first = next((p for p in problems if p), None) if ctx.is_root else None
+            first = ctx.bcast(first)
+            if first is not None:
+                raise DataError(f"--resume: {first}; the checkpoint cannot be resumed (start again with --overwrite)")
         state = ckpt_io.read_rank_state(folder, ctx.rank, int(ck.attrs["segments"]) - 1)
         step = int(ck.attrs["step"])
         ckpt_io.restore_rank_state(state, step, self.sim, self.activity)
@@ -573,7 +601,9 @@ class Session:
                 ck_arrays["balloon_state"] = self.balloon.state
                 self._write_bold()
             ck_attrs = dict(kind=self.kind, step=sim.step, n_ranks=ctx.size, segments=k + 1, build_s=self.build_s,
-                            sim_s=self.sim_s, t_ms=self.t_ms, fingerprint=self.recipe.fingerprint(), **(attrs or {}))
+                            sim_s=self.sim_s, t_ms=self.t_ms, fingerprint=self.recipe.fingerprint(),
+                            inputs=self._input_digests(), n_synapses=int(self.synapse_counts.sum()),
+                            max_delay_steps=int(self.max_delay_steps), **(attrs or {}))
             rec = self.recorder
             self.writer.write_checkpoint(summary, ck_arrays, ck_attrs,
                                          rec.rate_sources(self.rate_bin_ms) if rec is not None else None,
@@ -583,6 +613,14 @@ class Session:
         ckpt_io.state_path(folder, ctx.rank, k - 1).unlink(missing_ok=True)
         if self.on_checkpoint is not None:
             self.on_checkpoint(sim.step)
+
+    def _input_digests(self) -> str:
+        """JSON of {path: sha256} of the `digests` inputs (read once per job)."""
+        if self._digests is None:
+            import json
+
+            self._digests = json.dumps({p: _sha256(p) for p in self.digest_paths})
+        return self._digests
 
     def _write_bold(self) -> None:
         bold = np.array(self.bold_rows).reshape(-1, len(self.recipe.regions)).T
@@ -703,6 +741,16 @@ class Session:
             self.close()
         else:
             self.abandon()
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _warn_if_silent(recipe: Recipe) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from importlib import resources
@@ -18,6 +19,11 @@ def srun_mpi_flavour(library: str) -> str:
     Open MPI wants PMIx.
     """
     return "pmix" if "Open MPI" in library else "pmi2"
+
+
+#: Slurm's time formats: minutes, minutes:seconds, hours:minutes:seconds, days-hours[:minutes[:seconds]]
+_TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d+(:\d{1,2}){0,2}")
+_NAME = re.compile(r"[A-Za-z0-9._+-]{1,128}")
 
 
 def render(*, nodes: int, ntasks_per_node: int, time: str, out: str | Path, config: str | Path | None = None,
@@ -52,6 +58,13 @@ def render(*, nodes: int, ntasks_per_node: int, time: str, out: str | Path, conf
             raise ConfigError(f"{name} {value}: must be >= 1")
     if gpus_per_task < 0:
         raise ConfigError(f"--gpus-per-task {gpus_per_task}: must be >= 0")
+    if not _TIME.fullmatch(time):
+        raise ConfigError(f"--time {time!r}: a Slurm time limit, minutes or [days-]hours:minutes[:seconds] "
+                          "(e.g. 90, 02:00:00, 1-12:00:00)")
+    for name, value in (("--job-name", job_name), ("--partition", partition), ("--account", account)):
+        # pasted into #SBATCH lines: a newline or a shell character would change the script
+        if value is not None and not _NAME.fullmatch(value):
+            raise ConfigError(f"{name} {value!r}: letters, digits and . _ - + only")
     if mpi_library is None:
         from dtb.context import mpi_library as installed
 

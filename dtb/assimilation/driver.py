@@ -202,13 +202,20 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         except ConfigError as err:
             raise ConfigError(f"assimilation.replay_n_neurons: {err}") from None
     n_reg = len(base.recipe().regions)
+    if sim_cfg.memory_check:  # before the ensemble's recipe is made: its size is members times the brain's
+        from dtb.context import launcher_size
+        from dtb.memory import check_total
+
+        check_total(base.n_neurons * members, float(base.recipe().incoming_synapses().sum()) * members,
+                    ctx.size if ctx is not None else launcher_size(), "this assimilation")
     ensemble = Network.from_recipe(base.recipe().replicate(members), seed=sim_cfg.seed)
     # the filter checkpoints at TR boundaries itself (every_trs), not on the session's clock
     cfg_ens = dataclasses.replace(cfg, simulation=dataclasses.replace(sim_cfg, checkpoint_ms=0.0))
     if da.replay:
         others = _other_recordings(data, subject, obs, n_trs, da.preprocess, prep)  # every subject checked now
     session = session_from_config(cfg_ens, out, network=ensemble, ctx=ctx, overwrite=overwrite, resume=resume,
-                                  kind="assimilation", what="this assimilation", inputs=[*inputs, data])
+                                  kind="assimilation", what="this assimilation", inputs=[*inputs, data],
+                                  digests=[data])
     session.config = cfg
     session.record(spikes=False, rates=False)
     separate = da.hemodynamics == "separate"

@@ -13,6 +13,9 @@ from scipy.signal import butter, sosfiltfilt
 from dtb.connectome.connectome import open_data_file
 from dtb.errors import DataError
 
+#: the longest repetition time accepted (s); fMRI scans use 0.4 to about 4 s
+MAX_TR_S = 30.0
+
 MIN_TRS = 10
 BUTTER_ORDER = 2
 
@@ -106,6 +109,9 @@ def load_observed_bold(path: str | Path, subject: str) -> ObservedBold:
             raise DataError(f"{name}: cannot read '{dset}' (truncated or corrupt file? {err})") from None
     if not (np.isfinite(tr_s) and tr_s > 0):
         raise DataError(f"{name}: root attribute 'tr_s' must be a positive number of seconds, got {tr_s}")
+    if tr_s > MAX_TR_S:  # 720 is the HCP TR in milliseconds
+        raise DataError(f"{name}: root attribute 'tr_s' = {tr_s:g} s is no fMRI repetition time (at most "
+                        f"{MAX_TR_S:g} s): milliseconds written as seconds?")
     if bold.ndim != 2:
         raise DataError(f"{name}: '{dset}' must be 2-D (regions x TRs), has shape {bold.shape}")
     if bold.shape[0] != len(labels):

@@ -123,11 +123,18 @@ class Engine:
         """Go back to a `snapshot` (of any backend's engine) taken at ``step``: the steps that follow
         repeat exactly (noise is keyed by step). A snapshot without ``i_stim`` (an older checkpoint)
         leaves no stimulus."""
+        from dtb.errors import DataError
+
         for k in self.state:
-            if k in snap:
+            if k in snap and np.shape(snap[k]) == self.state[k].shape:
                 self.state[k][...] = self.xp.asarray(snap[k])
-            elif k == "i_stim":
+            elif k == "i_stim" and k not in snap:  # a checkpoint from before stimuli
                 self.state[k][...] = 0
+            else:
+                raise DataError(f"the checkpoint's state {k!r} is missing or has shape {np.shape(snap.get(k))}, "
+                                f"expected {self.state[k].shape}")
+        if np.shape(snap.get("pend", ())) [:1] != (3,):
+            raise DataError(f"the checkpoint's pending spikes have shape {np.shape(snap.get('pend'))}, expected (3, n)")
         self._set_pending(np.asarray(snap["pend"], dtype=np.int64), step)
 
     def _pending(self) -> np.ndarray:

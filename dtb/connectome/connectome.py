@@ -116,22 +116,14 @@ def load_connectome(path: str | Path | None = None, subject: str = "101309") -> 
     path = Path(path) if path is not None else bundled_connectome_path()
     name = str(path)
     with open_data_file(path) as f:
-        if "labels" not in f:
-            raise DataError(f"{name}: missing dataset '/labels'")
-        subjects = sorted(f["subjects"].keys()) if "subjects" in f else []
-        if subject not in subjects:
-            raise DataError(f"{name}: subject {subject!r} not in file (has: {', '.join(subjects) or 'none'})")
-        grp = f["subjects"][subject]
-        data = {}
-        for key in ("sc", "len_mm", "nvoxel", "waytotal"):
-            if key not in grp:
-                raise DataError(f"{name}: missing dataset '/subjects/{subject}/{key}'")
-            try:
-                data[key] = np.asarray(grp[key][()], dtype=np.float64)
-            except (TypeError, ValueError, OSError) as err:
-                raise DataError(f"{name}: '/subjects/{subject}/{key}' is not numeric ({err})") from None
-        labels = [lab.decode() if isinstance(lab, bytes) else str(lab) for lab in np.atleast_1d(f["labels"][()])]
+        try:
+            labels, data = _read_subject(f, name, subject)
+        except (OSError, KeyError, RuntimeError) as err:  # damaged bytes, a dangling external link, a link loop
+            raise DataError(f"{name}: cannot read subject {subject!r} ({' '.join(str(err).split())})") from None
     n = len(labels)
+    if len(set(labels)) != n:
+        dup = next(lab for lab in labels if labels.count(lab) > 1)
+        raise DataError(f"{name}: /labels names region {dup!r} twice")
     where = f"{name}: /subjects/{subject}"
     expect = {"sc": (n, n), "len_mm": (n, n), "nvoxel": (n,), "waytotal": (n,)}
     for key, shape in expect.items():
@@ -145,6 +137,8 @@ def load_connectome(path: str | Path | None = None, subject: str = "101309") -> 
     sc, len_mm = data["sc"], data["len_mm"]
     if n < 2:
         raise DataError(f"{name}: needs at least 2 regions, has {n}")
+    if np.any(data["nvoxel"] != np.round(data["nvoxel"])):
+        raise DataError(f"{where}/nvoxel is not a whole number of voxels at {_first(data['nvoxel'] != np.round(data['nvoxel']))}")
     if np.any(data["nvoxel"] == 0):
         raise DataError(f"{where}/nvoxel: region {labels[int(np.argmax(data['nvoxel'] == 0))]!r} is empty (0 voxels)")
     if not np.allclose(sc, sc.T, rtol=1e-6, atol=0.0):
@@ -158,6 +152,28 @@ def load_connectome(path: str | Path | None = None, subject: str = "101309") -> 
         raise DataError(f"{where}/len_mm is 0 where sc > 0 at {_first(bad)}")
     return Connectome(labels=labels, nvoxel=data["nvoxel"].astype(np.int64), sc=sc, len_mm=len_mm,
                       waytotal=data["waytotal"], subject=subject, source=name)
+
+
+def _read_subject(f: h5py.File, name: str, subject: str) -> tuple[list[str], dict]:
+    """The labels and the subject's four arrays (float64), each checked to be a real, numeric dataset."""
+    if "labels" not in f or not isinstance(f["labels"], h5py.Dataset):
+        raise DataError(f"{name}: missing dataset '/labels'")
+    subjects = sorted(f["subjects"].keys()) if isinstance(f.get("subjects"), h5py.Group) else []
+    if subject not in subjects:
+        raise DataError(f"{name}: subject {subject!r} not in file (has: {', '.join(subjects) or 'none'})")
+    grp = f["subjects"][subject]
+    if not isinstance(grp, h5py.Group):
+        raise DataError(f"{name}: '/subjects/{subject}' is not a group of datasets")
+    data = {}
+    for key in ("sc", "len_mm", "nvoxel", "waytotal"):
+        ds = grp.get(key)
+        if not isinstance(ds, h5py.Dataset):
+            raise DataError(f"{name}: missing dataset '/subjects/{subject}/{key}'")
+        if ds.dtype.kind not in "iuf":  # complex, strings, compounds
+            raise DataError(f"{name}: '/subjects/{subject}/{key}' is not numeric (dtype {ds.dtype})")
+        data[key] = np.asarray(ds[()], dtype=np.float64)
+    labels = [lab.decode() if isinstance(lab, bytes) else str(lab) for lab in np.atleast_1d(f["labels"][()])]
+    return labels, data
 
 
 def _first(mask: np.ndarray) -> str:

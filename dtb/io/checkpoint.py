@@ -118,15 +118,45 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     except OSError as err:
         raise DataError(f"{str(partial)!r} is not a readable HDF5 file ({err})") from None
     with f:
-        if "checkpoint" not in f or "config" not in f:
+        if not isinstance(f.get("checkpoint"), h5py.Group) or not isinstance(f.get("config"), h5py.Dataset):
             raise DataError(f"{str(partial)!r} holds no checkpoint")
-        g = f["checkpoint"]
-        arrays = {}
-        g.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-        if "bold" in f:
-            arrays["bold"] = f["bold"][()]
-        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in g.attrs.items()}
-        return Checkpoint(final, f["config"][()].decode(), attrs, arrays)
+        try:
+            g = f["checkpoint"]
+            arrays = {}
+            g.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset)
+                         else None)
+            if "bold" in f:
+                arrays["bold"] = f["bold"][()]
+            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in g.attrs.items()}
+            config = f["config"][()]
+            config = config.decode() if isinstance(config, bytes) else str(config)
+        except (OSError, KeyError, RuntimeError, UnicodeDecodeError) as err:
+            raise DataError(f"{str(partial)!r}: the checkpoint is damaged ({' '.join(str(err).split())})") from None
+    ck = Checkpoint(final, config, attrs, arrays)
+    _check_checkpoint(ck, partial)
+    return ck
+
+
+def _check_checkpoint(ck: Checkpoint, partial: Path) -> None:
+    """A `DataError` unless the checkpoint has what a resume reads, with consistent shapes."""
+    def bad(why):
+        return DataError(f"{str(partial)!r}: the checkpoint is damaged ({why}); start the run again with --overwrite")
+
+    a = ck.attrs
+    for key in ("step", "n_ranks", "segments"):
+        v = a.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "step" else 1):
+            raise bad(f"attribute {key} = {v!r}")
+    for key in ("build_s", "sim_s"):
+        if not isinstance(a.get(key), (int, float)):
+            raise bad(f"attribute {key} = {a.get(key)!r}")
+    if a.get("kind", "run") == "run":
+        rows = ck.arrays.get("spike_rows")
+        if rows is None or np.shape(rows) != (a["n_ranks"], a["segments"]) or np.any(np.asarray(rows) < 0):
+            raise bad(f"spike_rows has shape {np.shape(rows)}, expected {(a['n_ranks'], a['segments'])}")
+        rates = ck.arrays.get("rate_rows")
+        if rates is None or np.shape(rates) != (a["segments"],):
+            raise bad(f"rate_rows has shape {np.shape(rates)}, expected {(a['segments'],)}")
 
 
 def _flat(cfg: Config) -> dict:

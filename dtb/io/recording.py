@@ -359,6 +359,24 @@ class Recorder:
         close_checked(self.file, self.file.filename)
         self.segment += 1
 
+    def check_segments(self, spike_rows, rate_rows) -> str | None:
+        """Whether this rank's closed segments hold what a checkpoint says (spikes, and rank 0's rate rows); a
+        description of the first that does not, or None."""
+        for k in range(self.segment):
+            path = self.folder / segment_name(self.ctx.rank, k)
+            try:
+                with h5py.File(path, "r") as f:
+                    n = f["node_ids"].shape[0]
+                    if n != spike_rows[k] or f["timestamps"].shape[0] != n:
+                        return f"{path.name} holds {n} spikes, the checkpoint names {int(spike_rows[k])}"
+                    if n:
+                        f["node_ids"][n - 1], f["timestamps"][n - 1]
+                    if self.ctx.is_root and f["rates"].shape[0] != rate_rows[k]:
+                        return f"{path.name} holds {f['rates'].shape[0]} rate rows, the checkpoint names {rate_rows[k]}"
+            except (OSError, KeyError) as err:
+                return f"{path} is missing or damaged ({' '.join(str(err).split())[:200]})"
+        return None
+
     def discard(self) -> None:
         """After a failure: close the open segment without checks (it is not named by any checkpoint), so that
         this process can open its name again (HDF5 would share the broken file's state otherwise)."""

@@ -188,6 +188,13 @@ class Recipe:
             return None
         return (lo + step * np.arange(2**code_bits)).astype(np.float32), False
 
+    def incoming_synapses(self) -> np.ndarray:
+        """Expected synapses onto each population, shape (n_pop,), float64 (memory linear in populations)."""
+        out = np.zeros(len(self.populations))
+        for proj in self.projections:
+            out[proj.target] += proj.total if proj.total else proj.indegree * self.populations[proj.target].size
+        return out
+
     def expected_synapses(self) -> np.ndarray:
         """Expected synapse counts between populations, shape (n_pop, n_pop) [target, source], float64."""
         n = len(self.populations)

@@ -60,7 +60,7 @@ class Chunks:
 def make_chunks(recipe: Recipe, n_ranks: int, per_rank: int = CHUNKS_PER_RANK) -> Chunks:
     """Cut populations into about ``per_rank * n_ranks`` chunks of similar load."""
     sizes = np.array([p.size for p in recipe.populations], dtype=np.int64)
-    syn = recipe.expected_synapses().sum(axis=1)
+    syn = recipe.incoming_synapses()
     load = sizes / sizes.sum() + syn / max(syn.sum(), 1.0)
     k = np.minimum(sizes, np.maximum(1, np.ceil(load / load.sum() * per_rank * n_ranks))).astype(np.int64)
     pop = np.repeat(np.arange(len(sizes)), k)

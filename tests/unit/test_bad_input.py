@@ -37,6 +37,53 @@ def setup_text(name, text):
     return lambda d: (d / name).write_text(text)
 
 
+def setup_h5(build):
+    """A connectome file c.h5 made by ``build(f)`` from a valid one."""
+    def make(d):
+        write_connectome(d / "c.h5")
+        with h5py.File(d / "c.h5", "r+") as f:
+            build(f)
+    return make
+
+
+def _subjects_as_dataset(f):
+    del f["subjects"]
+    f["subjects"] = np.zeros(3)
+
+
+def _subject_as_dataset(f):
+    del f["subjects/s1"]
+    f["subjects/s1"] = np.zeros(3)
+
+
+def _dangling_external(f):
+    del f["subjects/s1/sc"]
+    f["subjects/s1/sc"] = h5py.ExternalLink("nowhere.h5", "/sc")
+
+
+def _soft_loop(f):
+    del f["subjects/s1/sc"]
+    f["subjects/s1/sc"] = h5py.SoftLink("/subjects/s1/loop")
+    f["subjects/s1/loop"] = h5py.SoftLink("/subjects/s1/sc")
+
+
+def _duplicate_labels(f):
+    del f["labels"]
+    f["labels"] = np.array([b"R0", b"R1", b"R0", b"R3"])
+
+
+def _complex_sc(f):
+    sc = f["subjects/s1/sc"][()]
+    del f["subjects/s1/sc"]
+    f["subjects/s1/sc"] = sc.astype(np.complex128) + 1j
+
+
+def setup_bad_summary(d):
+    with h5py.File(d / "r.h5", "w") as f:
+        f.create_group("network")
+        f["summary"] = "not json {"
+
+
 def setup_unfinished_run(d):
     """What a killed run leaves: a checkpoint file and its parts folder."""
     (d / "out.h5.partial").write_bytes(b"checkpoint")
@@ -55,9 +102,9 @@ CASES = {
     "wrong type (bool)": (RUN + ["--set", "recording.spikes=3"], "recording.spikes = 3: must be true or false", None),
     "negative time": (RUN + ["--set", "simulation.t_ms=-5"], "simulation.t_ms = -5.0: must be a number > 0", None),
     "zero time": (RUN + ["--set", "simulation.t_ms=0"], "simulation.t_ms = 0.0: must be a number > 0", None),
-    "zero time step": (RUN + ["--set", "simulation.dt_ms=0"], "simulation.dt_ms = 0.0: must be a number > 0", None),
+    "zero time step": (RUN + ["--set", "simulation.dt_ms=0"], "simulation.dt_ms = 0.0: must be a number >= 0.0001", None),
     "dt not dividing the delays": (RUN + ["--set", "simulation.dt_ms=0.3"],
-                                   "wholebrain.local_delay_ms = 1: must be a multiple of simulation.dt_ms = 0.3",
+                                   "wholebrain.local_delay_ms = 1: must be a positive multiple of simulation.dt_ms = 0.3",
                                    None),
     "time not a whole number of steps": (RUN + ["--set", "simulation.t_ms=100.05"],
                                          "simulation.t_ms = 100.05: must be a positive multiple", None),
@@ -104,6 +151,35 @@ CASES = {
                                    "subject '999' not in", None),
     "assimilate one member": (["assimilate", "--members", "1", "--quiet", "--out", "out.h5"],
                               "assimilation.members = 1: must be an integer >= 2", None),
+    # structure and content of inputs (issue 17)
+    "subjects as a dataset": (WITH_CONNECTOME, "subject 's1' not in file", setup_h5(_subjects_as_dataset)),
+    "a subject as a dataset": (WITH_CONNECTOME, "'/subjects/s1' is not a group", setup_h5(_subject_as_dataset)),
+    "dangling external link": (WITH_CONNECTOME, "missing dataset '/subjects/s1/sc'", setup_h5(_dangling_external)),
+    "soft-link loop": (WITH_CONNECTOME, "cannot read subject 's1'", setup_h5(_soft_loop)),
+    "fractional nvoxel": (WITH_CONNECTOME, "nvoxel is not a whole number of voxels",
+                          setup_connectome(nvoxel=np.array([100, 0.4, 100, 100]))),
+    "duplicate labels": (WITH_CONNECTOME, "names region 'R0' twice", setup_h5(_duplicate_labels)),
+    "complex sc": (WITH_CONNECTOME, "'/subjects/s1/sc' is not numeric", setup_h5(_complex_sc)),
+    "config is a folder": (["run", "sub", "--out", "out.h5"], "is not a regular file", lambda d: (d / "sub").mkdir()),
+    "config name too long": (["run", "x" * 300, "--out", "out.h5"], "cannot be read", None),
+    "config path with a NUL": (["run", "a\0b.toml", "--out", "out.h5"], "cannot be read", None),
+    "output name too long": (RUN[:2] + ["--out", "y" * 300 + ".h5"], "is not a usable path", None),
+    "an empty output path": (RUN[:2] + ["--out", ""], "the output path is empty", None),
+    "a tiny time step": (RUN + ["--set", "simulation.dt_ms=1e-320"], "must be a number >= 0.0001", None),
+    "a tiny conduction velocity": (RUN + ["--set", "wholebrain.conduction_velocity_m_s=1e-320"],
+                                   "must be a number >= 0.01", None),
+    "a tiny e_fraction": (RUN + ["--set", "wholebrain.e_fraction=1e-320"], "must be a number >= 0.001", None),
+    "a tiny k_scale": (RUN + ["--set", "model=pd14", "--set", "pd14.k_scale=1e-320"], "must be a number >= 0.0001",
+                       None),
+    "a tiny observation variance": (["assimilate", "--quiet", "--out", "out.h5", "--set",
+                                     "assimilation.obs_var=1e-320"], "must be a number >= 1e-30", None),
+    "a local delay under one step": (RUN + ["--set", "wholebrain.local_delay_ms=1e-12"], "positive multiple", None),
+    "inspect a foreign summary": (["inspect", "r.h5"], "its /summary is not dtb's JSON", setup_bad_summary),
+    "slurm script in a missing folder": (["slurm", "--nodes", "1", "--ntasks-per-node", "1", "-o",
+                                          "missing/dir/job.sbatch"], "cannot write the script", None),
+    "partition rate nan": (["partition", "--ranks", "4", "--rate-hz", "nan"], "--rate-hz nan", None),
+    "partition rate negative": (["partition", "--ranks", "4", "--rate-hz", "-5"], "--rate-hz -5", None),
+    "an HDF5 error is one line": (WITH_CONNECTOME, "is not a readable HDF5 file", setup_truncated),
 }
 
 

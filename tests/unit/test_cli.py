@@ -38,7 +38,7 @@ def test_config_file_and_printing(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["run", "--set", "simulation.dt_ms=0"], "simulation.dt_ms = 0.0: must be a number > 0 and <= 1"),
+    (["run", "--set", "simulation.dt_ms=0"], "simulation.dt_ms = 0.0: must be a number >= 0.0001 and <= 1"),
     (["run", "--set", "simulation.bogus=1"], "unknown key 'simulation.bogus'"),
     (["run", "missing.toml"], "config file 'missing.toml' does not exist"),
     (["run", "--set", "wholebrain.subject=999"], "subject '999' not in file"),

@@ -31,7 +31,7 @@ def test_mpi_suite(n_ranks):
 
 @pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
 @pytest.mark.parametrize("args,needle", [
-    (["--set", "simulation.dt_ms=0"], "simulation.dt_ms = 0.0: must be a number > 0"),
+    (["--set", "simulation.dt_ms=0"], "simulation.dt_ms = 0.0: must be a number >= 0.0001"),
     (["--set", "wholebrain.subject=nobody"], "subject 'nobody' not in file"),
 ])
 def test_errors_under_mpiexec_end_every_rank_with_one_line(tmp_path, args, needle):
@@ -146,3 +146,46 @@ def test_an_error_on_one_rank_ends_the_job(tmp_path):
     assert p.returncode != 0
     assert "rank 1: checkpoint state" in p.stderr and "rank1.state" in p.stderr
     assert not out.exists() and out.with_name("run.h5.partial").exists()
+
+
+FAULT_ON_RANK_1 = """
+import sys
+from dtb import cli
+
+def faulty_run(args):  # MPI running, rank 0 waiting in a collective, rank 1 meets a bug
+    from dtb.context import Context
+    ctx = Context.world()
+    if ctx.rank == 1:
+        raise RuntimeError("an injected bug on rank 1")
+    ctx.barrier()
+    return 0
+
+cli._run = faulty_run
+sys.exit(cli.main(["run"]))
+"""
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
+def test_any_exception_on_one_rank_ends_a_plain_mpiexec_job(tmp_path):
+    """Under a plain ``mpiexec -n 2`` (no ``-m mpi4py``, as the console script runs), an exception that is no
+    DTBError on one rank ends the whole job promptly, with its traceback, instead of leaving rank 0 waiting."""
+    t0 = time.monotonic()
+    p = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", FAULT_ON_RANK_1], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode != 0 and "an injected bug on rank 1" in p.stderr, p.stderr[-2000:]
+    assert time.monotonic() - t0 < 30
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
+def test_a_checkpoint_state_without_its_data_is_refused(tmp_path):
+    """Rank 1's checkpoint state lacks a dataset: the resume under the console script ends the job with that
+    rank's one-line error, instead of silently continuing from the initial state."""
+    out, _ = killed_job(tmp_path)
+    for state in out.with_name("run.h5.parts").glob("rank1.state*.h5"):
+        with h5py.File(state, "r+") as f:
+            del f["sim/v"]
+    console = str(Path(sys.executable).with_name("dtb"))
+    p = subprocess.run([MPIEXEC, "-n", "2", console, "run", "--resume", str(out), "--quiet"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode != 0 and "rank 1: the checkpoint's state 'v' is missing" in p.stderr, p.stderr[-2000:]
+    assert not out.exists()

@@ -57,3 +57,13 @@ def test_real_slurm_job(tmp_path):
         assert a["partition"].attrs["n_ranks"] == 2
         for name in ("spikes/wholebrain/timestamps", "spikes/wholebrain/node_ids", "rates/population_hz"):
             np.testing.assert_array_equal(a[name][()], b[name][()])
+
+
+@pytest.mark.parametrize("option,value", [("time", "tomorrow"), ("time", "01:00:00\necho pwned"),
+                                          ("job_name", "x\nrm -rf ~"), ("partition", "gpu;reboot"),
+                                          ("account", "a b")])
+def test_directives_cannot_inject_lines(option, value):
+    kwargs = dict(nodes=1, ntasks_per_node=2, time="01:00:00", out="run.h5", mpi_library="MPICH")
+    kwargs[option] = value
+    with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')}"):
+        render(**kwargs)

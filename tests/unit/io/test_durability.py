@@ -204,3 +204,109 @@ def test_an_assimilation_checks_every_subject_before_it_runs(tmp_path):
         assimilate(load_config(overrides=["wholebrain.n_neurons=2000", "assimilation.members=2", "assimilation.trs=5",
                                           "recording.progress=false"]), tmp_path / "a.h5", data=data)
     assert time.perf_counter() - t0 < 10 and sorted(p.name for p in tmp_path.iterdir()) == ["data.h5"]
+
+
+def test_sigterm_cleans_up_and_says_so(tmp_path):
+    """Slurm's time limit sends SIGTERM: without checkpoints the run leaves nothing behind, with them its last
+    checkpoint; one line, exit status 143."""
+    for checkpoint_ms, left in ((0, []), (200, ["run.h5.partial", "run.h5.parts"])):
+        out = tmp_path / "run.h5"
+        job = subprocess.Popen([sys.executable, "-m", "dtb", "run", "--quiet", "--out", str(out), "--overwrite",
+                                "--set", "wholebrain.n_neurons=2000", "--set", "simulation.t_ms=20000",
+                                "--set", f"simulation.checkpoint_ms={checkpoint_ms}"], stderr=subprocess.PIPE,
+                               text=True)
+        deadline = time.monotonic() + 120
+        want = out.with_name("run.h5.partial") if checkpoint_ms else out.with_name("run.h5.parts")
+        while not want.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        job.terminate()
+        err = job.communicate(timeout=60)[1]
+        assert job.returncode == 143 and err.count("\n") == 1 and "terminated (SIGTERM)" in err, err
+        assert sorted(p.name for p in tmp_path.iterdir()) == left
+
+
+def test_a_damaged_checkpoint_or_segment_is_refused_before_anything_runs(tmp_path):
+    from dtb.io.checkpoint import read_checkpoint
+
+    out = tmp_path / "run.h5"
+    cfg = load_config(overrides=SMALL + ["simulation.checkpoint_ms=500"])
+
+    class Stop(Exception):
+        pass
+
+    def stop(step):
+        if step >= 10000:
+            raise Stop
+
+    with pytest.raises(Stop):
+        driver.run(cfg, out, on_checkpoint=stop)
+    partial, parts = out.with_name("run.h5.partial"), out.with_name("run.h5.parts")
+    good = partial.read_bytes()
+    # a truncated segment: found at resume time, not at the end of the resumed run
+    seg = parts / "rank0.seg0.h5"
+    seg_bytes = seg.read_bytes()
+    seg.write_bytes(seg_bytes[: len(seg_bytes) // 2])
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match="rank0.seg0.h5 is missing or damaged"):
+        driver.run(cfg, out, resume=True)
+    assert time.perf_counter() - t0 < 5
+    seg.write_bytes(seg_bytes)
+    for damage, msg in ((lambda f: f["checkpoint"].attrs.__setitem__("step", -5), "attribute step = -5"),
+                        (lambda f: f["checkpoint"].attrs.__delitem__("segments"), "attribute segments = None"),
+                        (lambda f: f["checkpoint"].__delitem__("spike_rows"), "spike_rows has shape"),
+                        (lambda f: f["checkpoint"].attrs.__setitem__("n_ranks", 3), r"expected \(3, 2\)")):
+        partial.write_bytes(good)
+        with h5py.File(partial, "r+") as f:
+            damage(f)
+        with pytest.raises(DataError, match=msg):
+            read_checkpoint(out)
+    partial.write_bytes(b"garbage" * 100)
+    with pytest.raises(DataError, match="is not a readable HDF5 file"):
+        driver.run(cfg, out, resume=True)
+    partial.write_bytes(good)
+    assert driver.run(cfg, out, resume=True)["resumed_at_ms"] == 1000.0
+
+
+def test_a_huge_ensemble_is_refused_at_once(tmp_path):
+    """--members 100000 is refused in well under a second, before its recipe (18.8 million populations) is made;
+    the preflight's memory is linear in populations."""
+    from dtb.assimilation.driver import assimilate
+
+    t0 = time.perf_counter()
+    with pytest.raises(ResourceError, match="not enough memory for this assimilation"):
+        assimilate(load_config(overrides=["assimilation.members=100000", "recording.progress=false"]),
+                   tmp_path / "a.h5")
+    assert time.perf_counter() - t0 < 5 and list(tmp_path.iterdir()) == []
+
+
+def test_a_resume_refuses_changed_inputs(tmp_path):
+    """The connectome file edited between the kill and the resume (here: longer fibres, the review's
+    doubled len_mm): refused before anything runs, by its digest; and a connectome whose network changed."""
+    from helpers import write_connectome
+
+    con = write_connectome(tmp_path / "con.h5", n=6)
+    cfg = load_config(overrides=[f"wholebrain.connectome={con}", "wholebrain.subject=s1", "wholebrain.n_neurons=600",
+                                 "simulation.t_ms=200", "simulation.checkpoint_ms=50", "recording.progress=false"])
+    out = tmp_path / "run.h5"
+
+    class Stop(Exception):
+        pass
+
+    def stop(step):
+        raise Stop
+
+    with pytest.raises(Stop):
+        driver.run(cfg, out, on_checkpoint=stop)
+    with h5py.File(con, "r+") as f:
+        f["subjects/s1/waytotal"][0] += 1  # not used by the network: only the digest sees it
+    with pytest.raises(DataError, match="changed since the checkpoint"):
+        driver.run(cfg, out, resume=True)
+    with h5py.File(con, "r+") as f:
+        f["subjects/s1/waytotal"][0] -= 1
+        f["subjects/s1/len_mm"][...] = 2 * f["subjects/s1/len_mm"][()]
+    with pytest.raises((DataError, ConfigError), match="changed since the checkpoint|network differs"):
+        driver.run(cfg, out, resume=True)
+    with h5py.File(con, "r+") as f:
+        f["subjects/s1/len_mm"][...] = f["subjects/s1/len_mm"][()] / 2
+    assert driver.run(cfg, out, resume=True)["resumed_at_ms"] == 50.0
