@@ -171,6 +171,10 @@ def _read_subject(f: h5py.File, name: str, subject: str) -> tuple[list[str], dic
             raise DataError(f"{name}: missing dataset '/subjects/{subject}/{key}'")
         if ds.dtype.kind not in "iuf":  # complex, strings, compounds
             raise DataError(f"{name}: '/subjects/{subject}/{key}' is not numeric (dtype {ds.dtype})")
+        if ds.is_virtual:
+            from dtb.io.hdf5 import open_dataset
+
+            ds = open_dataset(f, ds.name)  # a source file that is missing would read as zeros
         data[key] = np.asarray(ds[()], dtype=np.float64)
     labels = [lab.decode() if isinstance(lab, bytes) else str(lab) for lab in np.atleast_1d(f["labels"][()])]
     return labels, data

@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from dtb.errors import DataError
+from dtb.io.hdf5 import open_dataset
 
 #: spikes per block when streaming (16 bytes each: 16 MiB)
 CHUNK_SPIKES = 1 << 20
@@ -87,7 +88,10 @@ class Run:
         self.regions = [s.decode() for s in net["regions"][()]]
         self.n_neurons = int(self.population_sizes.sum())
         self.t_ms = float(f.attrs["t_ms"])
-        self._spike_group = f[f"spikes/{f.attrs['spike_population']}"]
+        group = f"spikes/{f.attrs['spike_population']}"
+        self._spike_sorting = f[group].attrs["sorting"]
+        # virtual datasets (checkpoints, stitch = 'virtual') read from beside the file, or fail naming what is missing
+        self._spike_ds = {k: open_dataset(f, f"{group}/{k}") for k in ("timestamps", "node_ids")}
 
     def __enter__(self) -> "Run":
         return self
@@ -108,21 +112,21 @@ class Run:
 
     @property
     def n_spikes(self) -> int:
-        return int(self._spike_group["node_ids"].shape[0])
+        return int(self._spike_ds["node_ids"].shape[0])
 
     @property
     def spikes(self) -> Spikes:
         """Lazy dask views of the spike datasets (chunks of ``chunk_spikes``)."""
         import dask.array as da
 
-        g = self._spike_group
+        g = self._spike_ds
         chunks = (max(1, min(self.chunk_spikes, self.n_spikes)),)
         return Spikes(times_ms=da.from_array(g["timestamps"], chunks=chunks),
-                      node_ids=da.from_array(g["node_ids"], chunks=chunks), sorting=g.attrs["sorting"])
+                      node_ids=da.from_array(g["node_ids"], chunks=chunks), sorting=self._spike_sorting)
 
     def spike_blocks(self):
         """Yield the spikes as numpy blocks ``(times_ms float64, node_ids int64)`` of at most ``chunk_spikes``."""
-        g = self._spike_group
+        g = self._spike_ds
         for a in range(0, self.n_spikes, self.chunk_spikes):
             b = min(self.n_spikes, a + self.chunk_spikes)
             yield g["timestamps"][a:b], g["node_ids"][a:b].astype(np.int64)
@@ -131,7 +135,7 @@ class Run:
         import dask.array as da
         import xarray as xr
 
-        ds = self.file[f"rates/{name}"]
+        ds = open_dataset(self.file, f"rates/{name}")
         bin_ms = float(ds.attrs["bin_ms"])
         time = (np.arange(ds.shape[0]) + 0.5) * bin_ms
         coords = {"time": ("time", time, {"units": "ms", "long_name": "bin centre"}), dim: labels}

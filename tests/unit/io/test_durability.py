@@ -310,3 +310,60 @@ def test_a_resume_refuses_changed_inputs(tmp_path):
     with h5py.File(con, "r+") as f:
         f["subjects/s1/len_mm"][...] = f["subjects/s1/len_mm"][()] / 2
     assert driver.run(cfg, out, resume=True)["resumed_at_ms"] == 50.0
+
+
+def test_virtual_sources_are_found_beside_the_file_or_named_when_missing(tmp_path, monkeypatch):
+    """A checkpoint links its spikes and rates to the segments in <run>.parts: read from any working directory
+    (even one holding another run's parts of the same name) it reads its own; without its parts it is an
+    error naming them, never zeros. A connectome dataset whose virtual source is missing is refused."""
+    from dtb.io.analysis import open_run
+    from helpers import write_connectome
+
+    class Stop(Exception):
+        pass
+
+    def stop(step):
+        raise Stop
+
+    runs = {}
+    for seed in (1, 2):
+        d = tmp_path / f"seed{seed}"
+        d.mkdir()
+        with pytest.raises(Stop):
+            driver.run(load_config(overrides=SMALL + ["simulation.checkpoint_ms=500", f"simulation.seed={seed}"]),
+                       d / "run.h5", on_checkpoint=stop)
+        runs[seed] = d / "run.h5.partial"
+    with open_run(runs[1]) as r:
+        want = r.spikes.node_ids.compute()
+    assert len(want) > 0
+    monkeypatch.chdir(runs[2].parent)  # the decoy: seed 2's run.h5.parts in the working directory
+    with open_run(runs[1]) as r:
+        np.testing.assert_array_equal(r.spikes.node_ids.compute(), want)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(runs[1], alone / "run.h5.partial")
+    with pytest.raises(DataError, match=r"stored in other files that are missing: run.h5.parts/rank0.seg0.h5"):
+        open_run(alone / "run.h5.partial")
+    # an input connectome whose sc is a virtual dataset over a file that is gone
+    con = write_connectome(tmp_path / "con.h5")
+    with h5py.File(tmp_path / "sc.h5", "w") as f:
+        f["sc"] = h5py.File(con)["subjects/s1/sc"][()]
+    with h5py.File(con, "r+") as f:
+        del f["subjects/s1/sc"]
+        layout = h5py.VirtualLayout(shape=(4, 4), dtype=np.float64)
+        layout[:] = h5py.VirtualSource("sc.h5", "sc", shape=(4, 4))
+        f.create_virtual_dataset("subjects/s1/sc", layout)
+    from dtb.connectome.connectome import load_connectome
+
+    assert load_connectome(con, "s1").sc.sum() > 0
+    (tmp_path / "sc.h5").unlink()
+    with pytest.raises(DataError, match="missing: sc.h5"):
+        load_connectome(con, "s1")
+
+
+def test_a_read_only_output_folder_is_one_line(small_disk, capsys):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    assert cli.main(["run", "--quiet", "--out", str(small_disk / "run.h5"), "--set", "wholebrain.n_neurons=4000",
+                     "--set", "simulation.t_ms=10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot create the run's lock" in err and "Read-only file system" in err, err
