@@ -309,7 +309,11 @@ def _coerce(name: str, value: Any, f: dataclasses.Field, base_dir: Path | None =
 def _coerce_per_region(name: str, value, f: dataclasses.Field, base_dir: Path):
     """A per-region value: a list of numbers, a table {label = number}, or a CSV/TSV file (stored absolute)."""
     if isinstance(value, str):
-        return str((base_dir / value).resolve())
+        try:
+            return str((base_dir / value).resolve())
+        except (OSError, RuntimeError, ValueError) as err:  # a link loop, a name too long, a NUL byte
+            raise ConfigError(f"{name} = {value[:200]!r}: not a usable path ({getattr(err, 'strerror', None) or err})") \
+                from None
     items = value.items() if isinstance(value, dict) else enumerate(value)
     if not value:
         raise ConfigError(f"{name} = {value!r}: an empty list or table")
@@ -362,6 +366,14 @@ def _coerce_stimuli(value) -> tuple:
             raise ConfigError(f"{where}: need 0 <= start_ms < stop_ms")
         out.append(dict(populations=list(pops), **{k: float(v) for k, v in nums.items()}))
     return tuple(out)
+
+
+def check_value(section: str, key: str, value, where: str) -> float:
+    """``value`` as key ``section.key`` allows it (a `ConfigError` naming ``where`` otherwise): for per-region values
+    read from a file, which the TOML parser never saw."""
+    f = next(f for f in dataclasses.fields(_SECTION_TYPES[section]) if f.name == key)
+    plain = SimpleNamespace(default=f.default, metadata={**f.metadata, "per_region": False})
+    return _coerce(where, value, plain)
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -425,7 +437,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
-        except (OSError, ValueError) as err:  # a name too long, a NUL byte, no permission
+        except (OSError, ValueError, RuntimeError) as err:  # a name too long, a NUL byte, a link loop
             why = getattr(err, "strerror", None) or err
             raise ConfigError(f"config file {str(path)[:200]!r} cannot be read ({why})") from None
         where = str(path)
@@ -471,7 +483,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
                 kwargs[f.name] = _coerce(name, values[name], f, base_dir)
         sections[sec] = cls(**kwargs)
     if sections["wholebrain"].connectome:
-        resolved = str((base_dir / sections["wholebrain"].connectome).resolve())
+        try:
+            resolved = str((base_dir / sections["wholebrain"].connectome).resolve())
+        except (OSError, RuntimeError, ValueError) as err:  # a link loop, a name too long, a NUL byte
+            raise ConfigError(f"wholebrain.connectome = {sections['wholebrain'].connectome[:200]!r}: not a usable "
+                              f"path ({getattr(err, 'strerror', None) or err})") from None
         sections["wholebrain"] = dataclasses.replace(sections["wholebrain"], connectome=resolved)
     cfg = Config(model=model, stimulus=_coerce_stimuli(values.get("stimulus", [])), **sections)
     wb = cfg.wholebrain

@@ -459,15 +459,16 @@ class Session:
         if built != stored:
             raise DataError(f"--resume: this build has {built[0]:,} synapses and delays up to {built[1]} steps, the "
                             f"checkpoint's had {stored[0]:,} and {stored[1]}: not the same network")
+        state = ckpt_io.read_rank_state(folder, ctx.rank, int(ck.attrs["segments"]) - 1)
         if self.recorder is not None:
             # every segment the checkpoint names must be whole now, not at the end of the resumed run
-            problem = self.recorder.check_segments(ck.arrays["spike_rows"][ctx.rank], ck.arrays["rate_rows"])
+            digests = [d.decode() for d in np.atleast_1d(state.get("recorder/segment_sha256", []))]
+            problem = self.recorder.check_segments(ck.arrays["spike_rows"][ctx.rank], ck.arrays["rate_rows"], digests)
             problems = ctx.gather_objects(problem)
             first = next((p for p in problems if p), None) if ctx.is_root else None
             first = ctx.bcast(first)
             if first is not None:
                 raise DataError(f"--resume: {first}; the checkpoint cannot be resumed (start again with --overwrite)")
-        state = ckpt_io.read_rank_state(folder, ctx.rank, int(ck.attrs["segments"]) - 1)
         step = int(ck.attrs["step"])
         ckpt_io.restore_rank_state(state, step, self.sim, self.activity)
         if self.recorder is not None:
@@ -579,14 +580,14 @@ class Session:
         folder = parts_dir(self.out)
         folder.mkdir(exist_ok=True)
         k = self.recorder.segment if self.recorder is not None else self.segment
+        table = None
+        if self.recorder is not None:
+            self.recorder.next_segment()  # segment k closed (and its digest taken) before the state names it
+            table = self.recorder.spike_table()
         state = ckpt_io.rank_state(sim, self.activity)
         if self.recorder is not None:
             state.update(self.recorder.state())
         ckpt_io.write_rank_state(folder, ctx.rank, k, state)
-        table = None
-        if self.recorder is not None:
-            self.recorder.next_segment()
-            table = self.recorder.spike_table()
         self.segment = k + 1
         if summary is None:
             summary = self.summary()

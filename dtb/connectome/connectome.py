@@ -81,9 +81,13 @@ def list_subjects(path: str | Path) -> list[str]:
 
 def open_data_file(path: Path, what: str = "connectome file") -> h5py.File:
     """Open an input HDF5 file for reading; a `DataError` naming ``what`` and the path if it cannot be."""
-    if not path.exists():
+    try:
+        exists, regular = path.exists(), path.is_file()
+    except OSError as err:  # a name too long
+        raise DataError(f"{what} {str(path)[:200]!r} is not a usable path ({err.strerror})") from None
+    if not exists:
         raise DataError(f"{what} {str(path)!r} does not exist")
-    if not path.is_file():  # a FIFO would block, a device read forever
+    if not regular:  # a FIFO would block, a device read forever
         raise DataError(f"{what} {str(path)!r} is not a regular file")
     try:
         return h5py.File(path, "r")
@@ -176,7 +180,10 @@ def _read_subject(f: h5py.File, name: str, subject: str) -> tuple[list[str], dic
 
             ds = open_dataset(f, ds.name)  # a source file that is missing would read as zeros
         data[key] = np.asarray(ds[()], dtype=np.float64)
-    labels = [lab.decode() if isinstance(lab, bytes) else str(lab) for lab in np.atleast_1d(f["labels"][()])]
+    try:
+        labels = [lab.decode() if isinstance(lab, bytes) else str(lab) for lab in np.atleast_1d(f["labels"][()])]
+    except UnicodeDecodeError as err:
+        raise DataError(f"{name}: '/labels' is not UTF-8 text ({err})") from None
     return labels, data
 
 

@@ -40,6 +40,7 @@ def write_rank_state(folder: Path, rank: int, k: int, arrays: dict) -> None:
         with h5py.File(tmp, "w") as f:
             for key, val in arrays.items():
                 f.create_dataset(key, data=val)
+            f.attrs["sha256"] = arrays_digest(arrays)  # a flipped bit anywhere is found when it is read
             f.flush()  # raises on a failed write, which closing would ignore
 
     checked_write(tmp, write)
@@ -69,9 +70,36 @@ def read_rank_state(folder: Path, rank: int, k: int) -> dict:
         with h5py.File(path, "r") as f:
             out = {}
             f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-            return out
-    except OSError as err:
-        raise DataError(f"checkpoint state {str(path)!r} is missing or unreadable ({err})") from None
+            stored = f.attrs.get("sha256")
+    except (OSError, RuntimeError, KeyError) as err:
+        raise DataError(f"checkpoint state {str(path)!r} is missing or unreadable ({' '.join(str(err).split())})") \
+            from None
+    if stored is None or stored != arrays_digest(out):
+        raise DataError(f"checkpoint state {str(path)!r} is damaged (its content does not match its digest)")
+    return out
+
+
+def arrays_digest(arrays: dict) -> str:
+    """sha256 of named arrays (names, dtypes, shapes and bytes, in name order)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @dataclass
@@ -133,6 +161,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         except (OSError, KeyError, RuntimeError, UnicodeDecodeError) as err:
             raise DataError(f"{str(partial)!r}: the checkpoint is damaged ({' '.join(str(err).split())})") from None
     ck = Checkpoint(final, config, attrs, arrays)
+    stored = attrs.pop("sha256", None)
+    group = {k: v for k, v in arrays.items() if k != "bold"}
+    if stored is not None and stored != arrays_digest(group):
+        raise DataError(f"{str(partial)!r}: the checkpoint is damaged (its content does not match its digest); start "
+                        "the run again with --overwrite")
     _check_checkpoint(ck, partial)
     return ck
 

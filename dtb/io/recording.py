@@ -24,7 +24,7 @@ def segment_name(rank: int, k: int) -> str:
     return f"rank{rank}.seg{k}.h5"
 
 
-class RateSources:
+class RowSources:
     """Rank 0's rows of one dataset (population rates, or a recorded state variable), spread over its
     segment files.
 
@@ -237,6 +237,7 @@ class Recorder:
         self.rates = rates
         self.probes = list(probes)
         self.state_rows: dict[str, list[int]] = {p.name: [] for p in self.probes}
+        self.segment_digests: list[str] = []  # sha256 of this rank's closed segments
         self._steps: list[np.ndarray] = []
         self._gids: list[np.ndarray] = []
         self.bin0 = 0  # first bin still in memory
@@ -336,7 +337,8 @@ class Recorder:
     def state(self) -> dict:
         """What a resumed run needs (after a `flush`): unfinished rate bins and spike totals."""
         return {"recorder/counts": self.counts, "recorder/total_counts": self.total_counts,
-                "recorder/bin0": np.int64(self.bin0)}
+                "recorder/bin0": np.int64(self.bin0),
+                "recorder/segment_sha256": np.array(self.segment_digests, dtype="S64")}
 
     def restore(self, state: dict, spike_rows: list[int], rate_rows: list[int],
                 state_rows: dict | None = None) -> None:
@@ -346,6 +348,7 @@ class Recorder:
         self.total_counts = np.array(state["recorder/total_counts"])
         self.bin0 = int(state["recorder/bin0"])
         self.spike_rows, self.rate_rows = list(spike_rows), list(rate_rows)
+        self.segment_digests = [d.decode() for d in np.atleast_1d(state.get("recorder/segment_sha256", []))]
         for name, rows in (state_rows or {}).items():
             self.state_rows[name] = list(rows)
 
@@ -356,14 +359,22 @@ class Recorder:
             self.rate_rows.append(self.file["rates"].shape[0])
             for p in self.probes:
                 self.state_rows[p.name].append(self.file[f"state/{p.name}"].shape[0])
-        close_checked(self.file, self.file.filename)
+        path = Path(self.file.filename)
+        close_checked(self.file, path)
+        from dtb.io.checkpoint import file_digest
+
+        self.segment_digests.append(file_digest(path))
         self.segment += 1
 
-    def check_segments(self, spike_rows, rate_rows) -> str | None:
-        """Whether this rank's closed segments hold what a checkpoint says (spikes, and rank 0's rate rows); a
-        description of the first that does not, or None."""
+    def check_segments(self, spike_rows, rate_rows, digests) -> str | None:
+        """Whether this rank's closed segments hold what a checkpoint says (their sha256 ``digests``, spikes, and
+        rank 0's rate rows); a description of the first that does not, or None. Reads every segment."""
+        from dtb.io.checkpoint import file_digest
+
         for k in range(self.segment):
             path = self.folder / segment_name(self.ctx.rank, k)
+            if k < len(digests) and path.is_file() and file_digest(path) != digests[k]:
+                return f"{path.name} is damaged (its content does not match the checkpoint's digest)"
             try:
                 with h5py.File(path, "r") as f:
                     n = f["node_ids"].shape[0]
@@ -412,13 +423,13 @@ class Recorder:
         return [(f"{self.folder.name}/{segment_name(r, k)}", int(table[r, k]))
                 for k in range(table.shape[1]) for r in range(table.shape[0])]
 
-    def rate_sources(self, bin_ms: float) -> RateSources:
+    def rate_sources(self, bin_ms: float) -> RowSources:
         """Rank 0: the closed segments' rate rows."""
-        return RateSources(self.folder, self.rate_rows, len(self.sizes), bin_ms)
+        return RowSources(self.folder, self.rate_rows, len(self.sizes), bin_ms)
 
-    def state_sources(self) -> list[tuple["StateProbe", RateSources]]:
+    def state_sources(self) -> list[tuple["StateProbe", RowSources]]:
         """Rank 0: each probe with its closed segments' rows."""
-        return [(p, RateSources(self.folder, self.state_rows[p.name], p.n_total, p.every_steps * self.dt_ms,
+        return [(p, RowSources(self.folder, self.state_rows[p.name], p.n_total, p.every_steps * self.dt_ms,
                                 dataset=f"state/{p.name}", dtype=np.float64)) for p in self.probes]
 
     def _segment_blocks(self, block: int):

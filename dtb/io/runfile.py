@@ -294,11 +294,11 @@ class RunWriter:
             Stored under ``/checkpoint`` (BOLD model state, segment lengths, ...).
         state_attrs : dict
             Scalar attributes of ``/checkpoint`` (kind, step, n_ranks, timings, ...).
-        rates : RateSources, optional
+        rates : RowSources, optional
             Rank 0's segments holding the rate rows (a simulation run).
         spikes : list of (relative path, n_spikes), optional
             Every segment of every rank (a simulation run).
-        states : list of (StateProbe, RateSources), optional
+        states : list of (StateProbe, RowSources), optional
             Recorded state variables (virtual datasets over rank 0's segments).
         """
         target = partial_path(self.path)
@@ -316,6 +316,9 @@ class RunWriter:
         for key, val in state.items():
             g.create_dataset(key, data=val)
         g.attrs.update(state_attrs)
+        from dtb.io.checkpoint import arrays_digest
+
+        g.attrs["sha256"] = arrays_digest(state)
         expect = {}
         if rates is not None:
             expect["rates/population_hz"] = rates.n_rows
@@ -330,14 +333,14 @@ class RunWriter:
         Parameters
         ----------
         summary : dict
-        rates : RateSources, optional
+        rates : RowSources, optional
             Copied into ``/rates/population_hz``; ``/rates/region_hz`` is derived from them.
         spikes : SortedSpikes, or list of (relative path, length, first, stop), optional
             A one-rank run's sorted spikes (`dtb.io.recording.SortedSpikes`), stored as plain
             datasets; or gid-ordered row ranges of the ranks' sorted files, copied in (``stitch`` 'copy':
             the file is self-contained) or linked as virtual datasets ('virtual': the ranks' files stay
             beside it in ``<run>.parts``).
-        states : list of (StateProbe, RateSources), optional
+        states : list of (StateProbe, RowSources), optional
             Recorded state variables, copied into ``/state/<variable>/data`` (samples, neurons).
 
         Every dataset's rows are verified on a fresh read before the file is renamed to its final name.

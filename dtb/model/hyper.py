@@ -43,7 +43,7 @@ def initial_theta(values: dict, labels) -> np.ndarray:
     theta = np.ones((len(LIF_GAINS), len(labels)))
     for k, name in enumerate(LIF_GAINS):
         if name in values:
-            theta[k] = per_region(read_table(values[name], f"hyper.{name}"), labels, 1.0, f"hyper.{name}")
+            theta[k] = per_region(read_table(values[name], f"hyper.{name}", "hyper"), labels, 1.0, f"hyper.{name}")
     return theta
 
 

@@ -108,19 +108,23 @@ def network_from_config(cfg, **overrides) -> Network:
     if cfg.model == "wholebrain":
         params.update(connectome=section["connectome"] or None, subject=section["subject"])
         for name in PER_REGION:
-            params[name] = read_table(params[name], f"wholebrain.{name}")
+            params[name] = read_table(params[name], f"wholebrain.{name}", "wholebrain")
     return model.build(seed=cfg.simulation.seed, dt_ms=cfg.simulation.dt_ms, **params)
 
 
-def read_table(value, name: str):
+def read_table(value, name: str, section: str | None = None):
     """A per-region value as given: a number, a list or a dict by label stay; a CSV/TSV file of
     (label, value) rows (a header line is skipped) becomes a dict."""
     if isinstance(value, str):
         path = Path(value)
         try:
+            if not path.is_file():  # a FIFO would block, a device read forever
+                raise ConfigError(f"{name}: {value!r} is not a regular file")
+            if path.stat().st_size > 16 * 2**20:
+                raise ConfigError(f"{name}: {value!r} is {path.stat().st_size:,} bytes: not a table of regions")
             text = path.read_text()
-        except OSError as err:
-            raise ConfigError(f"{name}: cannot read {value!r} ({err.strerror})") from None
+        except (OSError, ValueError, RuntimeError) as err:  # unreadable, not UTF-8 text, a link loop
+            raise ConfigError(f"{name}: cannot read {value!r} ({getattr(err, 'strerror', None) or err})") from None
         delim = "\t" if path.suffix.lower() == ".tsv" else ","
         table = {}
         for i, line in enumerate(text.splitlines()):
@@ -130,6 +134,12 @@ def read_table(value, name: str):
             if len(cells) != 2 or not _is_number(cells[1]):
                 raise ConfigError(f"{name}: {value}: line {i + 1} is not 'label{delim}value'")
             table[cells[0]] = float(cells[1])
+        if section is not None:  # the file's values get the checks the config's own values get
+            from dtb.config import check_value
+
+            key = name.split(".")[-1]
+            table = {label: check_value(section, key, v, f"{name} ({value}, region {label!r})")
+                     for label, v in table.items()}
         return table
     return value
 

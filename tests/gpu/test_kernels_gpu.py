@@ -1,6 +1,6 @@
 """The CUDA kernels and the GPU backend on a device (marker gpu); skipped where no GPU is usable.
 
-The same checks as tests/unit/test_cuda_kernels.py and test_device_simulation.py, on a GPU: each
+The same checks as tests/unit/kernels/test_cuda.py and backends/test_device.py, on a GPU: each
 kernel against the CPU kernel on random input (poisoned outputs, several sizes), whole small
 networks GPU vs CPU, determinism run after run.
 """

@@ -78,6 +78,11 @@ def _complex_sc(f):
     f["subjects/s1/sc"] = sc.astype(np.complex128) + 1j
 
 
+def _labels_not_utf8(f):
+    del f["labels"]
+    f["labels"] = np.array([b"R0", b"\xc4\xff", b"R2", b"R3"])
+
+
 def setup_bad_summary(d):
     with h5py.File(d / "r.h5", "w") as f:
         f.create_group("network")
@@ -180,6 +185,19 @@ CASES = {
     "partition rate nan": (["partition", "--ranks", "4", "--rate-hz", "nan"], "--rate-hz nan", None),
     "partition rate negative": (["partition", "--ranks", "4", "--rate-hz", "-5"], "--rate-hz -5", None),
     "an HDF5 error is one line": (WITH_CONNECTOME, "is not a readable HDF5 file", setup_truncated),
+    "connectome symlink loop": (RUN + ["--set", 'wholebrain.connectome="loop.h5"'], "not a usable path",
+                                lambda d: (d / "loop.h5").symlink_to(d / "loop.h5")),
+    "connectome name too long": (RUN + ["--set", f'wholebrain.connectome="{"c" * 5000}"'], "not a usable path", None),
+    "labels not UTF-8": (WITH_CONNECTOME, "'/labels' is not UTF-8 text", setup_h5(_labels_not_utf8)),
+    "config symlink loop": (["run", "loop.toml", "--out", "out.h5"], "cannot be read",
+                            lambda d: (d / "loop.toml").symlink_to(d / "loop.toml")),
+    "per-region file not text": (RUN + ["--set", 'wholebrain.bg_mu_mv_ms="mu.csv"'], "cannot read",
+                                 lambda d: (d / "mu.csv").write_bytes(b"\xc4\xff\x00")),
+    "per-region file with nan": (RUN + ["--set", 'wholebrain.bg_mu_mv_ms="mu.csv"'],
+                                 "region 'Precentral_L') = nan: must be a number",
+                                 setup_text("mu.csv", "region,mu\nPrecentral_L,nan\n")),
+    "per-region file is a folder": (RUN + ["--set", 'hyper.i_bg="mu"'], "is not a regular file",
+                                    lambda d: (d / "mu").mkdir()),
 }
 
 

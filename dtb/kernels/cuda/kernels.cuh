@@ -8,7 +8,7 @@
 
 namespace dtb {
 
-// The spike queues of a DeviceSimulation, on the device:
+// The spike queues of a device engine (dtb/backends/device.py), on the device:
 // - pend (2, 3, cap) int64: two buffers (parity 0, 1) of pending spikes (slot, emission step, next row);
 //   an epoch's delivery reads the buffer of its parity and appends the spikes with rows left to the
 //   other one, where the epoch's new spikes (one rank) or the spikes received (exchange) go too;

@@ -248,13 +248,21 @@ def test_a_damaged_checkpoint_or_segment_is_refused_before_anything_runs(tmp_pat
     seg_bytes = seg.read_bytes()
     seg.write_bytes(seg_bytes[: len(seg_bytes) // 2])
     t0 = time.perf_counter()
-    with pytest.raises(DataError, match="rank0.seg0.h5 is missing or damaged"):
+    with pytest.raises(DataError, match="rank0.seg0.h5 is (missing or )?damaged"):
         driver.run(cfg, out, resume=True)
     assert time.perf_counter() - t0 < 5
     seg.write_bytes(seg_bytes)
+    # bytes flipped in the middle of a segment and of a rank's state, sizes unchanged: found by their digests
+    for path, msg in ((seg, "rank0.seg0.h5 is damaged"), (parts / "rank0.state1.h5", "rank0.state1.h5' is damaged")):
+        raw = path.read_bytes()
+        mid = len(raw) // 2
+        path.write_bytes(raw[:mid] + bytes(b ^ 0xFF for b in raw[mid:mid + 64]) + raw[mid + 64:])
+        with pytest.raises(DataError, match=msg):
+            driver.run(cfg, out, resume=True)
+        path.write_bytes(raw)
     for damage, msg in ((lambda f: f["checkpoint"].attrs.__setitem__("step", -5), "attribute step = -5"),
                         (lambda f: f["checkpoint"].attrs.__delitem__("segments"), "attribute segments = None"),
-                        (lambda f: f["checkpoint"].__delitem__("spike_rows"), "spike_rows has shape"),
+                        (lambda f: f["checkpoint"].__delitem__("spike_rows"), "the checkpoint is damaged"),
                         (lambda f: f["checkpoint"].attrs.__setitem__("n_ranks", 3), r"expected \(3, 2\)")):
         partial.write_bytes(good)
         with h5py.File(partial, "r+") as f:
