@@ -15,9 +15,19 @@ import traceback
 from dtb.errors import DTBError, WriteError
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("dtb")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dtb", description="Digital twin brain: spiking whole-brain simulation.")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    ap.add_argument("--version", action="version", version=f"dtb {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="build and simulate a network, write a run file")
@@ -320,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"run": _run, "assimilate": _assimilate, "inspect": _inspect, "plot": _plot, "partition": _partition,
                     "slurm": _slurm, "config": _config}
-        return commands[args.command](args)
+        status = commands[args.command](args)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handlers, not at the interpreter's exit
+        return status
     except DTBError as err:
         from dtb.context import abort_all, launcher_rank, launcher_size, mpi_running
 
@@ -344,6 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dtb: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (``dtb inspect --json | head``): nothing more to say, and nowhere to say it
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except _Terminated:
         print("dtb: terminated (SIGTERM): nothing under the final name; the last checkpoint, if any, is kept for "
               "--resume", file=sys.stderr)

@@ -62,3 +62,22 @@ def test_importing_dtb_never_imports_cupy():
     code = ("import sys, dtb, dtb.cli, dtb.driver, dtb.io, dtb.plot, dtb.kernels.gpu, dtb.assimilation.driver; "
             "sys.exit('cupy' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_version_and_a_closed_pipe():
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "dtb", "--version"], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.startswith("dtb ")
+    import dtb
+
+    assert p.stdout.split()[1] == dtb.__version__
+    # `dtb config --keys | head -1` where the reader is gone before dtb writes: no traceback, status 141
+    import os
+
+    r, w = os.pipe()
+    os.close(r)
+    p = subprocess.run([sys.executable, "-m", "dtb", "config", "--keys"], stdout=w, stderr=subprocess.PIPE, text=True)
+    os.close(w)
+    assert p.returncode == 141 and p.stderr == "", p.stderr
