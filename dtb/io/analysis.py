@@ -23,6 +23,7 @@ import numpy as np
 
 from dtb.errors import DataError
 from dtb.io.hdf5 import open_dataset
+from dtb.io.runfile import get_sorting
 
 #: spikes per block when streaming (16 bytes each: 16 MiB)
 CHUNK_SPIKES = 1 << 20
@@ -89,7 +90,7 @@ class Run:
         self.n_neurons = int(self.population_sizes.sum())
         self.t_ms = float(f.attrs["t_ms"])
         group = f"spikes/{f.attrs['spike_population']}"
-        self._spike_sorting = f[group].attrs["sorting"]
+        self._spike_sorting = get_sorting(f[group])
         # virtual datasets (checkpoints, stitch = 'virtual') read from beside the file, or fail naming what is missing
         self._spike_ds = {k: open_dataset(f, f"{group}/{k}") for k in ("timestamps", "node_ids")}
 

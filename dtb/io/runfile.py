@@ -74,6 +74,23 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+#: the SONATA spike report's ``sorting`` attribute: an HDF5 enum (libsonata, the reference reader, requires it)
+SORTING = {"none": 0, "by_id": 1, "by_time": 2}
+
+
+def set_sorting(group: h5py.Group, sorting: str) -> None:
+    """Mark a spike group's order, as SONATA's enum."""
+    group.attrs.create("sorting", SORTING[sorting], dtype=h5py.enum_dtype(SORTING, basetype=np.uint8))
+
+
+def get_sorting(group: h5py.Group) -> str:
+    """A spike group's order ('none', 'by_id', 'by_time'); files of earlier versions stored it as a string."""
+    value = group.attrs["sorting"]
+    if isinstance(value, (str, bytes)):
+        return value.decode() if isinstance(value, bytes) else value
+    return {v: k for k, v in SORTING.items()}[int(value)]
+
+
 def partial_path(path: Path) -> Path:
     """The last checkpoint of an unfinished run: a readable run file beside the final path."""
     return path.with_name(path.name + ".partial")
@@ -363,7 +380,7 @@ class RunWriter:
         name = f"spikes/{f.attrs['spike_population']}"
         if hasattr(spikes, "write"):
             grp = f.create_group(name)
-            grp.attrs["sorting"] = "by_id"
+            set_sorting(grp, "by_id")
             checked_write(_tmp_path(self.path), lambda: spikes.write(grp))
             expect[f"{name}/node_ids"] = expect[f"{name}/timestamps"] = spikes.total
         elif spikes is not None:
@@ -380,7 +397,7 @@ class RunWriter:
         """The spikes of the ranks' sorted files, rows ``first:stop`` of each in the given (gid) order, copied
         into ``/spikes/<population>`` in blocks."""
         grp = f.create_group(f"spikes/{f.attrs['spike_population']}")
-        grp.attrs["sorting"] = "by_id"
+        set_sorting(grp, "by_id")
         total = sum(stop - first for _, _, first, stop in parts)
         chunks = (min(total, 1 << 16),) if total else None
         out = {name: grp.create_dataset(name, shape=(total,), dtype=dtype, chunks=chunks)
@@ -407,7 +424,7 @@ class RunWriter:
     def _link_spikes(f: h5py.File, parts: list, sorting: str) -> None:
         """Spikes as virtual datasets: rows ``first:stop`` of each part file's ``timestamps`` and ``node_ids``."""
         grp = f.create_group(f"spikes/{f.attrs['spike_population']}")
-        grp.attrs["sorting"] = sorting
+        set_sorting(grp, sorting)
         total = sum(stop - first for _, _, first, stop in parts)
         for name, dtype in (("timestamps", np.float64), ("node_ids", np.uint64)):
             if total == 0:

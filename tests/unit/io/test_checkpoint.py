@@ -8,7 +8,7 @@ from dtb import cli, driver
 from dtb.config import load_config
 from dtb.errors import ConfigError, DataError, ResourceError
 from dtb.io.checkpoint import read_checkpoint
-from dtb.io.runfile import read_summary
+from dtb.io.runfile import get_sorting, read_summary
 
 BASE = {
     "wholebrain": ["wholebrain.n_neurons=2000", "wholebrain.in_degree=30", "simulation.t_ms=300",
@@ -78,7 +78,7 @@ def test_the_checkpoint_is_a_readable_run_file_of_the_run_so_far(tmp_path, refer
         t_ref, ids_ref = r["spikes/wholebrain/timestamps"][()], r["spikes/wholebrain/node_ids"][()]
         early = t_ref <= 140.0
         t, ids = p["spikes/wholebrain/timestamps"][()], p["spikes/wholebrain/node_ids"][()]
-        assert p["spikes/wholebrain"].attrs["sorting"] == "none"
+        assert get_sorting(p["spikes/wholebrain"]) == "none"
         order = np.lexsort((t, ids))
         np.testing.assert_array_equal(t[order], t_ref[early])
         np.testing.assert_array_equal(ids[order], ids_ref[early])

@@ -10,7 +10,7 @@ import pytest
 from dtb import driver
 from dtb.config import load_config
 from dtb.errors import ConfigError, ResourceError
-from dtb.io.runfile import read_summary
+from dtb.io.runfile import SORTING, get_sorting, read_summary
 
 SMALL = ["wholebrain.n_neurons=2000", "wholebrain.in_degree=30", "simulation.t_ms=120", "recording.progress=false",
          "recording.flush_ms=25", "recording.rate_bin_ms=2"]
@@ -30,7 +30,8 @@ def test_schema(run_file):
         ts = f["spikes/wholebrain/timestamps"]
         ids = f["spikes/wholebrain/node_ids"]
         assert ts.dtype == np.float64 and ids.dtype == np.uint64 and ts.attrs["units"] == "ms"
-        assert f["spikes/wholebrain"].attrs["sorting"] == "by_id"
+        assert get_sorting(f["spikes/wholebrain"]) == "by_id"
+        assert h5py.check_enum_dtype(f["spikes/wholebrain"].attrs.get_id("sorting").dtype) == SORTING
         assert len(ts) == len(ids) == summary["n_spikes"] > 0
         t = ts[()]
         assert t.min() > 0 and t.max() <= 120.0
@@ -139,3 +140,18 @@ def test_spikes_sort_in_bounded_memory(tmp_path):
         np.testing.assert_array_equal(f["timestamps"][()], whole[0])
         np.testing.assert_array_equal(f["node_ids"][()], whole[1])
     np.testing.assert_array_equal(np.repeat(gids, counts), whole[1].astype(np.int64))
+
+
+def test_libsonata_reads_the_spikes(run_file):
+    """The reference SONATA reader opens the spike report: populations, sorting, every spike."""
+    libsonata = pytest.importorskip("libsonata")
+    path, summary = run_file
+    report = libsonata.SpikeReader(str(path))
+    assert report.get_population_names() == ["wholebrain"]
+    pop = report["wholebrain"]
+    assert pop.sorting == "by_id"
+    spikes = pop.get()
+    assert len(spikes) == summary["n_spikes"]
+    with h5py.File(path) as f:
+        ids = f["spikes/wholebrain/node_ids"][()]
+    np.testing.assert_array_equal(np.sort([s[0] for s in spikes]), np.sort(ids))
