@@ -93,8 +93,14 @@ def _parser() -> argparse.ArgumentParser:
     slu.add_argument("--job-name", default="dtb")
     slu.add_argument("--partition", default=None)
     slu.add_argument("--account", default=None)
+    slu.add_argument("--mem", default=None, help="memory per node, as sbatch --mem (e.g. 64G)")
+    slu.add_argument("--setup", action="append", default=[], metavar="LINE",
+                     help="a shell line run before srun, e.g. 'module load openmpi' (repeatable)")
+    slu.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                     help="another #SBATCH option, e.g. --constraint=a100 (repeatable)")
     slu.add_argument("--out", default="dtb_run.h5", help="run file the job writes (default %(default)s)")
-    slu.add_argument("-o", "--output", default=None, help="write the script here instead of stdout")
+    slu.add_argument("--script", "-o", "--output", dest="output", default=None,
+                     help="write the sbatch script here instead of stdout")
     slu.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     cfg = sub.add_parser("config", help="print the resolved configuration as TOML (or every key with --keys)")
@@ -282,11 +288,15 @@ def _slurm(args) -> int:
     from dtb.config import load_config
     from dtb.slurm import render
 
+    from dtb.errors import ConfigError
+
     load_config(args.config, args.overrides)  # a bad config fails now, not in the queue
+    if args.out.endswith((".sbatch", ".sh", ".slurm")):
+        raise ConfigError(f"--out {args.out!r} is the run file the job writes (HDF5); the script goes to --script")
     script = render(nodes=args.nodes, ntasks_per_node=args.ntasks_per_node, time=args.time, out=args.out,
                     config=args.config, overrides=args.overrides, gpus_per_task=args.gpus_per_task,
                     cpus_per_task=args.cpus_per_task, job_name=args.job_name, partition=args.partition,
-                    account=args.account)
+                    account=args.account, mem=args.mem, setup=args.setup, sbatch=args.sbatch)
     if args.output:
         from pathlib import Path
 

@@ -24,12 +24,15 @@ def srun_mpi_flavour(library: str) -> str:
 #: Slurm's time formats: minutes, minutes:seconds, hours:minutes:seconds, days-hours[:minutes[:seconds]]
 _TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d+(:\d{1,2}){0,2}")
 _NAME = re.compile(r"[A-Za-z0-9._+-]{1,128}")
+_MEM = re.compile(r"\d+[KMGT]?")
+_OPTION = re.compile(r"--[a-z][a-z-]*(=[A-Za-z0-9._+,:=-]+)?")
 
 
 def render(*, nodes: int, ntasks_per_node: int, time: str, out: str | Path, config: str | Path | None = None,
            overrides: tuple[str, ...] | list[str] = (), gpus_per_task: int = 0, cpus_per_task: int = 1,
            job_name: str = "dtb", partition: str | None = None, account: str | None = None,
-           mpi_library: str | None = None, python: str | None = None) -> str:
+           mpi_library: str | None = None, python: str | None = None, mem: str | None = None,
+           setup: tuple[str, ...] | list[str] = (), sbatch: tuple[str, ...] | list[str] = ()) -> str:
     """The sbatch script of one ``dtb run`` over ``nodes * ntasks_per_node`` ranks.
 
     Parameters
@@ -48,6 +51,12 @@ def render(*, nodes: int, ntasks_per_node: int, time: str, out: str | Path, conf
         Version string of the MPI library (default: the installed one), for ``srun --mpi``.
     python : str, optional
         Interpreter that runs dtb (default: this one).
+    mem : str, optional
+        Memory per node (``#SBATCH --mem``), e.g. ``"64G"``.
+    setup : list of str
+        Shell lines run before ``srun`` (``module load openmpi``, ``source venv/bin/activate``), one each.
+    sbatch : list of str
+        Further ``#SBATCH`` options, each ``--name`` or ``--name=value`` (``--constraint=a100``).
 
     Returns
     -------
@@ -73,13 +82,25 @@ def render(*, nodes: int, ntasks_per_node: int, time: str, out: str | Path, conf
     args = ([str(Path(config).resolve())] if config else []) + \
         [x for o in overrides for x in ("--set", o)] + \
         ["--set", f"simulation.threads={cpus_per_task}", "--out", str(out)]
+    if mem is not None and not _MEM.fullmatch(mem):
+        raise ConfigError(f"--mem {mem!r}: a size like 64G, 512M or 1T (Slurm's --mem)")
+    for line in setup:
+        if "\n" in line or "\r" in line or not line.strip():
+            raise ConfigError(f"--setup {line!r}: one non-empty shell line each (give --setup again for more)")
+    for option in sbatch:
+        if not _OPTION.fullmatch(option):
+            raise ConfigError(f"--sbatch {option!r}: an sbatch option as --name or --name=value (letters, digits and "
+                              ". _ - + , : = only)")
     extra = [f"#SBATCH --partition={partition}"] if partition else []
     extra += [f"#SBATCH --account={account}"] if account else []
+    extra += [f"#SBATCH --mem={mem}"] if mem else []
+    extra += [f"#SBATCH {option}" for option in sbatch]
     template = "gpu.sbatch" if gpus_per_task else "cpu.sbatch"
     text = (resources.files("dtb") / "data" / "slurm" / template).read_text()
     return Template(text).substitute(
         job_name=job_name, nodes=nodes, ntasks_per_node=ntasks_per_node, cpus_per_task=cpus_per_task,
         gpus_per_task=gpus_per_task, time=time, log=str(out.with_suffix(".%j.log")),
         extra_directives="\n".join(extra), workdir=shlex.quote(str(Path.cwd())),
+        setup="".join(f"{line}\n" for line in setup),
         srun_mpi=srun_mpi_flavour(mpi_library), python=shlex.quote(python or sys.executable),
         run_args=" ".join(shlex.quote(a) for a in args))

@@ -67,3 +67,30 @@ def test_directives_cannot_inject_lines(option, value):
     kwargs[option] = value
     with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')}"):
         render(**kwargs)
+
+
+def test_memory_setup_lines_and_more_directives(tmp_path):
+    s = render(nodes=1, ntasks_per_node=4, time="02:00:00", out=tmp_path / "r.h5", mpi_library="MPICH", mem="64G",
+               setup=["module load openmpi/4.1", "source /opt/venv/bin/activate"],
+               sbatch=["--constraint=a100", "--exclusive"])
+    lines = s.splitlines()
+    for line in ("#SBATCH --mem=64G", "#SBATCH --constraint=a100", "#SBATCH --exclusive"):
+        assert line in lines
+    srun = next(i for i, line in enumerate(lines) if line.startswith("srun"))
+    a, b = lines.index("module load openmpi/4.1"), lines.index("source /opt/venv/bin/activate")
+    assert lines.index("set -euo pipefail") < a < b < srun
+    for kwargs, msg in ((dict(mem="lots"), "--mem"), (dict(setup=["a\nb"]), "--setup"),
+                        (dict(sbatch=["--x=1\nrm"]), "--sbatch"), (dict(sbatch=["nodash"]), "--sbatch")):
+        with pytest.raises(ConfigError, match=msg):
+            render(nodes=1, ntasks_per_node=1, time="1", out="x.h5", mpi_library="MPICH", **kwargs)
+
+
+def test_cli_writes_the_script_and_refuses_a_script_as_the_run_file(tmp_path, capsys):
+    from dtb import cli
+
+    script = tmp_path / "job.sbatch"
+    assert cli.main(["slurm", "--nodes", "1", "--ntasks-per-node", "2", "--mem", "8G", "--setup", "module load mpi",
+                     "--script", str(script)]) == 0
+    assert "#SBATCH --mem=8G" in script.read_text() and "module load mpi" in script.read_text()
+    assert cli.main(["slurm", "--nodes", "1", "--ntasks-per-node", "2", "--out", "job.sbatch"]) == 2
+    assert "the script goes to --script" in capsys.readouterr().err
