@@ -141,6 +141,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if not partial.exists():
         raise DataError(f"no checkpoint to resume: {str(partial)!r} does not exist (checkpoints are written when "
                         "simulation.checkpoint_ms > 0)")
+    if not partial.is_file():  # a FIFO would block, a folder cannot be one
+        raise DataError(f"{str(partial)!r} is not a regular file: not a checkpoint")
     try:
         f = h5py.File(partial, "r")
     except OSError as err:

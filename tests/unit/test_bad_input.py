@@ -189,6 +189,8 @@ CASES = {
                                 lambda d: (d / "loop.h5").symlink_to(d / "loop.h5")),
     "connectome name too long": (RUN + ["--set", f'wholebrain.connectome="{"c" * 5000}"'], "not a usable path", None),
     "labels not UTF-8": (WITH_CONNECTOME, "'/labels' is not UTF-8 text", setup_h5(_labels_not_utf8)),
+    "resume a FIFO": (["run", "--resume", "out.h5"], "is not a regular file: not a checkpoint",
+                      lambda d: __import__("os").mkfifo(d / "out.h5.partial")),
     "config symlink loop": (["run", "loop.toml", "--out", "out.h5"], "cannot be read",
                             lambda d: (d / "loop.toml").symlink_to(d / "loop.toml")),
     "per-region file not text": (RUN + ["--set", 'wholebrain.bg_mu_mv_ms="mu.csv"'], "cannot read",
