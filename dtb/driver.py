@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from dtb.config import Config, load_config
+from dtb.connectome.connectome import bundled_connectome_path
 from dtb.context import Context
 from dtb.io.checkpoint import check_resumable, read_checkpoint
 from dtb.model import hyper
@@ -34,7 +35,7 @@ def session_from_config(cfg: Config, out: str | Path | None, *, network: Network
                 cuda_graphs=sim.cuda_graphs, progress=cfg.recording.progress,
                 region_gains=hyper.initial_theta(gains, recipe.regions) if recipe.neuron_model == "lif_cond" else None,
                 gain_spread=cfg.hyper.gamma_alpha, config=cfg, kind=kind, what=what,
-                inputs=[*inputs, cfg.connectome_path()], stitch=cfg.recording.stitch,
+                inputs=[*inputs, cfg.connectome_path() or bundled_connectome_path()], stitch=cfg.recording.stitch,
                 digests=[*digests, cfg.connectome_path()])
     if cfg.model == "wholebrain":
         s.connectome = f"{cfg.connectome_path() or 'bundled HCP/AAL2'} (subject {cfg.wholebrain.subject})"

@@ -319,6 +319,13 @@ class RunWriter:
             Recorded state variables (virtual datasets over rank 0's segments).
         """
         target = partial_path(self.path)
+        f, expect = checked_write(_tmp_path(target), lambda: self._checkpoint_file(summary, state, state_attrs, rates,
+                                                                                   spikes, states))
+        self._commit(f, summary, target, expect)
+        return target
+
+    def _checkpoint_file(self, summary, state, state_attrs, rates, spikes, states):
+        target = partial_path(self.path)
         f = self._open(target)
         if "t_ms" in summary:
             f.attrs["t_ms"] = summary["t_ms"]
@@ -341,8 +348,7 @@ class RunWriter:
             expect["rates/population_hz"] = rates.n_rows
         if spikes is not None:
             expect[f"spikes/{f.attrs['spike_population']}/node_ids"] = sum(n for _, n in spikes)
-        self._commit(f, summary, target, expect)
-        return target
+        return f, expect
 
     def finish(self, summary: dict, rates=None, spikes=None, states=None, stitch: str = "copy") -> Path:
         """Write the final run file: description, rates (and region rates), spikes and summary.
@@ -362,6 +368,12 @@ class RunWriter:
 
         Every dataset's rows are verified on a fresh read before the file is renamed to its final name.
         """
+        f, expect = checked_write(_tmp_path(self.path), lambda: self._final_file(rates, spikes, states, stitch))
+        self._commit(f, summary, self.path, expect)
+        partial_path(self.path).unlink(missing_ok=True)
+        return self.path
+
+    def _final_file(self, rates, spikes, states, stitch):
         f = self._open(self.path)
         if rates is not None:
             self._copy_rates(f, rates)
@@ -381,17 +393,15 @@ class RunWriter:
         if hasattr(spikes, "write"):
             grp = f.create_group(name)
             set_sorting(grp, "by_id")
-            checked_write(_tmp_path(self.path), lambda: spikes.write(grp))
+            spikes.write(grp)
             expect[f"{name}/node_ids"] = expect[f"{name}/timestamps"] = spikes.total
         elif spikes is not None:
             if stitch == "virtual":
                 self._link_spikes(f, spikes, sorting="by_id")
             else:
-                checked_write(_tmp_path(self.path), lambda: self._copy_spikes(f, spikes))
+                self._copy_spikes(f, spikes)
             expect[f"{name}/node_ids"] = expect[f"{name}/timestamps"] = sum(b - a for _, _, a, b in spikes)
-        self._commit(f, summary, self.path, expect)
-        partial_path(self.path).unlink(missing_ok=True)
-        return self.path
+        return f, expect
 
     def _copy_spikes(self, f: h5py.File, parts: list) -> None:
         """The spikes of the ranks' sorted files, rows ``first:stop`` of each in the given (gid) order, copied

@@ -251,3 +251,16 @@ def test_gpu_preflight_names_the_gpu_limit():
     with pytest.raises(ResourceError, match=r"not enough GPU memory for this run: rank 0 of 2 needs about 29\.8 "
                                             r"GiB on its GPU .* 1\.0 GiB free; about 118 ranks"):
         preflight(recipe, partition(recipe, 2, "contiguous"), device_free=2**30)
+
+
+def test_the_bundled_connectome_is_never_an_output(tmp_path, capsys):
+    from dtb.connectome.connectome import bundled_connectome_path
+
+    data = bundled_connectome_path()
+    before = data.read_bytes()
+    assert cli.main(["run", "--quiet", "--overwrite", "--out", str(data)]) == 2
+    assert "is an input of this run" in capsys.readouterr().err
+    link = tmp_path / "link.h5"
+    link.symlink_to(data)
+    assert cli.main(["run", "--quiet", "--overwrite", "--out", str(link)]) == 2
+    assert data.read_bytes() == before
