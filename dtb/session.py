@@ -447,7 +447,7 @@ class Session:
         import json
 
         for path, digest in json.loads(ck.attrs.get("inputs", "{}")).items():
-            now = _sha256(path) if Path(path).is_file() else None
+            now = ckpt_io.file_digest(path) if Path(path).is_file() else None
             if now != digest:
                 raise DataError(f"--resume: the input {path!r} {'changed' if now else 'is gone'} since the checkpoint "
                                 "was written; a resumed run reads the same inputs")
@@ -620,7 +620,7 @@ class Session:
         if self._digests is None:
             import json
 
-            self._digests = json.dumps({p: _sha256(p) for p in self.digest_paths})
+            self._digests = json.dumps({p: ckpt_io.file_digest(p) for p in self.digest_paths})
         return self._digests
 
     def _write_bold(self) -> None:
@@ -742,16 +742,6 @@ class Session:
             self.close()
         else:
             self.abandon()
-
-
-def _sha256(path: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _warn_if_silent(recipe: Recipe) -> None:
