@@ -36,7 +36,7 @@ from dtb.errors import ConfigError, DataError, ResourceError, UsageError
 from dtb.exchange import DryRunExchange, make_exchange
 from dtb.io import checkpoint as ckpt_io
 from dtb.io.recording import Recorder, StateProbe
-from dtb.io.runfile import RunLock, RunWriter, check_output, parts_dir
+from dtb.io.runfile import RunLock, RunWriter, check_output, file_digest, parts_dir
 from dtb.memory import preflight
 from dtb.model import hyper
 from dtb.model.builder import Network, PopulationView, as_recipe
@@ -447,7 +447,7 @@ class Session:
         import json
 
         for path, digest in json.loads(ck.attrs.get("inputs", "{}")).items():
-            now = ckpt_io.file_digest(path) if Path(path).is_file() else None
+            now = file_digest(path) if Path(path).is_file() else None
             if now != digest:
                 raise DataError(f"--resume: the input {path!r} {'changed' if now else 'is gone'} since the checkpoint "
                                 "was written; a resumed run reads the same inputs")
@@ -620,7 +620,7 @@ class Session:
         if self._digests is None:
             import json
 
-            self._digests = json.dumps({p: ckpt_io.file_digest(p) for p in self.digest_paths})
+            self._digests = json.dumps({p: file_digest(p) for p in self.digest_paths})
         return self._digests
 
     def _write_bold(self) -> None:

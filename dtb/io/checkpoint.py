@@ -20,7 +20,7 @@ import numpy as np
 
 from dtb.config import Config
 from dtb.errors import ConfigError, DataError, ResourceError
-from dtb.io.runfile import checked_write, fsync_path, partial_path
+from dtb.io.runfile import arrays_digest, checked_write, fsync_path, partial_path
 
 #: keys a resumed run may change: they do not change the network or what is recorded
 RESUMABLE_CHANGES = ("simulation.t_ms", "simulation.threads", "simulation.checkpoint_ms", "recording.progress",
@@ -77,29 +77,6 @@ def read_rank_state(folder: Path, rank: int, k: int) -> dict:
     if stored is None or stored != arrays_digest(out):
         raise DataError(f"checkpoint state {str(path)!r} is damaged (its content does not match its digest)")
     return out
-
-
-def arrays_digest(arrays: dict) -> str:
-    """sha256 of named arrays (names, dtypes, shapes and bytes, in name order)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for key in sorted(arrays):
-        a = np.ascontiguousarray(arrays[key])
-        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

@@ -17,7 +17,7 @@ import numpy as np
 
 from dtb.context import Context
 from dtb.errors import WriteError
-from dtb.io.runfile import checked_write, close_checked
+from dtb.io.runfile import checked_write, close_checked, file_digest
 
 
 def segment_name(rank: int, k: int) -> str:
@@ -361,16 +361,12 @@ class Recorder:
                 self.state_rows[p.name].append(self.file[f"state/{p.name}"].shape[0])
         path = Path(self.file.filename)
         close_checked(self.file, path)
-        from dtb.io.checkpoint import file_digest
-
         self.segment_digests.append(file_digest(path))
         self.segment += 1
 
     def check_segments(self, spike_rows, rate_rows, digests) -> str | None:
         """Whether this rank's closed segments hold what a checkpoint says (their sha256 ``digests``, spikes, and
         rank 0's rate rows); a description of the first that does not, or None. Reads every segment."""
-        from dtb.io.checkpoint import file_digest
-
         for k in range(self.segment):
             path = self.folder / segment_name(self.ctx.rank, k)
             if k < len(digests) and path.is_file() and file_digest(path) != digests[k]:

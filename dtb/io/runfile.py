@@ -11,6 +11,7 @@ intact and never a file under the final name.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -89,6 +90,25 @@ def get_sorting(group: h5py.Group) -> str:
     if isinstance(value, (str, bytes)):
         return value.decode() if isinstance(value, bytes) else value
     return {v: k for k, v in SORTING.items()}[int(value)]
+
+
+def arrays_digest(arrays: dict) -> str:
+    """sha256 of named arrays (names, dtypes, shapes and bytes, in name order)."""
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def partial_path(path: Path) -> Path:
@@ -340,8 +360,6 @@ class RunWriter:
         for key, val in state.items():
             g.create_dataset(key, data=val)
         g.attrs.update(state_attrs)
-        from dtb.io.checkpoint import arrays_digest
-
         g.attrs["sha256"] = arrays_digest(state)
         expect = {}
         if rates is not None:
