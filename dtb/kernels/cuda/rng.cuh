@@ -86,10 +86,18 @@ DTB_HD double normal(uint64_t seed, uint32_t purpose, uint64_t gid, uint64_t ind
         key(seed, purpose, attempt, &k0, &k1);
         const Words extra = draw(k0, k1, gid, index);
         if (iz == 0) {
-            // the tail beyond r: Marsaglia's exponential rejection
-            const double xt = -log(u01(extra.w2)) / r;
-            const double yt = -log(u01(extra.w3));
-            if (yt + yt >= xt * xt) return hz > 0 ? r + xt : -r - xt;
+            // the tail beyond r: Marsaglia's exponential rejection, retried inside the tail (rng.normal)
+            uint32_t w2 = extra.w2, w3 = extra.w3;
+            while (true) {
+                const double xt = -log(u01(w2)) / r;
+                const double yt = -log(u01(w3));
+                if (yt + yt >= xt * xt) return hz > 0 ? r + xt : -r - xt;
+                ++attempt;
+                key(seed, purpose, attempt, &k0, &k1);
+                const Words retry = draw(k0, k1, gid, index);
+                w2 = retry.w2;
+                w3 = retry.w3;
+            }
         } else if (z.f[iz] + u01(extra.w2) * (z.f[iz - 1] - z.f[iz]) < exp(-0.5 * x * x)) {
             return x;
         }

@@ -94,6 +94,23 @@ def test_ziggurat_normal_distribution():
             assert abs(side.mean() - expect) < 5 * math.sqrt(expect / len(z))
 
 
+@pytest.mark.slow
+def test_ziggurat_tails_are_exact_in_1e8_draws():
+    """Beyond 2, 3 and the ziggurat's r = 3.44 (where a rejected tail sample must retry inside the tail,
+    Marsaglia & Tsang 2000), each side's count is within 3 standard errors of the normal's."""
+    n, chunk = 100_000_000, 10_000_000
+    cuts = (2.0, 3.0, 3.442619855899, 4.0)
+    above, below = np.zeros(len(cuts)), np.zeros(len(cuts))
+    for start in range(0, n, chunk):
+        z = rng.normals(11, rng.NOISE, np.arange(start, start + chunk), 3)
+        above += [np.count_nonzero(z > c) for c in cuts]
+        below += [np.count_nonzero(z < -c) for c in cuts]
+    for c, hi, lo in zip(cuts, above, below):
+        p = math.erfc(c / math.sqrt(2)) / 2
+        se = math.sqrt(n * p * (1 - p))
+        assert abs(hi - n * p) < 3 * se and abs(lo - n * p) < 3 * se, (c, hi, lo, n * p, se)
+
+
 def test_ziggurat_is_a_function_of_its_key():
     a = rng.normals(3, rng.NOISE, np.arange(1000), 5)
     np.testing.assert_array_equal(a, rng.normals(3, rng.NOISE, np.arange(1000), 5))
