@@ -51,6 +51,10 @@ def checked_write(path, action, what: str = "writing"):
         error = err
     finally:
         sys.unraisablehook, sys.excepthook = hooks
+    # a signal's exception (SIGINT, SIGTERM) raised inside a deallocator is the job ending, not a failed write
+    stop = next((e for e in logged if not isinstance(e, Exception)), None)
+    if stop is not None:
+        raise stop
     if error is not None:
         reason = " ".join(str(error).split())[:500]  # one line, whatever HDF5 embeds
         raise WriteError(f"{what} {str(path)!r} failed ({reason}); is the disk full? The run stopped; its last "

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -224,6 +223,28 @@ def test_sigterm_cleans_up_and_says_so(tmp_path):
         err = job.communicate(timeout=60)[1]
         assert job.returncode == 143 and err.count("\n") == 1 and "terminated (SIGTERM)" in err, err
         assert sorted(p.name for p in tmp_path.iterdir()) == left
+
+
+def test_a_signal_inside_a_write_is_the_job_ending_not_a_disk_error(tmp_path):
+    """SIGTERM can arrive while HDF5 frees an object mid-write; h5py hands the handler's exception to the
+    unraisable hook, and the checked write must re-raise it as what it is."""
+    from types import SimpleNamespace
+
+    from dtb.io.runfile import checked_write
+
+    def interrupted():
+        sys.unraisablehook(SimpleNamespace(exc_value=KeyboardInterrupt(), exc_type=KeyboardInterrupt,
+                                           exc_traceback=None, err_msg=None, object=None))
+
+    with pytest.raises(KeyboardInterrupt):
+        checked_write(tmp_path / "x.h5", interrupted)
+
+    def failed():
+        sys.unraisablehook(SimpleNamespace(exc_value=OSError("Can't write data"), exc_type=OSError,
+                                           exc_traceback=None, err_msg=None, object=None))
+
+    with pytest.raises(WriteError, match="Can't write data"):
+        checked_write(tmp_path / "x.h5", failed)
 
 
 def test_a_damaged_checkpoint_or_segment_is_refused_before_anything_runs(tmp_path):
