@@ -118,23 +118,44 @@ def format_assimilation(s: dict) -> str:
                 f"{s['seed']} | {s['n_ranks']} rank(s)\ncheckpoint after {s['trs_done']} of {s['trs']} TRs "
                 f"({s['members']} members); finish it with dtb assimilate --resume")
     m = s["metrics"]
+    calib = s.get("calibration_trs", 0)
     lines = [
         f"dtb {s['dtb_version']} | assimilation of subject {s['subject']} ({s['data']}) | seed {s['seed']} | "
         f"{s['n_ranks']} rank(s) x {s['threads']} thread(s), {s['backend']}",
         f"ensemble   {s['members']} members x {s['neurons_per_member']:,} neurons ({s['n_synapses']:,} synapses), "
         f"fitting {', '.join(s['fitted'])} in {s['n_regions']} regions",
-        f"time       build {s['build_s']:.1f} s, {s['trs']} TRs of {s['tr_s']:g} s in {s['assimilation_s']:.1f} s "
-        f"({s['s_per_tr']:.2f} s per TR)",
-        "metrics    (mean over regions)",
+        f"time       build {s['build_s']:.1f} s, TRs {calib} to {s['trs'] - 1} of {s['tr_s']:g} s fitted"
+        + (f" and {s['forecast_trs']} held-out TRs forecast" if s.get("forecast_trs") else "")
+        + f" in {s['assimilation_s']:.1f} s ({s['s_per_tr']:.2f} s per TR)"
+        + (f", validation {s['validation_s']:.1f} s" if "validation_s" in s else ""),
+        f"fit window (in-sample: scored on the TRs the filter saw; the first {calib} TRs only calibrate the "
+        "observation)",
     ]
     for name in ("tracking_r", "forecast_r", "persistence_r", "forecast5_r", "persistence5_r", "replay_fc_r"):
         if name in m:
-            lines.append(f"  {name:<16} {m[name]:.3f}")
+            lines.append(f"  {name:<24} {m[name]:.3f}")
     spec = s.get("specificity")
     if spec:
         best = max(spec["other_r"].values(), default=float("nan"))
-        lines.append(f"  specificity      {'yes' if spec['specific'] else 'no'} (own FC r {spec['own_r']:.3f}, best "
-                     f"other {best:.3f})")
+        lines.append(f"  {'replay specificity':<24} {'yes' if spec['specific'] else 'no'} (own FC r "
+                     f"{spec['own_r']:.3f}, best other {best:.3f})")
+    if "heldout_fc_r" in m:
+        lines.append(f"held out   (TRs {s['trs']} to {s['trs'] + s['heldout_trs'] - 1}: never seen by the fit)")
+        lines.append(f"  FC r, the twin           {m['heldout_fc_r']:.3f}   beside: SC {m['baseline_sc_fc_r']:.3f}, "
+                     f"log SC {m['baseline_log_sc_fc_r']:.3f}, unfitted model {m['baseline_unfitted_fc_r']:.3f}, "
+                     f"group mean {m['baseline_group_fc_r']:.3f}, own fit window (ceiling) {m['retest_fc_r']:.3f}")
+        spec = s.get("heldout_specificity") or {}
+        best = max(spec.get("other_r", {}).values(), default=float("nan"))
+        lines.append(f"  specific                 {'yes' if m['specific'] else 'no'} (best other subject "
+                     f"{best:.3f})")
+        for lag, k, a in ((1, "", ""), (5, "5", "_5")):
+            if f"heldout_forecast{k}_r" in m:
+                lines.append(f"  {lag}-TR forecast r (mse)    model {m[f'heldout_forecast{k}_r']:.3f} "
+                             f"({m[f'heldout_forecast{k}_mse']:.2e}), persistence "
+                             f"{m[f'heldout_persistence{k}_r']:.3f} ({m[f'heldout_persistence{k}_mse']:.2e}), AR(1) "
+                             f"{m[f'heldout_ar1{a}_r']:.3f} ({m[f'heldout_ar1{a}_mse']:.2e})")
+    elif "heldout_trs" in s:
+        lines.append("held out   none: no TRs of the recording are left after the fit (all figures are in-sample)")
     if "path" in s:
         lines.append(f"run file   {s['path']}")
     return "\n".join(lines)
@@ -202,13 +223,13 @@ def _run(args) -> int:
 
 def _assimilate(args) -> int:
     from dtb.assimilation.driver import assimilate
-    from dtb.config import load_config
+    from dtb.config import ASSIMILATION_DEFAULTS, load_config
 
     overrides = _common_overrides(args)
     overrides += [f"assimilation.{k}={v}" for k, v in (("members", args.members), ("trs", args.trs)) if v is not None]
     if args.resume is None:
         out = "dtb_assimilation.h5" if args.out is None else args.out
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides, defaults=ASSIMILATION_DEFAULTS)
         summary = assimilate(cfg, out, data=args.data, subject=args.subject, overwrite=args.overwrite,
                              inputs=[args.config])
     else:

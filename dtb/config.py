@@ -29,9 +29,11 @@ def _key(default, doc, *, gt=None, ge=None, le=None, lt=None, choices=None, per_
                                                 per_region=per_region, names=names))
 
 
-#: keys renamed so that their units are in their names: old name -> new name (the old ones still read)
+#: keys renamed so that their units are in their names (or moved to where they belong): old name -> new name (the
+#: old ones still read)
 RENAMED = {"wholebrain.w_e": "wholebrain.w_e_trace", "wholebrain.w_i": "wholebrain.w_i_trace",
-           "wholebrain.bg_mu": "wholebrain.bg_mu_mv_ms", "wholebrain.bg_sigma": "wholebrain.bg_sigma_mv_ms"}
+           "wholebrain.bg_mu": "wholebrain.bg_mu_mv_ms", "wholebrain.bg_sigma": "wholebrain.bg_sigma_mv_ms",
+           "assimilation.replay_n_neurons": "validation.n_neurons"}
 
 
 @dataclass(frozen=True)
@@ -159,36 +161,40 @@ class AssimilationConfig:
     i_bg_bounds: tuple = _key((0.7, 1.3), "bounds of the fitted background-current gain", ge=0.0, le=1e3)
     prior_sd: float = _key(0.5, "s.d. of the initial ensemble around the [hyper] values (logit units)", ge=0.0,
                            le=100.0)
-    walk_sd: float = _key(0.05, "s.d. of the random walk of each hyperparameter per TR (logit units)", ge=0.0,
+    walk_sd: float = _key(0.15, "s.d. of the random walk of each hyperparameter per TR (logit units)", ge=0.0,
                           le=100.0)
-    obs_var: float = _key(1e-6, "observation error variance of the scaled BOLD (the DTB used 1e-8 on [0.02, 0.05])",
+    obs_var: float = _key(4e-6, "observation error variance of the scaled BOLD (the DTB used 1e-8 on [0.02, 0.05])",
                           ge=1e-30, le=1.0)
-    local_weight: float = _key(0.5, "weight of the per-region update (the global update gets the rest)", ge=0.0,
+    local_weight: float = _key(1.0, "weight of the per-region update (the global update gets the rest)", ge=0.0,
                                le=1.0)
-    inflation: float = _key(1.0, "multiplicative inflation of the prior ensemble anomalies", ge=1.0, le=100.0)
-    inflate_hyper: bool = _key(True, "apply the inflation to the hyperparameters too; false: only to the "
+    inflation: float = _key(1.05, "multiplicative inflation of the prior ensemble anomalies", ge=1.0, le=100.0)
+    inflate_hyper: bool = _key(False, "apply the inflation to the hyperparameters too; false: only to the "
                                "hemodynamic states and BOLD (the random walk alone keeps the hyperparameters' spread)")
-    hemodynamics: str = _key("joint", "how the filter treats the hemodynamic states: 'joint' = updated with the "
+    hemodynamics: str = _key("separate", "how the filter treats the hemodynamic states: 'joint' = updated with the "
                              "hyperparameters, as the DTB (the correction erases, every TR, the BOLD that a "
                              "member's hyperparameters built up); 'separate' = a dual filter: the hyperparameters "
                              "are updated from each member's own, never corrected BOLD, and a second copy of the "
                              "hemodynamics, driven by the same activity, is corrected every TR and gives the prior, "
                              "posterior and 5-TR forecasts", choices=("joint", "separate"))
-    smoother_trs: int = _key(0, "fixed-lag smoother: each TR's observation also updates the hyperparameters of "
+    smoother_trs: int = _key(8, "fixed-lag smoother: each TR's observation also updates the hyperparameters of "
                              "this many earlier TRs (BOLD answers a rate change seconds later); the recorded "
                              "hyperparameters and the replay use these smoothed values; 0 = filter only", ge=0,
                              le=1000)
-    preprocess: bool = _key(True, "detrend, filter and scale the recorded BOLD; false: use it as it is (in model "
-                            "units, e.g. BOLD from a dtb run)")
-    detrend_order: int = _key(1, "polynomial order removed from each region's recorded BOLD (0 = mean)", ge=0,
-                              le=10)
-    band_lo_hz: float = _key(0.0, "high-pass edge of the zero-phase Butterworth filter (Hz); 0 = none", ge=0.0,
+    preprocess: bool = _key(True, "detrend, filter and scale the recorded BOLD, causally; false: use it as it is "
+                            "(in model units, e.g. BOLD from a dtb run)")
+    detrend_order: int = _key(0, "polynomial order fitted on the calibration window and removed from each "
+                              "region's recorded BOLD (0 = its mean; an extrapolated slope drifts: the high-pass "
+                              "edge removes slow trends)", ge=0, le=10)
+    calibration_trs: int = _key(50, "the first TRs of the recording, read only to set each region's trend and scale "
+                                "(so that every later observation depends on no later TR); not assimilated, not "
+                                "scored", ge=2, le=10**7)
+    band_lo_hz: float = _key(0.01, "high-pass edge of the causal Butterworth filter (Hz); 0 = none", ge=0.0,
                              le=1e3)
-    band_hi_hz: float = _key(0.0, "low-pass edge (Hz); 0 = none", ge=0.0, le=1e3)
+    band_hi_hz: float = _key(0.1, "low-pass edge (Hz); 0 = none", ge=0.0, le=1e3)
     obs_lo: float = _key(0.01, "each region's recorded BOLD is scaled to [obs_lo, obs_hi], the model's range",
                          ge=-1.0, le=1.0)
-    obs_hi: float = _key(0.02, "upper end of the scaled BOLD", ge=-1.0, le=1.0)
-    obs_baseline: str = _key("range", "where the scaled BOLD sits: 'range' = each region in [obs_lo, obs_hi]; "
+    obs_hi: float = _key(0.03, "upper end of the scaled BOLD", ge=-1.0, le=1.0)
+    obs_baseline: str = _key("member", "where the scaled BOLD sits: 'range' = each region in [obs_lo, obs_hi]; "
                              "'model' = each region shifted so that its mean is the region's ensemble-mean model "
                              "BOLD at the end of the spin-up (its width stays obs_hi - obs_lo); 'member' = as "
                              "'model', spun up at the [hyper] values, and each member's BOLD meets it less that "
@@ -196,12 +202,25 @@ class AssimilationConfig:
                              choices=("range", "model", "member"))
     spinup_ms: float = _key(2000.0, "simulated before the first TR; the hemodynamics then start at the steady "
                             "state of its last half's rates (ms)", ge=0.0, le=1e7)
-    burn_in_trs: int = _key(10, "first TRs left out of the metrics while the filter converges", ge=0, le=10**7)
-    forecast5_every: int = _key(10, "make a 5-TR-ahead forecast every this many TRs; 0 = never", ge=0, le=10**7)
-    replay: bool = _key(True, "after the filter, replay one brain with the posterior-mean hyperparameters")
-    replay_n_neurons: int = _key(0, "neurons of the replayed brain (the hyperparameters are per region, so they "
-                                 "carry over to any size; more neurons per region, less finite-size noise in its "
-                                 "FC); 0 = wholebrain.n_neurons, a member's size", ge=0, le=10**10)
+    burn_in_trs: int = _key(10, "TRs after the calibration window left out of the metrics while the filter "
+                            "converges", ge=0, le=10**7)
+    forecast5_every: int = _key(20, "make a 5-TR-ahead forecast every this many TRs; 0 = never", ge=0, le=10**7)
+    replay: bool = _key(True, "after the filter, replay one brain with the posterior-mean hyperparameters of each "
+                        "assimilated TR (in-sample: its FC is scored on the TRs it was fitted on)")
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    trs: int = _key(0, "held-out TRs, after the assimilated ones: the fitted twin's FC and forecasts are judged on "
+                    "them; 0 = all that is left of the recording", ge=0, le=10**7)
+    forecast_trs: int = _key(100, "of these, the first this many get the ensemble's 1- and 5-TR-ahead forecasts with "
+                             "the hyperparameters frozen (each costs an ensemble TR); 0 = none", ge=0, le=10**7)
+    average_trs: int = _key(0, "the twin's hyperparameters: the posterior mean averaged over the last this many "
+                            "assimilated TRs; 0 = the last half of those after the burn-in", ge=0, le=10**7)
+    n_neurons: int = _key(0, "neurons of the twin, the unfitted baseline and the in-sample replay (the "
+                          "hyperparameters are per region, so they carry over to any size; more neurons per region, "
+                          "less finite-size noise in the FC); 0 = wholebrain.n_neurons, a member's size", ge=0,
+                          le=10**10)
 
 
 @dataclass(frozen=True)
@@ -220,6 +239,7 @@ class Config:
     hyper: HyperConfig = field(default_factory=HyperConfig)
     bold: BoldConfig = field(default_factory=BoldConfig)
     assimilation: AssimilationConfig = field(default_factory=AssimilationConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     #: the [[stimulus]] tables: dicts of populations, amplitude, start_ms, stop_ms
     stimulus: tuple = ()
 
@@ -245,7 +265,7 @@ class Config:
 
 _SECTION_TYPES = {"simulation": SimulationConfig, "recording": RecordingConfig,
                   "wholebrain": WholebrainConfig, "pd14": PD14Config, "hyper": HyperConfig, "bold": BoldConfig,
-                  "assimilation": AssimilationConfig}
+                  "assimilation": AssimilationConfig, "validation": ValidationConfig}
 
 
 def _allowed(meta, kind) -> str:
@@ -388,8 +408,12 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+#: the settings ``dtb assimilate`` starts from (benchmarks/assimilation.py validates them)
+ASSIMILATION_DEFAULTS = Path(__file__).parent / "data" / "assimilation.toml"
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-                text: str | None = None) -> Config:
+                text: str | None = None, defaults: str | Path | None = None) -> Config:
     """Read, merge and validate a run configuration.
 
     Relative paths in it (``wholebrain.connectome``) are resolved against the config
@@ -404,6 +428,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         TOML literals (``1e5``, ``true``, ``"x"``) or bare strings.
     text : str, optional
         TOML text used instead of ``path`` (the config stored in a run file).
+    defaults : str or Path, optional
+        TOML file read before ``path``: a command's own defaults (`ASSIMILATION_DEFAULTS`), which
+        the file and the overrides override.
 
     Returns
     -------
@@ -462,12 +489,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{origin}: unknown key {name!r} (known in [{parts[0]}]: {', '.join(sorted(known))})")
         values[name] = value
 
-    for top, val in raw.items():
-        if isinstance(val, dict):
-            for k, v in val.items():
-                put([top, k], v, where)
-        else:
-            put([top], val, where)
+    layers = [(tomllib.loads(Path(defaults).read_text()), str(defaults))] if defaults is not None else []
+    for table, origin in [*layers, (raw, where)]:
+        for top, val in table.items():
+            if isinstance(val, dict):
+                for k, v in val.items():
+                    put([top, k], v, origin)
+            else:
+                put([top], val, origin)
     for item in overrides:
         parts, value = _parse_override(item)
         put(parts, value, "--set")
@@ -515,6 +544,13 @@ def _check_assimilation(cfg: Config) -> None:
         raise ConfigError(f"assimilation.obs_lo = {da.obs_lo:g} must be < assimilation.obs_hi = {da.obs_hi:g}")
     if 0 < da.band_hi_hz <= da.band_lo_hz:
         raise ConfigError(f"assimilation.band_lo_hz = {da.band_lo_hz:g} must be < band_hi_hz = {da.band_hi_hz:g}")
+    if da.calibration_trs + da.burn_in_trs + 3 > da.trs:
+        raise ConfigError(f"assimilation.trs = {da.trs}: must exceed assimilation.calibration_trs + burn_in_trs + 2 "
+                          f"= {da.calibration_trs + da.burn_in_trs + 2} (the first calibration_trs TRs only set the "
+                          "observation's scale; the metrics need at least 3 TRs after the burn-in)")
+    if da.preprocess and da.detrend_order >= da.calibration_trs:
+        raise ConfigError(f"assimilation.detrend_order = {da.detrend_order}: must be < assimilation.calibration_trs "
+                          f"= {da.calibration_trs}")
 
 
 def fitted(cfg: Config) -> list[str]:

@@ -750,8 +750,8 @@ def _warn_if_silent(recipe: Recipe) -> None:
 
     silent = [p.name for p in recipe.populations if p.drive_rate_hz == 0 and not _has_background(p.neuron)]
     if silent and len(silent) == len(recipe.populations):
-        warnings.warn(f"no population of this network has a drive (Poisson input, background or constant current): "
-                      f"it will fire no spikes unless stimulated. Add one with Network.drive(...)", stacklevel=3)
+        warnings.warn("no population of this network has a drive (Poisson input, background or constant current): "
+                      "it will fire no spikes unless stimulated. Add one with Network.drive(...)", stacklevel=3)
 
 
 def _has_background(neuron) -> bool:

@@ -26,7 +26,7 @@ from dtb.assimilation.enkf import enkf_update, from_logit, to_logit
 from dtb.assimilation.observation import describe_preprocessing, load_observed_bold, preprocess, subjects
 from dtb.bold import Balloon, bold_params
 from dtb.config import Config, fitted, load_config
-from dtb.connectome.connectome import bundled_connectome_path
+from dtb.connectome.connectome import bundled_connectome_path, load_connectome
 from dtb.context import Context
 from dtb.driver import session_from_config
 from dtb.errors import ConfigError, DataError
@@ -175,32 +175,43 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
     else:
         check_output(out, overwrite, [*inputs, data])
     obs = load_observed_bold(data, subject)
-    n_trs, members = da.trs, da.members
-    if n_trs > obs.bold.shape[1]:
-        raise ConfigError(f"assimilation.trs = {n_trs}: the recording of subject {subject} has only "
-                          f"{obs.bold.shape[1]} TRs")
+    n_trs, members, calib = da.trs, da.members, da.calibration_trs
+    n_rec = obs.bold.shape[1]
+    if n_trs > n_rec:
+        raise ConfigError(f"assimilation.trs = {n_trs}: the recording of subject {subject} has only {n_rec} TRs")
+    val = cfg.validation
+    n_val = val.trs or n_rec - n_trs
+    if n_trs + n_val > n_rec:
+        raise ConfigError(f"validation.trs = {val.trs}: the recording of subject {subject} has {n_rec} TRs, "
+                          f"{n_rec - n_trs} after the {n_trs} assimilated")
+    if 0 < n_val < 3:
+        raise ConfigError(f"validation.trs: {n_val} held-out TRs are too few for an FC (0 = all that is left)")
+    n_fore = min(val.forecast_trs, n_val)
+    n_loop = n_trs + n_fore     # the filter's TRs: fitted, then held out with the hyperparameters frozen
     tr_ms = obs.tr_s * 1e3
     tr_steps = steps_of(f"the TR of {data.name} ({tr_ms:g} ms)", tr_ms, sim_cfg.dt_ms)
     steps_of(f"the TR of {data.name} ({tr_ms:g} ms)", tr_ms, 1.0)
     steps_per_ms(sim_cfg.dt_ms)
     spin_steps = 0 if da.spinup_ms == 0 else steps_of("assimilation.spinup_ms", da.spinup_ms, sim_cfg.dt_ms)
-    every_trs = max(1, round(sim_cfg.checkpoint_ms / tr_ms)) if sim_cfg.checkpoint_ms else n_trs + 1
+    every_trs = max(1, round(sim_cfg.checkpoint_ms / tr_ms)) if sim_cfg.checkpoint_ms else n_loop + 1
     band = (da.band_lo_hz, da.band_hi_hz)
-    prep = dict(detrend_order=da.detrend_order, band_hz=band, lo=da.obs_lo, hi=da.obs_hi)
+    prep = dict(calibration_trs=calib, detrend_order=da.detrend_order, band_hz=band, lo=da.obs_lo, hi=da.obs_hi)
+    n_used = n_trs + n_val      # causal: no TR after the last one used is read
     try:
-        y = _prepare(obs.bold, obs.tr_s, da.preprocess, prep)[:, :n_trs]
+        y = _prepare(obs.bold[:, :n_used], obs.tr_s, da.preprocess, prep)
     except ValueError as err:
         raise ConfigError(f"assimilation preprocessing: {err}") from None
     base = network_from_config(cfg)
     if list(base.recipe().regions) != list(obs.labels):
         raise DataError(f"{data}: the labels of /labels and of subject {subject}'s connectome differ")
-    # the replayed brain, built now so that a size too small for the regions fails before the filter runs
+    # the twin's brain (and the replay's), built now so that a size too small for the regions fails before the
+    # filter runs
     replay_net = None
-    if da.replay:
+    if da.replay or n_val:
         try:
-            replay_net = network_from_config(cfg, n_neurons=da.replay_n_neurons or cfg.wholebrain.n_neurons)
+            replay_net = network_from_config(cfg, n_neurons=val.n_neurons or cfg.wholebrain.n_neurons)
         except ConfigError as err:
-            raise ConfigError(f"assimilation.replay_n_neurons: {err}") from None
+            raise ConfigError(f"validation.n_neurons: {err}") from None
     n_reg = len(base.recipe().regions)
     if sim_cfg.memory_check:  # before the ensemble's recipe is made: its size is members times the brain's
         from dtb.context import launcher_size
@@ -211,8 +222,9 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
     ensemble = Network.from_recipe(base.recipe().replicate(members), seed=sim_cfg.seed)
     # the filter checkpoints at TR boundaries itself (every_trs), not on the session's clock
     cfg_ens = dataclasses.replace(cfg, simulation=dataclasses.replace(sim_cfg, checkpoint_ms=0.0))
-    if da.replay:
-        others = _other_recordings(data, subject, obs, n_trs, da.preprocess, prep)  # every subject checked now
+    others = {}
+    if da.replay or n_val:  # every subject checked now, not after hours
+        others = _other_recordings(data, subject, obs, n_used, da.preprocess, prep)
     session = session_from_config(cfg_ens, out, network=ensemble, ctx=ctx, overwrite=overwrite, resume=resume,
                                   kind="assimilation", what="this assimilation", inputs=[*inputs, data],
                                   digests=[data])
@@ -231,13 +243,14 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         def normals(ids_, tr, use):
             return rng.normals(sim_cfg.seed, rng.ASSIMILATION, ids_, 3 * (tr + 1) + use)
 
-        shape = (n_reg, n_trs)
-        # ensemble means per region and TR; 'free' is the members' own BOLD (the prior unless separate)
+        shape = (n_reg, n_loop)
+        # ensemble means per region and TR; 'free' is the members' own BOLD (the prior unless separate); NaN in
+        # the calibration window, which is not assimilated
         prior, posterior, forecast5, free = (np.full(shape, np.nan) for _ in range(4))
-        hyper_mean = np.zeros((n_trs, n_reg, len(names)))
-        hyper_sd = np.zeros((n_trs, n_reg, len(names)))
+        hyper_mean = np.full((n_trs, n_reg, len(names)), np.nan)
+        hyper_sd = np.full((n_trs, n_reg, len(names)), np.nan)
         t1 = time.perf_counter()
-        start, assim_before = 0, 0.0
+        start, assim_before = calib, 0.0
         if resume:
             # the filter's state and records from the checkpoint (the session restored the ensemble's)
             ck, ck_attrs = session.resumed["arrays"], session.resumed["attrs"]
@@ -259,17 +272,21 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
             ens.spin_up(spin_steps)
             level = ens.balloon.bold().reshape(members, n_reg)
             if da.obs_baseline != "range":
-                y = _on_model_baseline(y, level.mean(axis=0))
+                y = _on_model_baseline(y, level.mean(axis=0), calib)
             # taken from each member's BOLD before it meets the observation, (members, regions)
             offset = level - level.mean(axis=0) if da.obs_baseline == "member" else np.zeros_like(level)
-        advance = progress("assimilate", n_trs, unit="TR")
-        advance(start)
-        for t in range(start, n_trs):
-            x = x + da.walk_sd * normals(ids, t, _WALK).reshape(x.shape)
+        advance = progress("assimilate", n_loop - calib, unit="TR")
+        advance(start - calib)
+        for t in range(start, n_loop):
+            # held-out TRs (t >= n_trs): the hyperparameters stay as fitted; only the hemodynamics are filtered
+            learn = t < n_trs
+            if learn:
+                x = x + da.walk_sd * normals(ids, t, _WALK).reshape(x.shape)
             ens.set_hyper(rows, from_logit(x, lo, hi))
             bold = ens.advance(tr_steps) - offset
             free[:, t] = bold.mean(axis=0)
-            window = np.concatenate([x[None], past])                # (1 + lags, H, members * regions)
+            # (1 + lags, H, members * regions), nothing when held out
+            window = np.concatenate([x[None], past]) if learn else np.zeros((0, *x.shape))
             n_h = window.shape[0] * len(names)
             hemo = _hemo_states(ens.balloon, members)[:, :, : 0 if separate else 4]
             states = np.concatenate([window.reshape(n_h, members, n_reg).transpose(1, 2, 0), hemo, bold[:, :, None]],
@@ -280,8 +297,9 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                 inflation[:n_h] = 1.0
             noise = normals(obs_ids, t, _OBS).reshape(members, n_reg)
             states = enkf_update(states, y[:, t], da.obs_var, noise, da.local_weight, inflation)
-            window = states[:, :, :n_h].transpose(2, 0, 1).reshape(window.shape)
-            x, past = window[0], window[: da.smoother_trs]
+            if learn:
+                window = states[:, :, :n_h].transpose(2, 0, 1).reshape(window.shape)
+                x, past = window[0], window[: da.smoother_trs]
             if separate:
                 # the dual filter's second analysis: the tracked copy alone, with the same perturbed observations.
                 # Without the members' offsets: their levels' spread gives the update its weight, and pulling
@@ -294,11 +312,12 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                 _set_hemo_states(ens.balloon, states[:, :, n_h: n_h + 4])
             prior[:, t] = bold.mean(axis=0)
             posterior[:, t] = states[:, :, -1].mean(axis=0)
-            # the latest estimate of every TR in the window (TR t - k's is final once k = smoother_trs)
-            theta = from_logit(window, lo, hi).reshape(len(window), len(names), members, n_reg)
-            hyper_mean[t - len(window) + 1: t + 1] = theta.mean(axis=2).transpose(0, 2, 1)[::-1]
-            hyper_sd[t - len(window) + 1: t + 1] = theta.std(axis=2, ddof=1).transpose(0, 2, 1)[::-1]
-            if da.forecast5_every and t % da.forecast5_every == 0 and t + _FORECAST_TRS < n_trs:
+            if learn:
+                # the latest estimate of every TR in the window (TR t - k's is final once k = smoother_trs)
+                theta = from_logit(window, lo, hi).reshape(len(window), len(names), members, n_reg)
+                hyper_mean[t - len(window) + 1: t + 1] = theta.mean(axis=2).transpose(0, 2, 1)[::-1]
+                hyper_sd[t - len(window) + 1: t + 1] = theta.std(axis=2, ddof=1).transpose(0, 2, 1)[::-1]
+            if da.forecast5_every and t % da.forecast5_every == 0 and t + _FORECAST_TRS < n_loop:
                 # the free forecast from this posterior, then back to it
                 ens.set_hyper(rows, from_logit(x, lo, hi))
                 snap = ens.snapshot()
@@ -307,7 +326,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                 forecast5[:, t + _FORECAST_TRS] = (ens.tracked_bold() if separate else bold5).mean(axis=0)
                 ens.restore(snap)
             advance(1)
-            if (t + 1) % every_trs == 0 and t + 1 < n_trs:
+            if (t + 1) % every_trs == 0 and t + 1 < n_loop:
                 assim_s = assim_before + ctx.max(time.perf_counter() - t1)
                 records = dict(zip(_RECORDS, (prior, posterior, forecast5, free, hyper_mean, hyper_sd)))
                 if separate:
@@ -317,74 +336,187 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                          **records),
                     dict(trs_done=t + 1, assimilation_s=assim_s),
                     dict(kind="assimilation", dtb_version=version(), subject=subject, data=str(data),
-                         members=members, trs=n_trs, trs_done=t + 1, n_ranks=ctx.size, seed=sim_cfg.seed))
+                         members=members, trs=n_loop, trs_done=t + 1, n_ranks=ctx.size, seed=sim_cfg.seed))
                 if on_checkpoint is not None:
                     on_checkpoint(t + 1)
         assim_s = assim_before + ctx.max(time.perf_counter() - t1)
         peak_rss_mb = ctx.max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         progress.close()
 
+        # in-sample: one brain replaying the posterior-mean hyperparameters of each assimilated TR
         replay = None
         if da.replay:
-            replay_session = session_from_config(cfg_ens, None, network=replay_net, ctx=ctx, what="the replay")
-            replay_session.record(spikes=False, rates=False)
-            twin = Twin(replay_session, n_reg, cfg.bold)
-            twin.spin_up(spin_steps)
-            replay = np.zeros(shape)
-            advance = progress("replay", n_trs, unit="TR")
-            for t in range(n_trs):
-                twin.set_hyper(rows, hyper_mean[t].T)
-                replay[:, t] = twin.advance(tr_steps)[0]
-                advance(1)
-            replay_session.close()
-            del twin, replay_session
-            progress.close()
+            replay = np.full((n_reg, n_trs), np.nan)
+            replay[:, calib:] = _free_run(cfg_ens, replay_net, ctx, rows, hyper_mean[calib:], n_trs - calib,
+                                          spin_steps, tr_steps, progress, "replay")
+        # out of sample: the twin (the fitted hyperparameters, fixed) and the unfitted model, free on the held-out TRs
+        twin = unfitted = theta_twin = None
+        if n_val:
+            n_avg = val.average_trs or max(1, (n_trs - calib - da.burn_in_trs) // 2)
+            theta_twin = hyper_mean[max(calib, n_trs - n_avg):].mean(axis=0)           # (regions, H)
+            # the model's BOLD goes through the observation's causal filter (its first calib TRs settle it)
+            runs = {}
+            for what, theta in (("twin", theta_twin), ("unfitted", None)):
+                per_tr = None if theta is None else np.broadcast_to(theta, (n_val + calib, *theta.shape))
+                bold = _free_run(cfg_ens, replay_net, ctx, rows, per_tr, n_val + calib, spin_steps, tr_steps,
+                                 progress, what)
+                runs[what] = _prepare(bold, obs.tr_s, da.preprocess, prep)[:, calib:]
+            twin, unfitted = runs["twin"], runs["unfitted"]
 
-        result = _metrics(y, prior, posterior, forecast5, replay, da.burn_in_trs, others if da.replay else {},
-                          subject, n_trs)
+        result = _metrics(y, prior, posterior, forecast5, replay, calib + da.burn_in_trs, others, subject, n_trs)
+        if n_val:
+            sc = load_connectome(data, subject).sc
+            held, result["heldout_specificity"] = _heldout_metrics(y, prior, forecast5, twin, unfitted, sc, others,
+                                                                   subject, n_trs, n_fore, calib + da.burn_in_trs)
+            result["mean"].update(held)
         summary = dict(kind="assimilation", dtb_version=version(), subject=subject, data=str(data),
-                       members=members, trs=n_trs, tr_s=obs.tr_s, fitted=names, n_regions=n_reg,
+                       members=members, trs=n_trs, calibration_trs=calib, heldout_trs=n_val, forecast_trs=n_fore,
+                       tr_s=obs.tr_s, fitted=names, n_regions=n_reg,
                        neurons_per_member=base.n_neurons, n_neurons=base.n_neurons * members, n_synapses=n_synapses,
                        seed=sim_cfg.seed, dt_ms=sim_cfg.dt_ms, n_ranks=ctx.size, threads=ctx.threads,
                        backend=ctx.backend.name, build_s=build_s, assimilation_s=assim_s,
-                       s_per_tr=assim_s / n_trs, peak_rss_mb_per_rank=peak_rss_mb,
+                       s_per_tr=assim_s / (n_loop - calib), peak_rss_mb_per_rank=peak_rss_mb,
+                       validation_s=ctx.max(time.perf_counter() - t1) + assim_before - assim_s,
                        metrics=result["mean"], specificity=result["specificity"])
         if replay_net is not None:
             summary["replay_n_neurons"] = replay_net.n_neurons
         groups = {}
         if ctx.is_root:
             arrays = dict(hyper_mean=hyper_mean, hyper_sd=hyper_sd, hyper_names=np.array(names),
-                          regions=np.array(obs.labels), bold_observed=y, bold_prior=prior,
-                          bold_posterior=posterior, bold_forecast5=forecast5)
+                          regions=np.array(obs.labels), bold_observed=y[:, :n_trs], bold_prior=prior[:, :n_trs],
+                          bold_posterior=posterior[:, :n_trs], bold_forecast5=forecast5[:, :n_trs])
             if replay is not None:
                 arrays["bold_replay"] = replay
             if separate:
-                arrays["bold_free"] = free
+                arrays["bold_free"] = free[:, :n_trs]
             for name, vals in result["per_region"].items():
                 arrays[f"metrics/{name}"] = vals
-            preprocessing = (describe_preprocessing(da.detrend_order, band, da.obs_lo, da.obs_hi)
+            preprocessing = (describe_preprocessing(calib, da.detrend_order, band, da.obs_lo, da.obs_hi)
                              if da.preprocess else "none: the recorded BOLD as it is")
             if da.obs_baseline != "range":
-                preprocessing += ("; then each region shifted so that its mean is the region's ensemble-mean model "
-                                  "BOLD at the end of the spin-up")
+                preprocessing += (f"; then each region shifted so that the mean of its first {calib} TRs is the "
+                                  "region's ensemble-mean model BOLD at the end of the spin-up")
             if da.obs_baseline == "member":
                 preprocessing += ", which each member's BOLD meets less its own level there minus that mean"
             attrs = dict(subject=subject, data=str(data), members=members, trs=n_trs, tr_s=obs.tr_s,
-                         preprocessing=preprocessing,
+                         calibration_trs=calib, preprocessing=preprocessing,
                          bold_params=cfg.bold.params, burn_in_trs=da.burn_in_trs)
             attrs.update({f"metrics/{k}": v for k, v in result["mean"].items()})
             groups["assimilation"] = (arrays, attrs)
             if replay is not None:
-                session.write_bold(replay, tr_ms, cfg.bold.params, cfg.bold.eps or bold_params(cfg.bold.params).eps)
+                session.write_bold(replay[:, calib:], tr_ms, cfg.bold.params,
+                                   cfg.bold.eps or bold_params(cfg.bold.params).eps)
             spec = result["specificity"]
             if spec is not None:
-                groups["assimilation/specificity"] = (dict(subjects=np.array(list(spec["other_r"])),
-                                                           fc_r=np.array(list(spec["other_r"].values()))),
-                                                      dict(own_r=spec["own_r"], specific=spec["specific"]))
+                groups["assimilation/specificity"] = _specificity_group(spec)
+            if n_val:
+                v0, v1 = n_trs, n_trs + n_fore
+                groups["assimilation/validation"] = (
+                    dict(bold_observed=y[:, n_trs:], bold_twin=twin, bold_unfitted=unfitted,
+                         hyper_twin=theta_twin, bold_prior=prior[:, v0:v1], bold_forecast5=forecast5[:, v0:v1]),
+                    dict(trs=n_val, first_tr=n_trs, forecast_trs=n_fore,
+                         twin=f"hyperparameters: the posterior mean averaged over assimilated TRs "
+                              f"{max(calib, n_trs - n_avg)} to {n_trs - 1}, fixed; run free after a "
+                              f"{da.spinup_ms:g} ms spin-up; its BOLD filtered as the observation"))
+                groups["assimilation/validation/specificity"] = _specificity_group(result["heldout_specificity"])
+        if n_val:
+            summary["heldout_specificity"] = result.get("heldout_specificity")
         return session.close(summary, groups)
     except BaseException:
         session.abandon()
         raise
+
+
+def _free_run(cfg: Config, net: Network, ctx: Context, rows: list[int], theta: np.ndarray | None, n: int,
+              spin_steps: int, tr_steps: int, progress, what: str) -> np.ndarray:
+    """Collective: one brain run free (no filter) for ``n`` TRs after a spin-up; its BOLD, shape (regions, n).
+
+    ``theta`` (n, regions, H) gives the fitted hyperparameters ``rows`` of `LIF_GAINS` for each TR (the first
+    also for the spin-up); None keeps the [hyper] values (the unfitted model).
+    """
+    session = session_from_config(cfg, None, network=net, ctx=ctx, what=f"the {what}")
+    session.record(spikes=False, rates=False)
+    n_reg = len(net.recipe().regions)
+    brain = Twin(session, n_reg, cfg.bold)
+    try:
+        if theta is not None:
+            brain.set_hyper(rows, theta[0].T)
+        brain.spin_up(spin_steps)
+        out = np.zeros((n_reg, n))
+        advance = progress(what, n, unit="TR")
+        for t in range(n):
+            if theta is not None:
+                brain.set_hyper(rows, theta[t].T)
+            out[:, t] = brain.advance(tr_steps)[0]
+            advance(1)
+        progress.close()
+        session.close()
+    except BaseException:
+        session.abandon()
+        raise
+    return out
+
+
+def _specificity_group(spec: dict) -> tuple[dict, dict]:
+    """The run file's group for a `metrics.specificity` result: arrays and attributes."""
+    return (dict(subjects=np.array(list(spec["other_r"])), fc_r=np.array(list(spec["other_r"].values()))),
+            dict(own_r=spec["own_r"], specific=spec["specific"]))
+
+
+def _heldout_metrics(y, prior, forecast5, twin, unfitted, sc, others: dict, subject: str, n_trs: int, n_fore: int,
+                     fit_from: int) -> tuple[dict, dict]:
+    """The out-of-sample report: the twin's FC and the ensemble's forecasts on the held-out TRs, with baselines.
+
+    Parameters
+    ----------
+    y : ndarray, shape (R, n_trs + n_val)
+        The causal observation: fitted TRs, then held-out ones.
+    prior, forecast5 : ndarray, shape (R, n_trs + n_fore)
+        The ensemble's 1-TR and 5-TR-ahead forecasts (NaN where none was made).
+    twin, unfitted : ndarray, shape (R, n_val)
+        BOLD of the fitted twin and of the unfitted model, run free.
+    sc : ndarray, shape (R, R)
+        The subject's structural connectivity.
+    others : dict of str to ndarray (R, n_trs + n_val)
+        Every comparable subject's observation, the own one included.
+    n_trs, n_fore : int
+        Fitted TRs; held-out TRs with ensemble forecasts.
+    fit_from : int
+        First fitted TR the fit-window figures use (after the calibration and the burn-in).
+
+    Returns
+    -------
+    dict
+        Region-averaged figures (``heldout_*``, ``baseline_*``, ``retest_fc_r``, ``specific``).
+    dict
+        The held-out specificity (`metrics.specificity`).
+    """
+    held = y[:, n_trs:]
+    fc_held = metrics.functional_connectivity(held)
+    fc_of = {s: metrics.functional_connectivity(b[:, n_trs:]) for s, b in others.items()}
+    group = [fc for s, fc in fc_of.items() if s != subject]
+    spec = metrics.specificity(metrics.functional_connectivity(twin), fc_of, subject)
+    spec = dict(own_r=float(spec["own_r"]), other_r={k: float(v) for k, v in spec["other_r"].items()},
+                specific=bool(spec["specific"]))
+    out = dict(heldout_fc_r=spec["own_r"],
+               baseline_sc_fc_r=metrics.fc_similarity(sc, fc_held),
+               baseline_log_sc_fc_r=metrics.fc_similarity(np.log1p(sc), fc_held),
+               baseline_unfitted_fc_r=metrics.fc_similarity(metrics.functional_connectivity(unfitted), fc_held),
+               baseline_group_fc_r=metrics.fc_similarity(np.mean(group, axis=0), fc_held) if group else float("nan"),
+               retest_fc_r=metrics.fc_similarity(metrics.functional_connectivity(y[:, fit_from:n_trs]), fc_held),
+               specific=spec["specific"])
+    # forecasts of held-out TRs: the model's, persistence's, and an AR(1)'s fitted on the fit window
+    mu, phi = metrics.ar1_fit(y[:, fit_from:n_trs])
+    for lag, suffix, model in ((1, "", prior), (_FORECAST_TRS, "5", forecast5)):
+        targets = n_trs + np.flatnonzero(~np.isnan(model[0, n_trs:n_trs + n_fore]))
+        if len(targets) < 3:
+            continue
+        obs, past = y[:, targets], y[:, targets - lag]
+        for name, pred in ((f"heldout_forecast{suffix}", model[:, targets]), (f"heldout_persistence{suffix}", past),
+                           (f"heldout_ar1{'_5' if suffix else ''}", metrics.ar1_forecast(mu, phi, past, lag))):
+            out[f"{name}_r"] = float(np.nanmean(metrics.pearson_rows(pred, obs)))
+            out[f"{name}_mse"] = float(np.mean(metrics.mse_rows(pred, obs)))
+    return out, spec
 
 
 def _prepare(raw: np.ndarray, tr_s: float, preprocessed: bool, prep: dict) -> np.ndarray:
@@ -408,14 +540,15 @@ def _set_hemo_states(balloon: Balloon, states: np.ndarray) -> None:
     balloon.state[1:] = np.clip(hemo[1:], HEMO_MIN, HEMO_MAX)
 
 
-def _on_model_baseline(y: np.ndarray, baseline: np.ndarray) -> np.ndarray:
-    """``y`` (R, T) with each row shifted so that its mean over time is ``baseline`` (R,), the model's BOLD.
+def _on_model_baseline(y: np.ndarray, baseline: np.ndarray, calibration_trs: int) -> np.ndarray:
+    """``y`` (R, T) with each row shifted so that its mean over the first ``calibration_trs`` TRs (the calibration
+    window: causal after it) is ``baseline`` (R,), the model's BOLD.
 
     The recorded BOLD carries no absolute level, while the model's differs from region to
     region (with its rates); a common range would make the filter spend the
     hyperparameters on moving every region's level into it.
     """
-    return y - y.mean(axis=1, keepdims=True) + baseline[:, None]
+    return y - y[:, :calibration_trs].mean(axis=1, keepdims=True) + baseline[:, None]
 
 
 def _other_recordings(data: Path, subject: str, obs, n_trs: int, preprocessed: bool, prep: dict) -> dict:
@@ -426,13 +559,16 @@ def _other_recordings(data: Path, subject: str, obs, n_trs: int, preprocessed: b
     for s in subjects(data):
         other = obs if s == subject else load_observed_bold(data, s)
         if other.bold.shape[0] == obs.bold.shape[0] and other.bold.shape[1] >= n_trs and other.tr_s == obs.tr_s:
-            out[s] = _prepare(other.bold, obs.tr_s, preprocessed, prep)[:, :n_trs]
+            out[s] = _prepare(other.bold[:, :n_trs], obs.tr_s, preprocessed, prep)
     return out
 
 
 def _metrics(y, prior, posterior, forecast5, replay, burn_in, others: dict, subject, n_trs) -> dict:
-    """Per-region and region-averaged figures of merit (see the README), skipping ``burn_in`` TRs; the replay's
-    FC is compared with every subject's in ``others``."""
+    """Per-region and region-averaged figures of merit on the fitted TRs (in-sample: docs/concepts/assimilation.md),
+    from TR ``burn_in`` on (the calibration window and the filter's burn-in); the replay's FC is compared with
+    every subject's in ``others`` over the same TRs."""
+    y, prior, posterior, forecast5 = (a[:, :n_trs] for a in (y, prior, posterior, forecast5))
+    others = {s: bold[:, :n_trs] for s, bold in others.items()}
     b = min(burn_in, n_trs - 3)
     per = dict(tracking_r=metrics.pearson_rows(posterior[:, b:], y[:, b:]),
                forecast_r=metrics.pearson_rows(prior[:, max(b, 1):], y[:, max(b, 1):]),

@@ -123,3 +123,45 @@ def specificity(fc_model, fc_by_subject: dict[str, np.ndarray], own: str) -> dic
     other_r = {s: fc_similarity(fc_model, fc) for s, fc in fc_by_subject.items() if s != own}
     specific = bool(other_r) and all(own_r > r for r in other_r.values())
     return {"own_r": own_r, "other_r": other_r, "specific": bool(specific)}
+
+
+def ar1_fit(fit) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row AR(1) model ``y[t] - mu = phi (y[t-1] - mu)`` by least squares.
+
+    Parameters
+    ----------
+    fit : array_like, shape (R, T), float
+        The window the model is fitted on, T >= 3.
+
+    Returns
+    -------
+    mu, phi : ndarray, shape (R,), float64
+        Each row's mean and lag-1 coefficient (0 for a constant row).
+    """
+    y = _rows("fit", fit)
+    if y.shape[1] < 3:
+        raise ValueError(f"an AR(1) fit needs at least 3 TRs, got {y.shape[1]}")
+    mu = y.mean(axis=1)
+    a, b = y[:, :-1] - mu[:, None], y[:, 1:] - mu[:, None]
+    den = np.einsum("rt,rt->r", a, a)
+    phi = np.divide(np.einsum("rt,rt->r", a, b), den, out=np.zeros_like(den), where=den > 0)
+    return mu, phi
+
+
+def ar1_forecast(mu, phi, past, lag: int) -> np.ndarray:
+    """``lag``-step-ahead AR(1) forecast from ``past`` (R, T): ``mu + phi**lag (past - mu)``, the same shape.
+
+    Per row an affine map of ``past``, so its correlation with the target equals persistence's wherever
+    phi > 0: the AR(1) baseline differs from persistence in its error (`mse_rows`), not in r.
+    """
+    past = np.asarray(past, dtype=np.float64)
+    mu, phi = np.asarray(mu)[:, None], np.asarray(phi)[:, None]
+    return mu + phi ** int(lag) * (past - mu)
+
+
+def mse_rows(a, b) -> np.ndarray:
+    """Mean squared difference of each row of a from the same row of b, shape (R,) (units of a squared)."""
+    a, b = _rows("a", a), _rows("b", b)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
+    return np.mean((a - b) ** 2, axis=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 from numpy.polynomial import legendre
-from scipy.signal import butter, sosfiltfilt
+from scipy.signal import butter, sosfilt, sosfilt_zi
 
 from dtb.connectome.connectome import open_data_file
 from dtb.errors import DataError
@@ -129,15 +129,19 @@ def load_observed_bold(path: str | Path, subject: str) -> ObservedBold:
     return ObservedBold(bold=bold, tr_s=tr_s, labels=labels, subject=subject, path=name)
 
 
-def preprocess(raw, tr_s: float, detrend_order: int = 1, band_hz: tuple[float, float] = (0.0, 0.0),
-               lo: float = 0.02, hi: float = 0.05) -> np.ndarray:
-    """Detrend, optionally band-pass, and min-max scale recorded BOLD, region by region.
+def preprocess(raw, tr_s: float, calibration_trs: int, detrend_order: int = 0,
+               band_hz: tuple[float, float] = (0.0, 0.0), lo: float = 0.02, hi: float = 0.05) -> np.ndarray:
+    """Causally detrend, filter and scale recorded BOLD, region by region.
 
-    Steps: (a) subtract the least-squares polynomial of degree ``detrend_order`` in time
-    (fitted in a Legendre basis on time mapped to [-1, 1], for conditioning); (b) if
-    ``band_hz`` is not (0, 0), a zero-phase Butterworth filter (order 2, second-order
-    sections, forward-backward with ``scipy.signal.sosfiltfilt``); (c) an affine map of
-    each region's minimum to ``lo`` and maximum to ``hi``.
+    Column ``t`` of the result depends on the raw TRs ``0 .. max(t, calibration_trs - 1)``
+    only: from TR ``calibration_trs`` on, on nothing later than itself. Steps: (a)
+    subtract the least-squares polynomial of degree ``detrend_order`` fitted on the
+    calibration window (the first ``calibration_trs`` TRs) and extrapolated; (b) if
+    ``band_hz`` is not (0, 0), a one-pass (causal) Butterworth filter of order 2
+    (``scipy.signal.sosfilt``), started at the steady state of TR 0's value; (c) an
+    affine map taking the calibration window's mean to the middle of [lo, hi] and
+    its standard deviation to (hi - lo) / 6 (the range a min-max scale gives a normal
+    series of a few hundred samples).
 
     Parameters
     ----------
@@ -145,25 +149,28 @@ def preprocess(raw, tr_s: float, detrend_order: int = 1, band_hz: tuple[float, f
         BOLD, any units, one column per TR.
     tr_s : float
         Repetition time (s), > 0.
+    calibration_trs : int
+        Length of the calibration window, 2 <= calibration_trs <= T.
     detrend_order : int, optional
-        Polynomial degree removed, 0 <= detrend_order < T (0 = the mean only).
+        Polynomial degree removed, 0 <= detrend_order < calibration_trs (0 = the mean
+        only; a slope fitted on a short window and extrapolated over a long recording
+        drifts, so a high-pass edge is the usual way to remove slow trends causally).
     band_hz : (float, float), optional
         (low, high) cut-offs in Hz: (0, 0) no filter, (low, 0) high-pass, (0, high)
         low-pass, both > 0 band-pass (low < high). Cut-offs must be below the Nyquist
         frequency 1 / (2 tr_s).
     lo, hi : float, optional
-        Output range (the defaults are the DTB's BOLD scaling), lo < hi.
+        Output range of a typical region, lo < hi (values outside it are kept).
 
     Returns
     -------
     ndarray, shape (R, T), float64
-        Each row spans exactly [lo, hi].
 
     Raises
     ------
     ValueError
         Bad shapes or arguments, non-finite input, a cut-off at or above Nyquist, or a
-        region constant after filtering (it cannot be scaled).
+        region constant over the calibration window after filtering (it cannot be scaled).
     """
     x = np.asarray(raw, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] < 2:
@@ -173,22 +180,28 @@ def preprocess(raw, tr_s: float, detrend_order: int = 1, band_hz: tuple[float, f
     if not (np.isfinite(tr_s) and tr_s > 0):
         raise ValueError(f"tr_s must be > 0 s, got {tr_s}")
     n_t = x.shape[1]
-    if int(detrend_order) != detrend_order or not 0 <= detrend_order < n_t:
-        raise ValueError(f"detrend_order must be an integer in [0, {n_t - 1}], got {detrend_order}")
+    if int(calibration_trs) != calibration_trs or not 2 <= calibration_trs <= n_t:
+        raise ValueError(f"calibration_trs must be an integer in [2, {n_t}], got {calibration_trs}")
+    n_cal = int(calibration_trs)
+    if int(detrend_order) != detrend_order or not 0 <= detrend_order < n_cal:
+        raise ValueError(f"detrend_order must be an integer in [0, {n_cal - 1}], got {detrend_order}")
     if not lo < hi:
         raise ValueError(f"scaling range needs lo < hi, got [{lo}, {hi}]")
-    t = np.linspace(-1.0, 1.0, n_t)
-    coef = legendre.legfit(t, x.T, int(detrend_order))
-    x = x - legendre.legval(t, coef)
+    # time mapped so that the calibration window is [-1, 1] (Legendre basis, for conditioning)
+    t = np.linspace(-1.0, 1.0, n_cal)
+    t_all = -1.0 + 2.0 * np.arange(n_t) / max(n_cal - 1, 1)
+    coef = legendre.legfit(t, x[:, :n_cal].T, int(detrend_order))
+    x = x - legendre.legval(t_all, coef)
     sos = _butter_sos(band_hz, tr_s)
     if sos is not None:
-        x = sosfiltfilt(sos, x, axis=1)
-    x_min, x_max = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
-    if np.any(x_max == x_min):
-        raise ValueError(f"region {int(np.argmax(x_max == x_min))} is constant after preprocessing; cannot scale")
-    u = (x - x_min) / (x_max - x_min)
-    # lo * (1 - u) + hi * u hits lo and hi exactly at u = 0, 1; lo + (hi - lo) * u can miss hi by an ulp.
-    return lo * (1.0 - u) + hi * u
+        zi = sosfilt_zi(sos)[:, None, :] * x[None, :, :1]      # (sections, R, 2): at rest at TR 0's value
+        x, _ = sosfilt(sos, x, axis=1, zi=zi)
+    mean = x[:, :n_cal].mean(axis=1, keepdims=True)
+    sd = x[:, :n_cal].std(axis=1, keepdims=True)
+    if np.any(~(sd > 0)):
+        raise ValueError(f"region {int(np.argmax(~(sd > 0)))} is constant over the calibration window after "
+                         "preprocessing; cannot scale")
+    return 0.5 * (lo + hi) + (x - mean) / sd * ((hi - lo) / 6.0)
 
 
 def _butter_sos(band_hz, tr_s: float):
@@ -209,7 +222,8 @@ def _butter_sos(band_hz, tr_s: float):
     return None
 
 
-def describe_preprocessing(detrend_order: int, band_hz: tuple[float, float], lo: float, hi: float) -> str:
+def describe_preprocessing(calibration_trs: int, detrend_order: int, band_hz: tuple[float, float], lo: float,
+                           hi: float) -> str:
     """One human-readable line describing :func:`preprocess` with these arguments (for output files)."""
     low, high = (float(v) for v in band_hz)
     if low > 0 and high > 0:
@@ -220,6 +234,8 @@ def describe_preprocessing(detrend_order: int, band_hz: tuple[float, float], lo:
         band = f"low-pass {high:g} Hz"
     else:
         band = None
-    filt = f"zero-phase Butterworth order {BUTTER_ORDER} {band} (sosfiltfilt)" if band else "no filter"
-    trend = "mean removed" if detrend_order == 0 else f"polynomial trend of order {detrend_order} removed"
-    return f"per region: {trend}; {filt}; min-max scaled to [{lo:g}, {hi:g}]"
+    filt = f"causal Butterworth order {BUTTER_ORDER} {band} (one pass, sosfilt)" if band else "no filter"
+    trend = "mean" if detrend_order == 0 else f"polynomial trend of order {detrend_order}"
+    return (f"causal, per region: the {trend} of the first {calibration_trs} TRs (the calibration window) removed; "
+            f"{filt}; scaled so that the calibration window's mean is {0.5 * (lo + hi):g} and its s.d. "
+            f"{(hi - lo) / 6:g} (about [{lo:g}, {hi:g}])")

@@ -14,8 +14,13 @@ from dtb.connectome.connectome import bundled_connectome_path
 from dtb.errors import ConfigError
 
 SMALL = ["wholebrain.n_neurons=2000", "wholebrain.in_degree=20", "simulation.dt_ms=1.0", "assimilation.members=3",
-         "assimilation.trs=12", "assimilation.spinup_ms=200", "assimilation.burn_in_trs=2",
-         "assimilation.forecast5_every=2", "recording.progress=false"]
+         "assimilation.trs=12", "assimilation.calibration_trs=2", "assimilation.spinup_ms=200",
+         "assimilation.burn_in_trs=1", "assimilation.forecast5_every=2", "validation.trs=6", "validation.forecast_trs=3",
+         "recording.progress=false"]
+CALIB = 2
+HELDOUT = ("heldout_fc_r", "baseline_sc_fc_r", "baseline_log_sc_fc_r", "baseline_unfitted_fc_r", "baseline_group_fc_r",
+           "retest_fc_r", "specific", "heldout_forecast_r", "heldout_persistence_r", "heldout_ar1_r",
+           "heldout_forecast_mse", "heldout_persistence_mse", "heldout_ar1_mse")
 
 
 def test_assimilate_writes_a_complete_group(tmp_path, capsys):
@@ -25,37 +30,52 @@ def test_assimilate_writes_a_complete_group(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     with h5py.File(out) as f:
         g = f["assimilation"]
-        r, t, h = 94, 12, 3
+        r, t, h, c = 94, 12, 3, CALIB
         for name in ("bold_observed", "bold_prior", "bold_posterior", "bold_forecast5", "bold_replay"):
             assert g[name].shape == (r, t), name
         assert g["hyper_mean"].shape == (t, r, h) and g["hyper_sd"].shape == (t, r, h)
         assert list(g["hyper_names"].asstr()[()]) == ["g_ampa", "g_gaba_a", "i_bg"]
-        assert np.isfinite(g["bold_prior"][()]).all() and np.isfinite(g["bold_posterior"][()]).all()
-        # forecasts exist for TR 5 + every second TR, NaN elsewhere
+        # the calibration window is not assimilated
+        for name in ("bold_prior", "bold_posterior", "bold_replay"):
+            assert np.isnan(g[name][:, :c]).all() and np.isfinite(g[name][:, c:]).all(), name
+        # forecasts are made every second TR from the first assimilated one on, NaN elsewhere
         made = ~np.isnan(g["bold_forecast5"][0])
-        assert list(np.flatnonzero(made)) == [5, 7, 9, 11]
+        assert list(np.flatnonzero(made)) == [7, 9, 11]
         obs = g["bold_observed"][()]
-        assert obs.shape == (r, t) and obs.min() >= 0.01 - 1e-12 and obs.max() <= 0.02 + 1e-12
+        # the causal scale: the calibration window's s.d. is (obs_hi - obs_lo) / 6, its mean the model's level
+        np.testing.assert_allclose(obs[:, :c].std(axis=1), (0.03 - 0.01) / 6, rtol=1e-9)
         mean = g["hyper_mean"][()]
-        assert (mean[..., 0] > 0.5).all() and (mean[..., 0] < 2.0).all()
-        assert (mean[..., 2] > 0.7).all() and (mean[..., 2] < 1.3).all()
-        assert (g["hyper_sd"][()] > 0).all()
+        assert np.isnan(mean[:c]).all()
+        # inside the bounds (up to rounding where the ensemble's 3 members all sit on one)
+        assert (mean[c:, :, 0] > 0.5 - 1e-9).all() and (mean[c:, :, 0] < 2.0 + 1e-9).all()
+        assert (mean[c:, :, 2] > 0.7 - 1e-9).all() and (mean[c:, :, 2] < 1.3 + 1e-9).all()
+        assert (g["hyper_sd"][c:] >= 0).all()
         for name in ("tracking_r", "forecast_r", "persistence_r", "forecast5_r", "persistence5_r"):
             assert g[f"metrics/{name}"].shape == (r,)
-        assert "min-max scaled to [0.01, 0.02]" in g.attrs["preprocessing"]
-        assert f["bold"].shape == (r, t) and f["bold"].attrs["tr_ms"] == pytest.approx(720.0)
+        assert g.attrs["preprocessing"].startswith("causal, per region: the mean of the first 2 TRs")
+        assert f["bold"].shape == (r, t - c) and f["bold"].attrs["tr_ms"] == pytest.approx(720.0)
         spec = f["assimilation/specificity"]
         assert len(spec["subjects"]) == 4 and "102311" not in list(spec["subjects"].asstr()[()])
+        v = f["assimilation/validation"]
+        assert v.attrs["first_tr"] == t and v.attrs["trs"] == 6 and v.attrs["forecast_trs"] == 3
+        for name in ("bold_observed", "bold_twin", "bold_unfitted"):
+            assert v[name].shape == (r, 6) and np.isfinite(v[name][()]).all(), name
+        assert v["bold_prior"].shape == (r, 3) and np.isfinite(v["bold_prior"][()]).all()
+        # the twin's fixed hyperparameters: the posterior mean over the last half of the scored fitted TRs
+        np.testing.assert_allclose(v["hyper_twin"][()], mean[-((t - c - 1) // 2):].mean(axis=0))
+        assert v["specificity"].attrs["own_r"] == pytest.approx(f["assimilation"].attrs["metrics/heldout_fc_r"])
         summary = json.loads(f["summary"][()])
     assert summary["metrics"] == printed["metrics"]
     assert set(summary["metrics"]) == {"tracking_r", "forecast_r", "persistence_r", "forecast5_r", "persistence5_r",
-                                       "replay_fc_r"}
+                                       "replay_fc_r", *HELDOUT}
     assert summary["specificity"]["own_r"] == summary["metrics"]["replay_fc_r"]
+    assert summary["heldout_specificity"]["own_r"] == summary["metrics"]["heldout_fc_r"]
     # the tracking figure is near one by construction only with enough members; here it must at least be positive
     assert summary["metrics"]["tracking_r"] > 0
     assert main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
     assert "assimilation of subject 102311" in text and "forecast5_r" in text and "specificity" in text
+    assert "held out   (TRs 12 to 17" in text and "in-sample" in text
 
 
 def test_assimilate_refuses_bad_requests(tmp_path):
@@ -74,19 +94,22 @@ def test_assimilate_refuses_bad_requests(tmp_path):
 def test_replay_size(tmp_path):
     """0 replays a member-sized brain (the same replay as naming that size); a bigger brain is replayed with the
     same hyperparameters, the filter unchanged; a size too small for the regions fails before the filter runs."""
-    base = SMALL + ["assimilation.trs=6", "assimilation.forecast5_every=0"]
+    base = SMALL + ["assimilation.trs=6", "assimilation.forecast5_every=0", "validation.trs=3",
+                    "validation.forecast_trs=0"]
     runs = {}
     for n in (0, 2000, 6000):
-        summary = assimilate(load_config(overrides=base + [f"assimilation.replay_n_neurons={n}"]),
+        summary = assimilate(load_config(overrides=base + [f"validation.n_neurons={n}"]),
                              tmp_path / f"{n}.h5")
         with h5py.File(tmp_path / f"{n}.h5") as f:
             runs[n] = summary, f["assimilation/bold_replay"][()], f["assimilation/hyper_mean"][()]
     assert runs[0][0]["replay_n_neurons"] == 2000 and runs[6000][0]["replay_n_neurons"] == 6000
     np.testing.assert_array_equal(runs[0][1], runs[2000][1])
     np.testing.assert_array_equal(runs[0][2], runs[6000][2])
-    assert np.isfinite(runs[6000][1]).all() and not np.array_equal(runs[0][1], runs[6000][1])
-    with pytest.raises(ConfigError, match="replay_n_neurons: .* too small for 94 regions"):
-        assimilate(load_config(overrides=base + ["assimilation.replay_n_neurons=100"]), tmp_path / "x.h5")
+    assert np.isfinite(runs[6000][1][:, CALIB:]).all() and not np.array_equal(runs[0][1], runs[6000][1])
+    with pytest.raises(ConfigError, match="validation.n_neurons: .* too small for 94 regions"):
+        assimilate(load_config(overrides=base + ["validation.n_neurons=100"]), tmp_path / "x.h5")
+    with pytest.warns(FutureWarning, match="validation.n_neurons"):
+        assert load_config(overrides=["assimilation.replay_n_neurons=6000"]).validation.n_neurons == 6000
     assert not (tmp_path / "x.h5").exists()
 
 
@@ -95,8 +118,8 @@ def test_observation_on_the_model_baseline(tmp_path, baseline):
     """obs_baseline = 'model' or 'member': each region's observation keeps its shape and width, centred on the
     model's BOLD ('member' compares each member relative to its own level, the ensemble mean is unchanged)."""
     small = [o for o in SMALL if not o.startswith("assimilation.trs")] + [
-        "assimilation.trs=4", "assimilation.replay=false", "assimilation.forecast5_every=0"]
-    assimilate(load_config(overrides=small), tmp_path / "range.h5")
+        "assimilation.trs=6", "assimilation.replay=false", "assimilation.forecast5_every=0", "validation.trs=3"]
+    assimilate(load_config(overrides=small + ["assimilation.obs_baseline=range"]), tmp_path / "range.h5")
     assimilate(load_config(overrides=small + [f"assimilation.obs_baseline={baseline}"]), tmp_path / "model.h5")
     with h5py.File(tmp_path / "range.h5") as a, h5py.File(tmp_path / "model.h5") as b:
         y_range, y_model = a["assimilation/bold_observed"][()], b["assimilation/bold_observed"][()]
@@ -108,9 +131,10 @@ def test_observation_on_the_model_baseline(tmp_path, baseline):
     np.testing.assert_allclose(shift - shift[:, :1], 0.0, rtol=0, atol=1e-12)
     # the levels follow the model's, region by region: the first forecast (one TR after the spin-up's
     # steady state) lies much closer to them than to the common range
-    level = y_model.mean(axis=1)
+    level = y_model[:, :CALIB].mean(axis=1)
     assert level.std() > 0
-    assert np.abs(prior[:, 0] - level).mean() < 0.5 * np.abs(prior[:, 0] - y_range.mean(axis=1)).mean()
+    first = prior[:, CALIB]
+    assert np.abs(first - level).mean() < 0.5 * np.abs(first - y_range[:, :CALIB].mean(axis=1)).mean()
 
 
 def _subset_file(path, regions, bold, tr_s):
@@ -135,7 +159,7 @@ def test_filter_recovers_known_hyperparameters(tmp_path):
     the brain-wide estimate, the mean over regions, is what converges to the truth.
     """
     regions = np.arange(0, 20, 2)  # ten left-hemisphere regions
-    n_trs, truth = 40, 1.2
+    n_trs, truth = 60, 1.2
     common = ["wholebrain.n_neurons=2000", "wholebrain.in_degree=40", "simulation.dt_ms=1.0", "hyper.gamma_alpha=5",
               "recording.progress=false"]
     data = tmp_path / "synthetic.h5"
@@ -151,7 +175,12 @@ def test_filter_recovers_known_hyperparameters(tmp_path):
                                           "assimilation.preprocess=false", "assimilation.members=16",
                                           f"assimilation.trs={n_trs}", "assimilation.spinup_ms=500",
                                           "assimilation.forecast5_every=0", "assimilation.replay=false",
-                                          "assimilation.walk_sd=0.15", "assimilation.inflation=1.05"])
+                                          "assimilation.walk_sd=0.15", "assimilation.inflation=1.05",
+                                          "assimilation.calibration_trs=2", "assimilation.obs_baseline=range",
+                                          "assimilation.hemodynamics=joint", "assimilation.smoother_trs=0",
+                                          "assimilation.local_weight=0.5", "assimilation.obs_var=1e-6",
+                                          "assimilation.inflate_hyper=true", "validation.trs=3",
+                                          "validation.forecast_trs=0"])
     assimilate(cfg, tmp_path / "fit.h5", data=data, subject="101309")
     with h5py.File(tmp_path / "fit.h5") as f:
         last = f["assimilation/hyper_mean"][()][-10:, :, 0].mean(axis=0)  # per region, last 10 TRs
@@ -165,8 +194,9 @@ def test_filter_recovers_known_hyperparameters(tmp_path):
 def test_the_smoother_revises_only_the_recorded_history(tmp_path):
     """smoother_trs leaves the filter's path bitwise alone and revises the hyperparameters of earlier TRs."""
     small = [o for o in SMALL if not o.startswith("assimilation.trs")] + [
-        "assimilation.trs=8", "assimilation.replay=false", "assimilation.forecast5_every=0"]
-    assimilate(load_config(overrides=small), tmp_path / "filter.h5")
+        "assimilation.trs=8", "assimilation.replay=false", "assimilation.forecast5_every=0", "validation.trs=3",
+        "validation.forecast_trs=0"]
+    assimilate(load_config(overrides=small + ["assimilation.smoother_trs=0"]), tmp_path / "filter.h5")
     assimilate(load_config(overrides=small + ["assimilation.smoother_trs=3"]), tmp_path / "smoother.h5")
     with h5py.File(tmp_path / "filter.h5") as a, h5py.File(tmp_path / "smoother.h5") as b:
         for name in ("bold_prior", "bold_posterior"):
@@ -174,7 +204,7 @@ def test_the_smoother_revises_only_the_recorded_history(tmp_path):
         filtered, smoothed = a["assimilation/hyper_mean"][()], b["assimilation/hyper_mean"][()]
     # the last TR has no later observation; every earlier one has at least one
     np.testing.assert_array_equal(smoothed[-1], filtered[-1])
-    assert (smoothed[:-1] != filtered[:-1]).all()
+    assert (smoothed[CALIB:-1] != filtered[CALIB:-1]).all()
 
 
 def test_separate_hemodynamics_keep_the_members_own_bold(tmp_path):
@@ -185,8 +215,8 @@ def test_separate_hemodynamics_keep_the_members_own_bold(tmp_path):
     depend on the observation noise, while the tracked prior does.
     """
     small = [o for o in SMALL if not o.startswith("assimilation.trs")] + [
-        "assimilation.trs=5", "assimilation.replay=false", "assimilation.forecast5_every=0",
-        "assimilation.prior_sd=0", "assimilation.walk_sd=0", "assimilation.local_weight=1",
+        "assimilation.trs=7", "assimilation.replay=false", "assimilation.forecast5_every=0", "validation.trs=3",
+        "validation.forecast_trs=0", "assimilation.obs_baseline=range", "assimilation.prior_sd=0", "assimilation.walk_sd=0", "assimilation.local_weight=1",
         "assimilation.inflation=1.1"]
     runs = {}
     for mode in ("joint", "separate"):
@@ -203,8 +233,9 @@ def test_separate_hemodynamics_keep_the_members_own_bold(tmp_path):
     np.testing.assert_array_equal(runs["separate", "1e-6"]["bold_free"], runs["separate", "1e-4"]["bold_free"])
     assert not np.array_equal(runs["separate", "1e-6"]["bold_prior"], runs["separate", "1e-4"]["bold_prior"])
     # the corrections move the tracked copy away from the members' own BOLD from the second TR on
-    assert np.array_equal(runs["separate", "1e-6"]["bold_free"][:, 0], runs["separate", "1e-6"]["bold_prior"][:, 0])
-    assert not np.allclose(runs["separate", "1e-6"]["bold_free"][:, 1:], runs["separate", "1e-6"]["bold_prior"][:, 1:])
+    free, prior = runs["separate", "1e-6"]["bold_free"], runs["separate", "1e-6"]["bold_prior"]
+    assert np.array_equal(free[:, CALIB], prior[:, CALIB])
+    assert not np.allclose(free[:, CALIB + 1:], prior[:, CALIB + 1:])
 
 
 @pytest.mark.parametrize("options", [["assimilation.obs_baseline=range"],
@@ -227,7 +258,7 @@ def test_a_stopped_assimilation_resumes_bitwise(tmp_path, capsys, options):
     with pytest.raises(Stop):
         assimilate(load_config(overrides=small + ["simulation.checkpoint_ms=2160"]), out, on_checkpoint=stop)
     assert not out.exists() and main(["inspect", str(out) + ".partial"]) == 0
-    assert "checkpoint after 3 of 8 TRs" in capsys.readouterr().out
+    assert "checkpoint after 3 of 11 TRs" in capsys.readouterr().out
     assert main(["assimilate", "--resume", str(out), "--quiet"]) == 0
     with h5py.File(ref) as a, h5py.File(out) as b:
         assert set(a["assimilation"]) == set(b["assimilation"])
@@ -237,3 +268,50 @@ def test_a_stopped_assimilation_resumes_bitwise(tmp_path, capsys, options):
                                               err_msg=name)
         assert json.loads(b["summary"][()])["metrics"] == json.loads(a["summary"][()])["metrics"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "ref.h5"]
+
+
+def test_no_figure_before_a_tr_depends_on_it(tmp_path):
+    """Causality: a change of the raw BOLD at TR k (after the calibration window) changes no observation,
+    forecast or filtered hyperparameter of an earlier TR; a change in the held-out TRs changes nothing the
+    fit produced (the twin's hyperparameters and BOLD included)."""
+    import shutil
+
+    small = [o for o in SMALL if not o.startswith("assimilation.trs")] + [
+        "assimilation.trs=10", "assimilation.replay=false", "assimilation.smoother_trs=2"]
+    base = tmp_path / "base.h5"
+    shutil.copy(bundled_connectome_path(), base)
+    runs = {}
+    for k in (None, 6, 12):
+        data = base
+        if k is not None:
+            data = tmp_path / f"tr{k}.h5"
+            shutil.copy(base, data)
+            with h5py.File(data, "r+") as f:
+                f["subjects/102311/bold"][:, k] += 5 * f["subjects/102311/bold"][()].std(axis=1)
+        out = tmp_path / f"run{k}.h5"
+        assimilate(load_config(overrides=small), out, data=data, subject="102311")
+        with h5py.File(out) as f:
+            runs[k] = {name: f[f"assimilation/{name}"][()] for name in (
+                "bold_observed", "bold_prior", "bold_posterior", "bold_forecast5", "hyper_mean",
+                "validation/bold_observed", "validation/bold_prior", "validation/bold_forecast5",
+                "validation/hyper_twin", "validation/bold_twin", "validation/bold_unfitted")}
+    # the first TR of each record that may depend on TR k: the observation and the analysis at k, the 1-TR
+    # forecast at k + 1, the 5-TR forecast at k + 5, the smoothed hyperparameters from k - smoother_trs on;
+    # the held-out records count TRs from n_trs; the twin and the unfitted baseline depend on the fit alone
+    lag = {"bold_observed": 0, "bold_posterior": 0, "bold_prior": 1, "bold_forecast5": 5, "hyper_mean": -2}
+    n_trs = 10
+    for k in (6, 12):
+        for name, vals in runs[None].items():
+            got = runs[k][name]
+            if name == "hyper_mean":                    # (TRs, regions, H) -> TRs second, as the others
+                got, vals = got.transpose(1, 0, 2), vals.transpose(1, 0, 2)
+            if name.startswith("validation/bold_") and name.split("/")[1] in lag:
+                cut = k + lag[name.split("/")[1]] - n_trs
+            elif name.startswith("validation/"):
+                cut = 0 if k < n_trs else vals.shape[1]
+            else:
+                cut = k + lag[name]
+            np.testing.assert_array_equal(got[:, :max(cut, 0)], vals[:, :max(cut, 0)], err_msg=f"{name}, TR {k}")
+        obs = "bold_observed" if k < n_trs else "validation/bold_observed"
+        assert not np.array_equal(runs[k][obs], runs[None][obs])
+    assert not np.array_equal(runs[6]["validation/hyper_twin"], runs[None]["validation/hyper_twin"])

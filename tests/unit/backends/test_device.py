@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import device_checks
-from device_checks import RUNS, run, spikes
+from device_checks import run, spikes
 from dtb import cli
 from dtb.backends import device as device_backend
 from dtb.errors import ResourceError
