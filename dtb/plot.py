@@ -1,4 +1,5 @@
-"""``dtb plot``: one figure of a run: raster, rates, BOLD and its FC.
+"""``dtb plot``: one figure of a run: raster, rates, BOLD and its FC; of an assimilation, the twin judged on
+held-out TRs.
 
 Reads through `dtb.io.analysis`, so spikes stream (only the sampled neurons' spikes
 are kept) and long rate series are averaged down to at most ``MAX_POINTS`` bins.
@@ -47,6 +48,18 @@ def _heat(fig, ax, values: np.ndarray, extent, labels: list[str], label: str, ti
     fig.colorbar(im, ax=ax, label=label, pad=0.01)
 
 
+def _save(fig, out) -> None:
+    """Write ``fig`` to ``out`` (one line if that fails) and free it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.savefig(out, dpi=150)
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot write the figure {str(out)!r}: {err}") from None
+    finally:
+        plt.close(fig)
+
+
 def _downsampled(rates):
     k = max(1, -(-rates.sizes["time"] // MAX_POINTS))
     return rates.coarsen(time=k, boundary="trim").mean() if k > 1 else rates
@@ -66,8 +79,18 @@ def plot_run(path: str | Path, out: str | Path, n_neurons: int = 500) -> list[st
     Returns
     -------
     list of str
-        The panels drawn, in order: 'raster', 'rates', and 'bold', 'fc' when the run has BOLD.
+        The panels drawn, in order: 'raster', 'rates', and 'bold', 'fc' when the run has BOLD; for an
+        assimilation's run file those of `plot_assimilation`.
     """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            assimilation = "assimilation" in f
+    except OSError:
+        assimilation = False  # open_run says what is wrong with the file
+    if assimilation:
+        return plot_assimilation(path, out)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,10 +144,63 @@ def plot_run(path: str | Path, out: str | Path, n_neurons: int = 500) -> list[st
             ax.set_xticks(np.arange(0, len(run.regions), every))
             ax.set_xticklabels(run.regions[::every], fontsize=5, rotation=90)
         fig.tight_layout()
-        try:
-            fig.savefig(out, dpi=150)
-        except (OSError, ValueError) as err:
-            raise DataError(f"cannot write the figure {str(out)!r}: {err}") from None
-        finally:
-            plt.close(fig)
+        _save(fig, out)
+    return panels
+
+
+def plot_assimilation(path: str | Path, out: str | Path) -> list[str]:
+    """Draw an assimilation's run file: the held-out FC beside the fitted twin's and the unfitted model's (each
+    titled with its similarity to the held-out one), and the fitted hyperparameters over the assimilated TRs.
+
+    Returns
+    -------
+    list of str
+        The panels drawn: 'heldout_fc' (when the run held TRs out) and 'hyper'.
+    """
+    import h5py
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dtb.assimilation.metrics import fc_similarity, functional_connectivity
+
+    with h5py.File(path, "r") as f:
+        g = f["assimilation"]
+        names = list(g["hyper_names"].asstr()[()])
+        hyper = g["hyper_mean"][()]                                  # (T, R, H)
+        subject, calib = g.attrs["subject"], int(g.attrs.get("calibration_trs", 0))
+        val = g.get("validation")
+        fcs = None
+        if val is not None:
+            held = functional_connectivity(val["bold_observed"][()])
+            fcs = [("held-out recording", held, None)] + [
+                (what, fc, fc_similarity(fc, held)) for what, fc in
+                (("fitted twin", functional_connectivity(val["bold_twin"][()])),
+                 ("unfitted model", functional_connectivity(val["bold_unfitted"][()])))]
+            first_tr, n_val = int(val.attrs["first_tr"]), int(val.attrs["trs"])
+    panels = (["heldout_fc"] if fcs else []) + ["hyper"]
+    fig = plt.figure(figsize=(13, 8.5 if fcs else 4))
+    grid = fig.add_gridspec(2 if fcs else 1, 3, height_ratios=[1.3, 1] if fcs else [1])
+    fig.suptitle(f"{Path(path).name} - assimilation of subject {subject}")
+    if fcs:
+        for k, (what, fc, r) in enumerate(fcs):
+            ax = fig.add_subplot(grid[0, k])
+            im = ax.imshow(fc, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+            ax.set_title(f"FC, {what}" + (f"\nr = {r:.3f} with the held-out FC" if r is not None else
+                                          f"\nTRs {first_tr} to {first_tr + n_val - 1}, unseen by the fit"),
+                         fontsize="small")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.colorbar(im, ax=fig.axes, label="Pearson r", shrink=0.5, location="right")
+    ax = fig.add_subplot(grid[-1, :])
+    trs = np.arange(hyper.shape[0])
+    for h, name in enumerate(names):
+        ax.plot(trs[calib:], np.nanmean(hyper[calib:, :, h], axis=1), label=f"{name} (mean over regions)")
+    ax.set_xlabel("TR")
+    ax.set_ylabel("gain")
+    ax.set_title(f"posterior-mean hyperparameters (TRs 0 to {calib - 1}: calibration window, not assimilated)",
+                 fontsize="small")
+    ax.legend(fontsize="small")
+    _save(fig, out)
     return panels

@@ -8,6 +8,12 @@ and hemodynamic states with the ensemble Kalman filter (`enkf_update`) against t
 preprocessed observation. Every rank runs the same filter on the same (summed)
 activity with the same counter-based draws, so no rank needs another's result and
 the outcome does not depend on the number of ranks.
+
+The observation is causal (`observation.preprocess`): the first ``calibration_trs``
+TRs set its scale and are not assimilated. After the fitted TRs the ensemble goes
+on through held-out TRs with its hyperparameters frozen (forecasts only), and the
+twin, one brain at the fitted hyperparameters, runs free beside the unfitted model
+for the held-out length: `_heldout_metrics` judges them against baselines.
 """
 
 from __future__ import annotations

@@ -120,19 +120,22 @@ def test_dry_run_predicts_the_messages_ranks_send(world, connectome, name):
 
 
 ASSIM = ["wholebrain.n_neurons=2000", "wholebrain.in_degree=20", "simulation.dt_ms=1.0", "assimilation.members=3",
-         "assimilation.trs=7", "assimilation.spinup_ms=100", "assimilation.burn_in_trs=0",
-         "assimilation.forecast5_every=1", "hyper.gamma_alpha=5", "recording.progress=false"]
+         "assimilation.trs=7", "assimilation.calibration_trs=2", "assimilation.spinup_ms=100",
+         "assimilation.burn_in_trs=0", "assimilation.forecast5_every=1", "validation.trs=4", "validation.forecast_trs=2",
+         "hyper.gamma_alpha=5", "recording.progress=false"]
 
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("filter_name", ["joint", "separate"])
 def test_assimilation_is_independent_of_rank_count(world, mpi_tmp_path, filter_name):
     """The ensemble is partitioned like any network; the filter's results equal one process's bitwise
-    (the default filter, and the benchmark's dual filter with member levels and a smoother)."""
+    (the DTB's joint filter, and the default dual filter with member levels and a smoother), held-out
+    forecasts, twin and baselines included."""
     from dtb.assimilation.driver import assimilate
 
-    options = {"joint": [], "separate": ["assimilation.obs_baseline=member", "assimilation.hemodynamics=separate",
-                                         "assimilation.smoother_trs=2"]}[filter_name]
+    options = {"joint": ["assimilation.obs_baseline=range", "assimilation.hemodynamics=joint",
+                         "assimilation.smoother_trs=0"],
+               "separate": ["assimilation.smoother_trs=2"]}[filter_name]
     cfg = load_config(overrides=ASSIM + options)
     out = mpi_tmp_path / f"assim_{filter_name}_p{world.size}.h5"
     summary = assimilate(cfg, out, ctx=world)
@@ -141,11 +144,13 @@ def test_assimilation_is_independent_of_rank_count(world, mpi_tmp_path, filter_n
         ref = mpi_tmp_path / f"assim_{filter_name}_serial_p{world.size}.h5"
         assimilate(cfg, ref, ctx=Context.serial(threads=1))
         with h5py.File(out) as a, h5py.File(ref) as b:
-            names = [n for n, o in a["assimilation"].items() if isinstance(o, h5py.Dataset)] + ["bold"]
-            for name in names:
-                key = name if name == "bold" else f"assimilation/{name}"
-                np.testing.assert_array_equal(a[key][()], b[key][()], err_msg=name)
-            assert np.isfinite(a["assimilation/bold_prior"][()]).all()
+            keys = ["bold"]
+            a["assimilation"].visit(lambda n: keys.append(f"assimilation/{n}")
+                                    if isinstance(a[f"assimilation/{n}"], h5py.Dataset) else None)
+            assert "assimilation/validation/bold_twin" in keys
+            for key in keys:
+                np.testing.assert_array_equal(a[key][()], b[key][()], err_msg=key)
+            assert np.isfinite(a["assimilation/bold_prior"][:, 2:]).all()
 
 
 class _Stop(Exception):

@@ -68,3 +68,25 @@ def test_specificity():
     assert specificity(model, {"b": fcs["b"]}, "b")["specific"] is False
     with pytest.raises(ValueError, match="own subject"):
         specificity(model, fcs, "z")
+
+
+def test_ar1_fit_and_forecast():
+    """An AR(1) series gives back its coefficient; the forecast is mu + phi**lag (past - mu), whose r equals
+    persistence's (an affine map per row) while its error is smaller."""
+    from dtb.assimilation.metrics import ar1_fit, ar1_forecast, mse_rows, pearson_rows
+
+    rng = np.random.default_rng(5)
+    n, phi_true, mu_true = 20000, 0.8, 3.0
+    y = np.zeros((2, n))
+    for t in range(1, n):
+        y[:, t] = phi_true * y[:, t - 1] + rng.normal(size=2)
+    y += mu_true
+    mu, phi = ar1_fit(y)
+    np.testing.assert_allclose(phi, phi_true, atol=0.01)
+    np.testing.assert_allclose(mu, mu_true, atol=0.1)
+    past, target = y[:, :-5], y[:, 5:]
+    pred = ar1_forecast(mu, phi, past, 5)
+    np.testing.assert_allclose(pred, mu[:, None] + phi[:, None] ** 5 * (past - mu[:, None]))
+    np.testing.assert_allclose(pearson_rows(pred, target), pearson_rows(past, target), rtol=1e-12)
+    assert (mse_rows(pred, target) < mse_rows(past, target)).all()
+    np.testing.assert_array_equal(ar1_fit(np.ones((1, 10)))[1], [0.0])

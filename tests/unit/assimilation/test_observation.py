@@ -89,15 +89,36 @@ def test_file_errors(tmp_path):
         load_observed_bold(truncated, "s1")
 
 
-def test_detrend_removes_linear_trend_exactly():
+def test_the_trend_comes_from_the_calibration_window():
+    """A trend fitted on the first TRs and extrapolated: an exact line is removed exactly everywhere."""
     t = np.arange(300) * 0.72
     x = np.sin(2 * np.pi * 0.05 * t)
-    raw = np.vstack([1000 + 3.0 * t + x, -50 - 0.5 * t + x])
-    out = preprocess(raw, 0.72, detrend_order=1, lo=0.0, hi=1.0)
-    ref = preprocess(x[None] - np.polyval(np.polyfit(t, x, 1), t)[None], 0.72, detrend_order=0, lo=0.0, hi=1.0)
-    assert np.allclose(out, ref[[0, 0]], atol=1e-9)
-    quad = preprocess(np.vstack([t**2 + x, x]), 0.72, detrend_order=2)
-    assert np.allclose(quad[0], quad[1], atol=1e-9)
+    line = np.vstack([1000 + 3.0 * t, -50 - 0.5 * t])
+    out = preprocess(line + x, 0.72, calibration_trs=100, detrend_order=1, lo=0.0, hi=1.0)
+    ref = preprocess(line + x - (line - line[:, :100].mean(axis=1, keepdims=True))
+                     - np.polyval(np.polyfit(t[:100], x[:100], 1), t) + x[:100].mean(), 0.72, calibration_trs=100,
+                     detrend_order=0, lo=0.0, hi=1.0)
+    np.testing.assert_allclose(out, ref, atol=1e-9)
+    with pytest.raises(ValueError, match="detrend_order"):
+        preprocess(line, 0.72, calibration_trs=2, detrend_order=2)
+
+
+def test_every_observation_depends_on_no_later_tr():
+    """Raw TR k changes nothing before k once k is past the calibration window (with the band-pass too)."""
+    rng = np.random.default_rng(3)
+    raw = rng.normal(size=(4, 400)).cumsum(axis=1) + 100
+    ref = preprocess(raw, 0.72, calibration_trs=50, band_hz=(0.01, 0.1))
+    for k in (50, 120, 399):
+        bumped = raw.copy()
+        bumped[:, k] += 10.0
+        out = preprocess(bumped, 0.72, calibration_trs=50, band_hz=(0.01, 0.1))
+        np.testing.assert_array_equal(out[:, :k], ref[:, :k])
+        assert not np.array_equal(out[:, k], ref[:, k])
+    # inside the calibration window a change moves the scale: that window is never assimilated
+    bumped = raw.copy()
+    bumped[:, 10] += 10.0
+    assert not np.array_equal(preprocess(bumped, 0.72, calibration_trs=50)[:, 60],
+                              preprocess(raw, 0.72, calibration_trs=50)[:, 60])
 
 
 def _power(x, f_hz, tr_s):
@@ -112,8 +133,8 @@ def test_band_pass_keeps_in_band_removes_out_of_band(band):
     f_in = 0.04                                   # inside every band
     f_out = 0.3 if band[1] > 0 else 0.002         # out of band
     raw = np.vstack([np.sin(2 * np.pi * f_in * t) + np.sin(2 * np.pi * f_out * t)] * 2)
-    out = preprocess(raw, tr_s, detrend_order=0, band_hz=band, lo=-1.0, hi=1.0)[0]
-    ref = preprocess(raw, tr_s, detrend_order=0, lo=-1.0, hi=1.0)[0]
+    out = preprocess(raw, tr_s, 100, detrend_order=0, band_hz=band, lo=-1.0, hi=1.0)[0, 300:]  # past the transient
+    ref = preprocess(raw, tr_s, 100, detrend_order=0, lo=-1.0, hi=1.0)[0, 300:]
     keep = _power(out, f_in, tr_s) / _power(ref, f_in, tr_s)
     kill = _power(out, f_out, tr_s) / _power(ref, f_out, tr_s)
     assert kill < 0.05 * keep, (keep, kill)
@@ -123,22 +144,28 @@ def test_band_validation():
     raw = np.random.default_rng(0).normal(size=(2, 100))
     for band in [(0.8, 0.0), (0.0, 0.7), (0.1, 0.05), (-0.1, 0.0)]:
         with pytest.raises(ValueError):
-            preprocess(raw, 0.72, band_hz=band)
+            preprocess(raw, 0.72, 50, band_hz=band)
     with pytest.raises(ValueError, match="Nyquist"):
-        preprocess(raw, 0.72, band_hz=(0.0, 0.7))
+        preprocess(raw, 0.72, 50, band_hz=(0.0, 0.7))
+    with pytest.raises(ValueError, match="calibration_trs"):
+        preprocess(raw, 0.72, 101)
 
 
-def test_scaling_spans_range_exactly():
+def test_scaling_comes_from_the_calibration_window():
     raw = np.random.default_rng(1).normal(50, 10, size=(7, 300)) + np.arange(300)
-    out = preprocess(raw, 0.72, band_hz=(0.01, 0.1))
+    out = preprocess(raw, 0.72, 60, band_hz=(0.01, 0.1))
     assert out.dtype == np.float64 and out.shape == raw.shape
-    assert np.all(out.min(axis=1) == 0.02) and np.all(out.max(axis=1) == 0.05)
+    np.testing.assert_allclose(out[:, :60].mean(axis=1), 0.035, atol=1e-12)
+    np.testing.assert_allclose(out[:, :60].std(axis=1), 0.005, rtol=1e-12)
     with pytest.raises(ValueError, match="lo < hi"):
-        preprocess(raw, 0.72, lo=1.0, hi=1.0)
+        preprocess(raw, 0.72, 60, lo=1.0, hi=1.0)
+    with pytest.raises(ValueError, match="constant over the calibration window"):
+        preprocess(np.vstack([raw[0], np.r_[np.zeros(60), raw[0, 60:]]]), 0.72, 60)
 
 
 def test_describe_preprocessing():
-    text = describe_preprocessing(1, (0.01, 0.1), 0.02, 0.05)
-    assert "\n" not in text and "band-pass 0.01-0.1 Hz" in text and "[0.02, 0.05]" in text and "order 1" in text
-    assert "no filter" in describe_preprocessing(0, (0.0, 0.0), 0.0, 1.0)
-    assert "high-pass 0.01 Hz" in describe_preprocessing(0, (0.01, 0.0), 0.0, 1.0)
+    text = describe_preprocessing(50, 1, (0.01, 0.1), 0.02, 0.05)
+    assert "\n" not in text and "band-pass 0.01-0.1 Hz" in text and "causal" in text and "order 1" in text
+    assert "first 50 TRs" in text and "about [0.02, 0.05]" in text
+    assert "no filter" in describe_preprocessing(50, 0, (0.0, 0.0), 0.0, 1.0)
+    assert "high-pass 0.01 Hz" in describe_preprocessing(50, 0, (0.01, 0.0), 0.0, 1.0)

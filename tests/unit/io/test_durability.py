@@ -201,6 +201,7 @@ def test_an_assimilation_checks_every_subject_before_it_runs(tmp_path):
     t0 = time.perf_counter()
     with pytest.raises(DataError, match="NaN or inf"):
         assimilate(load_config(overrides=["wholebrain.n_neurons=2000", "assimilation.members=2", "assimilation.trs=5",
+                                          "assimilation.calibration_trs=2", "assimilation.burn_in_trs=0",
                                           "recording.progress=false"]), tmp_path / "a.h5", data=data)
     assert time.perf_counter() - t0 < 10 and sorted(p.name for p in tmp_path.iterdir()) == ["data.h5"]
 
