@@ -94,7 +94,7 @@ def test_helpers_stream_spikes_larger_than_their_memory(run_path):
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-    assert spike_bytes > 500_000
+    assert spike_bytes > 400_000  # 25,000 spikes at least: 25 chunks
     assert peak < spike_bytes / 2, (peak, spike_bytes)
 
 
