@@ -1,4 +1,4 @@
-"""Command line: ``dtb run | assimilate | inspect | plot | partition | slurm | config``. Thin: parses, calls, prints.
+"""Command line: ``dtb run | assimilate | inspect | plot | compare | partition | connectome | slurm | config``. Thin: parses, calls, prints.
 
 A `DTBError` prints one line ``dtb: error: ...`` and exits with status 2
 (``--debug`` shows the traceback instead).
@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 
 from dtb.errors import DTBError, WriteError
 
@@ -70,7 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     plo.add_argument("run_file")
     plo.add_argument("-o", "--out", default=None, help="image to write (default: RUN_FILE with .png)")
     plo.add_argument("--neurons", type=int, default=500, help="about how many neurons the raster shows")
+    _compare_args(plo)
     plo.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    cmp = sub.add_parser("compare", help="a run's BOLD FC beside a recorded (empirical) FC: their correlation, with "
+                                         "the SC-FC baseline")
+    cmp.add_argument("run_file")
+    _compare_args(cmp)
+    cmp.add_argument("-o", "--out", default=None, help="also draw the two FCs and their scatter into this image")
+    cmp.add_argument("--json", action="store_true", help="machine-readable output")
+    cmp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     par = sub.add_parser("partition", help="split a network over P ranks and report balance and traffic (no MPI)")
     par.add_argument("config", nargs="?")
@@ -81,6 +91,31 @@ def _parser() -> argparse.ArgumentParser:
     par.add_argument("--ranks-per-node", type=int, default=8, help="for the two-level exchange (default 8)")
     par.add_argument("--json", action="store_true", help="machine-readable output")
     par.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    con = sub.add_parser("connectome", help="read a connectome (TVB, CSV/TSV, NPY, .mat, HDF5): show it, or import "
+                                            "it as dtb's HDF5")
+    con_sub = con.add_subparsers(dest="action", required=True)
+    for action, text in (("show", "print a connectome's regions, density, symmetry, sizes and delays"),
+                         ("import", "convert a connectome to dtb's HDF5 (what wholebrain.connectome reads fastest)")):
+        c = con_sub.add_parser(action, help=text)
+        c.add_argument("source", help="dtb HDF5, TVB connectivity (.zip or folder), or a weights matrix "
+                                      "(.csv/.tsv/.txt/.npy/.mat)")
+        c.add_argument("--subject", default=None,
+                       help="subject id inside an HDF5 source (default 101309); for import also the id written "
+                            "(default: the source's, or its file name)")
+        c.add_argument("--lengths", default=None, help="fibre lengths (mm), a matrix file like the weights")
+        c.add_argument("--labels", default=None, help="region names, one per line or a lookup table")
+        c.add_argument("--sizes", default=None, help="region sizes, one per line or label,value rows")
+        c.add_argument("--sc-rows", choices=("targets", "sources"), default="targets",
+                       help="the matrices' rows are the receiving regions (TVB, dtb; default) or the sending ones")
+        if action == "show":
+            c.add_argument("--velocity-m-s", type=float, default=5.0,
+                           help="conduction velocity for the delays (default 5, wholebrain's)")
+            c.add_argument("--json", action="store_true", help="machine-readable output")
+        else:
+            c.add_argument("-o", "--out", required=True, help="HDF5 file to write")
+            c.add_argument("--overwrite", action="store_true", help="replace an existing file")
+        c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     slu = sub.add_parser("slurm", help="write an sbatch script that runs dtb over MPI ranks")
     slu.add_argument("config", nargs="?")
@@ -109,6 +144,14 @@ def _parser() -> argparse.ArgumentParser:
     cfg.add_argument("--keys", action="store_true", help="a table of every key, its default and allowed values")
     cfg.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return ap
+
+
+def _compare_args(p) -> None:
+    p.add_argument("--data", default=None, help="HDF5 file with the recorded BOLD (default: the bundled HCP file"
+                                                "; for dtb plot, no comparison without it)")
+    p.add_argument("--subject", default=None, help="subject id in the data file (default: the run's)")
+    p.add_argument("--transient-s", type=float, default=10.0,
+                   help="seconds of the run's BOLD left out of its FC, the rise from rest (default 10)")
 
 
 def format_assimilation(s: dict) -> str:
@@ -268,8 +311,56 @@ def _plot(args) -> int:
     out = args.out or str(Path(args.run_file).with_suffix(".png"))
     if Path(out).resolve() == Path(args.run_file).resolve():
         raise ConfigError(f"the picture {out!r} would replace the run file it draws: give another -o")
-    panels = plot_run(args.run_file, out, args.neurons)
+    data, subject = _compare_target(args) if args.data is not None or args.subject is not None else (None, None)
+    panels = plot_run(args.run_file, out, args.neurons, data=data, subject=subject, transient_s=args.transient_s)
     print(f"{out}: {', '.join(panels)}")
+    return 0
+
+
+def _compare_target(args) -> tuple:
+    """The data file and subject a run is compared with: the options, else the bundled file and the run's
+    subject."""
+    from dtb.connectome.connectome import bundled_connectome_path
+    from dtb.io.analysis import open_run
+
+    subject = args.subject
+    if subject is None:
+        with open_run(args.run_file) as run:
+            cfg = run.config
+        subject = cfg.wholebrain.subject if cfg is not None else "101309"
+    return args.data or str(bundled_connectome_path()), subject
+
+
+def _compare(args) -> int:
+    from pathlib import Path
+
+    from dtb.errors import ConfigError
+    from dtb.io.analysis import compare_fc, open_run
+
+    if args.out and Path(args.out).resolve() == Path(args.run_file).resolve():
+        raise ConfigError(f"the picture {args.out!r} would replace the run file it draws: give another -o")
+    data, subject = _compare_target(args)
+    with open_run(args.run_file) as run:
+        cmp = compare_fc(run, data, subject, args.transient_s)
+        regions = run.regions
+    if args.out:
+        from dtb.plot import plot_compare
+
+        plot_compare(cmp, regions, args.out, f"{Path(args.run_file).name} against subject {subject}")
+    facts = {k: v for k, v in cmp.items() if not k.startswith("fc_") or k == "fc_r"}
+    if args.json:
+        print(json.dumps(facts, indent=1))
+        return 0
+    base = f"{cmp['sc_fc_r']:.3f}" if cmp["sc_fc_r"] is not None else "n/a (no connectome in the data file)"
+    print(f"{args.run_file} against subject {subject} ({data})")
+    print(f"run FC          {cmp['run_trs']} TRs of {cmp['tr_s']:g} s (the first {cmp['skipped_trs']} left out: "
+          f"{args.transient_s:g} s transient)")
+    print(f"empirical FC    {cmp['empirical_trs']} TRs of {cmp['empirical_tr_s']:g} s")
+    print(f"FC r            {cmp['fc_r']:.3f} (Pearson r of the {len(regions) * (len(regions) - 1) // 2:,} region "
+          "pairs)")
+    print(f"baseline SC-FC  {base} (the subject's structural coupling as a predictor of its FC)")
+    if args.out:
+        print(f"figure          {args.out}")
     return 0
 
 
@@ -302,6 +393,46 @@ def _partition(args) -> int:
           f"{q['spikes_sent_per_rank_epoch']:,.1f} spike records sent (max {q['spikes_sent_per_rank_epoch_max']:,.1f})")
     print(f"messages            flat {q['messages_flat']:,.1f} (max {q['messages_flat_max']:,.1f}), two-level "
           f"{q['messages_two_level']:,.1f} (max {q['messages_two_level_max']:,.1f}; {q['ranks_per_node']} ranks/node)")
+    return 0
+
+
+def _connectome(args) -> int:
+    from dtb.connectome.connectome import load_connectome, save_connectome, summarize
+    from dtb.errors import ConfigError
+
+    con = load_connectome(args.source, args.subject or "101309", lengths=args.lengths, labels=args.labels,
+                          sizes=args.sizes, sc_rows=args.sc_rows)
+    if args.action == "import":
+        from dtb.io.runfile import check_output
+
+        out = check_output(args.out, args.overwrite,
+                           inputs=[p for p in (args.source, args.lengths, args.labels, args.sizes) if p])
+        save_connectome(con, out, args.subject)
+        print(f"{out}: {con.n_regions} regions, subject {args.subject or con.subject} "
+              f"(run it: dtb run --set wholebrain.connectome={out} --set wholebrain.subject="
+              f"{args.subject or con.subject})")
+        return 0
+    if not (args.velocity_m_s > 0 and args.velocity_m_s < 1e4):
+        raise ConfigError(f"--velocity-m-s {args.velocity_m_s}: must be > 0 and < 10000")
+    q = summarize(con, args.velocity_m_s)
+    if args.json:
+        print(json.dumps(q, indent=1))
+        return 0
+    alone = q["without_input"]
+    print(f"{q['source']} (subject {q['subject']}): {q['n_regions']} regions, {q['n_connections']:,} directed "
+          f"connections (density {q['density']:.3f})")
+    print(f"symmetry      {'symmetric' if q['symmetric'] else 'directed'} (asymmetry {q['asymmetry']:.3g}; "
+          "rows are the receiving regions)")
+    print(f"sizes         {q['size_min']:g} to {q['size_max']:g} (median {q['size_median']:g}, spread "
+          f"{q['size_spread']:.1f}x)")
+    if "len_mm_min" in q:
+        print(f"weights       {q['sc_min']:.4g} to {q['sc_max']:.4g}")
+        print(f"fibre length  {q['len_mm_min']:.1f} to {q['len_mm_max']:.1f} mm (median {q['len_mm_median']:.1f})")
+        print(f"delays        {q['delay_ms_min']:.2f} to {q['delay_ms_max']:.2f} ms at {q['conduction_velocity_m_s']:g} "
+              "m/s")
+    print(f"no input      {len(alone)} region(s){': ' + ', '.join(alone[:8]) if alone else ''}"
+          f"{', ...' if len(alone) > 8 else ''}")
+    print(f"labels        {', '.join(con.labels[:6])}{', ...' if con.n_regions > 6 else ''}")
     return 0
 
 
@@ -358,9 +489,23 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        return _main(args)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line ``dtb: warning: ...``, from rank 0 only (every rank meets the same ones)."""
+    from dtb.context import launcher_rank
+
+    if launcher_rank() == 0:
+        print(f"dtb: warning: {message}", file=sys.stderr)
+
+
+def _main(args) -> int:
     try:
-        commands = {"run": _run, "assimilate": _assimilate, "inspect": _inspect, "plot": _plot, "partition": _partition,
-                    "slurm": _slurm, "config": _config}
+        commands = {"run": _run, "assimilate": _assimilate, "inspect": _inspect, "plot": _plot, "compare": _compare,
+                    "partition": _partition, "connectome": _connectome, "slurm": _slurm, "config": _config}
         status = commands[args.command](args)
         sys.stdout.flush()  # a closed pipe fails here, inside the handlers, not at the interpreter's exit
         return status

@@ -87,7 +87,19 @@ class WholebrainConfig:
     n_neurons: int = _key(100_000, "total neurons over all regions", ge=200, le=10**12)
     in_degree: int = _key(100, "incoming synapses per neuron (fixed in-degree K)", ge=7, le=100_000)
     subject: str = _key("101309", "subject id inside the connectome file")
-    connectome: str = _key("", "connectome HDF5 file (relative to the config file); empty = bundled HCP/AAL2")
+    connectome: str = _key("", "connectome: dtb's HDF5, a TVB connectivity (.zip or its folder), or a weights "
+                           "matrix (.csv/.tsv/.txt as MRtrix3 writes it, .npy, .mat as DSI Studio writes it); "
+                           "relative to the config file; empty = bundled HCP/AAL2")
+    lengths_file: str = _key("", "fibre lengths (mm) of a weights-matrix connectome: a matrix file of the same "
+                             "layout; empty = from the connectome (TVB: tract_lengths, else the centres' distance)")
+    labels_file: str = _key("", "region names of a weights-matrix connectome, one per line or a lookup table "
+                            "(index name ...); empty = from the file's header, else R000, R001, ...")
+    sizes_file: str = _key("", "region sizes (neurons are allotted in proportion): one number per line in region "
+                           "order or label,value rows; empty = from the connectome (nvoxel, TVB areas), else uniform "
+                           "with a warning")
+    sc_rows: str = _key("targets", "rows of the connectome's matrices: 'targets' (sc[i, j] is from j to i, TVB's and "
+                        "dtb's convention) or 'sources' (the Brain Connectivity Toolbox's); a triangular matrix is "
+                        "mirrored", choices=("targets", "sources"))
     sc_normalisation: str = _key("row", "how sc becomes long-range source probabilities: 'row' = sc[i, j] / sum_j "
                                  "sc[i, j]; 'waytotal' = sc[i, j] / waytotal[j], then row-normalised",
                                  choices=("row", "waytotal"))
@@ -262,6 +274,22 @@ class Config:
         """Absolute path of the user's connectome file (resolved by `load_config`), or None for the bundled one."""
         return Path(self.wholebrain.connectome) if self.wholebrain.connectome else None
 
+    def connectome_files(self) -> list[Path]:
+        """Every file the connectome is read from (the bundled one, a TVB folder's files, the lengths, labels and
+        sizes files): what a run may not overwrite and a resume must find unchanged."""
+        from dtb.connectome.connectome import bundled_connectome_path
+
+        files = []
+        for key in CONNECTOME_FILES:
+            value = getattr(self.wholebrain, key)
+            if value:
+                path = Path(value)
+                files += sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        return files or [bundled_connectome_path()]
+
+
+#: [wholebrain] keys that name input files (resolved against the config file's folder)
+CONNECTOME_FILES = ("connectome", "lengths_file", "labels_file", "sizes_file")
 
 _SECTION_TYPES = {"simulation": SimulationConfig, "recording": RecordingConfig,
                   "wholebrain": WholebrainConfig, "pd14": PD14Config, "hyper": HyperConfig, "bold": BoldConfig,
@@ -511,13 +539,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             if name in values:
                 kwargs[f.name] = _coerce(name, values[name], f, base_dir)
         sections[sec] = cls(**kwargs)
-    if sections["wholebrain"].connectome:
-        try:
-            resolved = str((base_dir / sections["wholebrain"].connectome).resolve())
-        except (OSError, RuntimeError, ValueError) as err:  # a link loop, a name too long, a NUL byte
-            raise ConfigError(f"wholebrain.connectome = {sections['wholebrain'].connectome[:200]!r}: not a usable "
-                              f"path ({getattr(err, 'strerror', None) or err})") from None
-        sections["wholebrain"] = dataclasses.replace(sections["wholebrain"], connectome=resolved)
+    for key in CONNECTOME_FILES:
+        value = getattr(sections["wholebrain"], key)
+        if value:
+            try:
+                resolved = str((base_dir / value).resolve())
+            except (OSError, RuntimeError, ValueError) as err:  # a link loop, a name too long, a NUL byte
+                raise ConfigError(f"wholebrain.{key} = {value[:200]!r}: not a usable "
+                                  f"path ({getattr(err, 'strerror', None) or err})") from None
+            sections["wholebrain"] = dataclasses.replace(sections["wholebrain"], **{key: resolved})
     cfg = Config(model=model, stimulus=_coerce_stimuli(values.get("stimulus", [])), **sections)
     wb = cfg.wholebrain
     if wb.k_local_e + wb.k_local_i > 1.0 + 1e-12:

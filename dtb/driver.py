@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Callable
 
 from dtb.config import Config, load_config
-from dtb.connectome.connectome import bundled_connectome_path
 from dtb.context import Context
 from dtb.io.checkpoint import check_resumable, read_checkpoint
 from dtb.model import hyper
@@ -35,10 +34,13 @@ def session_from_config(cfg: Config, out: str | Path | None, *, network: Network
                 cuda_graphs=sim.cuda_graphs, progress=cfg.recording.progress,
                 region_gains=hyper.initial_theta(gains, recipe.regions) if recipe.neuron_model == "lif_cond" else None,
                 gain_spread=cfg.hyper.gamma_alpha, config=cfg, kind=kind, what=what,
-                inputs=[*inputs, cfg.connectome_path() or bundled_connectome_path()], stitch=cfg.recording.stitch,
-                digests=[*digests, cfg.connectome_path()])
+                inputs=[*inputs, *cfg.connectome_files()], stitch=cfg.recording.stitch,
+                digests=[*digests, *(cfg.connectome_files() if cfg.connectome_path() else [])])
     if cfg.model == "wholebrain":
-        s.connectome = f"{cfg.connectome_path() or 'bundled HCP/AAL2'} (subject {cfg.wholebrain.subject})"
+        from dtb.connectome.connectome import subject_of
+
+        s.connectome = (f"{cfg.connectome_path() or 'bundled HCP/AAL2'} "
+                        f"(subject {subject_of(cfg.connectome_path(), cfg.wholebrain.subject)})")
     return s
 
 

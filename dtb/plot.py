@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from dtb.errors import DataError
-from dtb.io.analysis import Run, open_run
+from dtb.io.analysis import TRANSIENT_S, Run, bold_fc, compare_fc, open_run
 
 MAX_POINTS = 2000
+#: the rate heat map's bins are at least this wide (ms): 1 ms bins of a few hundred neurons are mostly noise
+HEAT_BIN_MS = 10.0
 #: populations up to which rates are drawn as lines (one per population) rather than a heat map of regions
 MAX_LINES = 16
 
@@ -60,12 +62,19 @@ def _save(fig, out) -> None:
         plt.close(fig)
 
 
-def _downsampled(rates):
-    k = max(1, -(-rates.sizes["time"] // MAX_POINTS))
-    return rates.coarsen(time=k, boundary="trim").mean() if k > 1 else rates
+def _downsampled(rates, min_bin_ms: float = 0.0):
+    """Rates averaged down to at most `MAX_POINTS` bins of at least ``min_bin_ms``."""
+    k = max(1, -(-rates.sizes["time"] // MAX_POINTS), int(np.ceil(min_bin_ms / rates.attrs["bin_ms"] - 1e-9)))
+    k = min(k, max(1, rates.sizes["time"]))
+    if k == 1:
+        return rates
+    out = rates.coarsen(time=k, boundary="trim").mean()
+    out.attrs = {**rates.attrs, "bin_ms": rates.attrs["bin_ms"] * k}
+    return out
 
 
-def plot_run(path: str | Path, out: str | Path, n_neurons: int = 500) -> list[str]:
+def plot_run(path: str | Path, out: str | Path, n_neurons: int = 500, data: str | Path | None = None,
+             subject: str | None = None, transient_s: float = TRANSIENT_S) -> list[str]:
     """Draw the run file ``path`` into the image ``out`` (format from its suffix: png, pdf, svg).
 
     Parameters
@@ -75,12 +84,18 @@ def plot_run(path: str | Path, out: str | Path, n_neurons: int = 500) -> list[st
     out : str or Path
     n_neurons : int
         About how many neurons the raster shows (every k-th gid).
+    data, subject : optional
+        A recorded BOLD to compare the run's FC with (`dtb.io.analysis.compare_fc`): adds the empirical FC and a
+        scatter of the two.
+    transient_s : float
+        Seconds of BOLD left out of the FC (the rise from rest).
 
     Returns
     -------
     list of str
-        The panels drawn, in order: 'raster', 'rates', and 'bold', 'fc' when the run has BOLD; for an
-        assimilation's run file those of `plot_assimilation`.
+        The panels drawn, in order: 'raster', 'rates', and 'bold' when the run has a TR of BOLD, 'fc' when it has
+        3 TRs after the transient, 'empirical_fc' and 'scatter' with ``data``; for an assimilation's run file
+        those of `plot_assimilation`.
     """
     import h5py
 
@@ -96,16 +111,16 @@ def plot_run(path: str | Path, out: str | Path, n_neurons: int = 500) -> list[st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dtb.io.analysis import bold_fc
-
     with open_run(path) as run:
         bold = run.bold
-        panels = ["raster", "rates"] + (["bold"] if bold is not None else [])
-        panels += ["fc"] if bold is not None and bold.sizes["time"] >= 3 else []
+        cmp = compare_fc(run, data, subject, transient_s) if data is not None else None
+        n_trs = bold.sizes["time"] if bold is not None else 0
+        skip = int(np.ceil(transient_s / bold.attrs["tr_s"] - 1e-9)) if bold is not None else 0
+        rows = ["raster", "rates"] + (["bold"] if n_trs else []) + (["fc"] if n_trs - skip >= 3 else [])
         heights = {"raster": 3, "rates": 2.2, "bold": 2.2, "fc": 4}
-        fig, axes = plt.subplots(len(panels), 1, figsize=(10, sum(heights[p] for p in panels)),
-                                 gridspec_kw=dict(height_ratios=[heights[p] for p in panels]), squeeze=False)
-        axes = dict(zip(panels, axes[:, 0]))
+        fig = plt.figure(figsize=(10 if cmp is None else 14, sum(heights[r] for r in rows)))
+        grid = fig.add_gridspec(len(rows), 3, height_ratios=[heights[r] for r in rows])
+        axes = {r: fig.add_subplot(grid[i, :] if r != "fc" or cmp is None else grid[i, 0]) for i, r in enumerate(rows)}
         title = f"{run.metadata['model']}: {run.n_neurons:,} neurons, {run.t_ms:g} ms, seed {run.metadata['seed']}"
         fig.suptitle(f"{Path(path).name} - {title}")
         _raster(axes["raster"], run, n_neurons)
@@ -122,30 +137,81 @@ def plot_run(path: str | Path, out: str | Path, n_neurons: int = 500) -> list[st
             ax.legend(fontsize="x-small", ncol=4, loc="upper right")
         else:
             rates = run.region_rates if run.region_rates is not None else run.rates
-            rates = _downsampled(rates).compute()
+            rates = _downsampled(rates, HEAT_BIN_MS).compute()
             labels = [str(x) for x in rates[rates.dims[1]].values]
-            _heat(fig, ax, rates.values, (0, run.t_ms, 0, len(labels)), labels, "rate (Hz)",
-                  f"{rates.dims[1]} rates", cmap="viridis")
+            values = rates.values
+            # the 99th percentile, so that a few bins of synchronous bursts do not set the scale of all
+            vmax = float(np.percentile(values, 99)) if values.size else None
+            bin_ms = rates.attrs["bin_ms"]
+            _heat(fig, ax, values, (0, run.t_ms, 0, len(labels)), labels, "rate (Hz)",
+                  f"{rates.dims[1]} rates ({bin_ms:g} ms bins; colour scale to the 99th percentile)",
+                  cmap="viridis", vmin=0, vmax=vmax or None)
             ax.set_xlabel("time (ms)")
 
         if "bold" in axes:
             ax = axes["bold"]
-            values = bold.values
-            t_end = float(bold.time[-1]) if bold.sizes["time"] else 0.0
-            _heat(fig, ax, values, (0, t_end, 0, len(run.regions)), run.regions, "BOLD (1)",
+            _heat(fig, ax, bold.values, (0, float(bold.time[-1]), 0, len(run.regions)), run.regions, "BOLD (1)",
                   f"BOLD per region (TR {bold.attrs['tr_s']:g} s, {bold.attrs['params']} parameters)", cmap="magma")
             ax.set_xlabel("time (s)")
         if "fc" in axes:
-            ax = axes["fc"]
-            fc = bold_fc(run)
-            _heat(fig, ax, fc.values, None, run.regions, "Pearson r", "functional connectivity of the BOLD signal",
-                  cmap="RdBu_r", vmin=-1, vmax=1)
-            every = max(1, len(run.regions) // 24)
-            ax.set_xticks(np.arange(0, len(run.regions), every))
-            ax.set_xticklabels(run.regions[::every], fontsize=5, rotation=90)
+            fc = bold_fc(run, skip_trs=skip).values
+            _fc_image(axes["fc"], fc, run.regions, f"BOLD FC of the run (TRs {skip} to {n_trs - 1}: the first "
+                                                  f"{transient_s:g} s left out)")
+            if cmp is not None:
+                _compare_panels(fig.add_subplot(grid[rows.index("fc"), 1]),
+                                fig.add_subplot(grid[rows.index("fc"), 2]), cmp, run.regions)
+        panels = rows + (["empirical_fc", "scatter"] if cmp is not None and "fc" in rows else [])
         fig.tight_layout()
         _save(fig, out)
     return panels
+
+
+def plot_compare(cmp: dict, regions: list[str], out: str | Path, title: str) -> list[str]:
+    """Draw `dtb.io.analysis.compare_fc`'s result: the run's FC, the empirical FC, and a scatter of the two.
+
+    Returns
+    -------
+    list of str
+        ['fc', 'empirical_fc', 'scatter'].
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
+    fig.suptitle(title)
+    _fc_image(axes[0], cmp["fc_run"], regions, f"BOLD FC of the run ({cmp['run_trs']} TRs after "
+                                               f"{cmp['skipped_trs']} left out)")
+    _compare_panels(axes[1], axes[2], cmp, regions)
+    fig.tight_layout()
+    _save(fig, out)
+    return ["fc", "empirical_fc", "scatter"]
+
+
+def _fc_image(ax, fc: np.ndarray, regions: list[str], title: str) -> None:
+    ax.imshow(fc, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    every = max(1, len(regions) // 24)
+    ticks = np.arange(0, len(regions), every)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(regions[::every], fontsize=5, rotation=90)
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(regions[::every], fontsize=5)
+    ax.set_title(title, fontsize="small")
+
+
+def _compare_panels(ax_fc, ax_scatter, cmp: dict, regions: list[str]) -> None:
+    _fc_image(ax_fc, cmp["fc_empirical"], regions,
+              f"empirical FC, subject {cmp['subject']} ({cmp['empirical_trs']} TRs)")
+    iu = np.triu_indices(len(regions), 1)
+    ax_scatter.scatter(cmp["fc_empirical"][iu], cmp["fc_run"][iu], s=2, alpha=0.4)
+    ax_scatter.plot([-1, 1], [-1, 1], lw=0.5, c="grey")
+    ax_scatter.set_xlim(-1, 1)
+    ax_scatter.set_ylim(-1, 1)
+    ax_scatter.set_xlabel("empirical FC (r)")
+    ax_scatter.set_ylabel("run FC (r)")
+    base = f"; SC-FC baseline r = {cmp['sc_fc_r']:.3f}" if cmp["sc_fc_r"] is not None else ""
+    ax_scatter.set_title(f"r = {cmp['fc_r']:.3f} over {len(iu[0]):,} region pairs{base}", fontsize="small")
 
 
 def plot_assimilation(path: str | Path, out: str | Path) -> list[str]:

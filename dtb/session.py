@@ -64,7 +64,11 @@ def steps_of(name: str, value_ms: float, dt_ms: float) -> int:
 
 
 class Progress:
-    """tqdm bars on stderr, or nothing. In a batch log (not a terminal) a bar prints one line every 10 s."""
+    """Progress on stderr, or nothing: tqdm bars on a terminal; in a batch log (not a terminal) a plain line
+    every `LOG_EVERY_S` seconds, so that a log reads line by line."""
+
+    #: seconds between the progress lines of a batch log
+    LOG_EVERY_S = 10.0
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
@@ -74,18 +78,62 @@ class Progress:
         """A new bar; returns its ``update(n)``."""
         if not self.enabled:
             return lambda n: None
-        from tqdm import tqdm
+        if not sys.stderr.isatty():
+            bar = _LogLines(label, total, unit, self.LOG_EVERY_S)
+        else:
+            from tqdm import tqdm
 
-        interval = 0.1 if sys.stderr.isatty() else 10.0
-        bar = tqdm(total=total, desc=label, unit=unit, unit_scale=True, leave=False, dynamic_ncols=True,
-                   mininterval=interval)
+            bar = tqdm(total=total, desc=label, unit=unit, unit_scale=True, leave=False, dynamic_ncols=True,
+                       mininterval=0.1)
         self.bars.append(bar)
         return bar.update
+
+    def note(self, text: str) -> None:
+        """One line ``dtb: <text>`` on stderr (when enabled)."""
+        if self.enabled:
+            print(f"dtb: {text}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         for bar in self.bars:
             bar.close()
         self.bars.clear()
+
+
+class _LogLines:
+    """A progress bar for logs: ``dtb: simulate 41% (4,100/10,000 step), 12 s, about 17 s left``, every
+    ``every_s`` seconds and once at the end (when it took longer than ``every_s``)."""
+
+    def __init__(self, label: str, total: int, unit: str, every_s: float):
+        import time
+
+        self.label, self.total, self.unit, self.every_s = label, max(int(total), 1), unit, every_s
+        self.done = 0
+        self.start = self.last = time.monotonic()
+        self.closed = False
+
+    def update(self, n: int) -> None:
+        import time
+
+        self.done += int(n)
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            self._line(now)
+
+    def close(self) -> None:
+        import time
+
+        now = time.monotonic()
+        if not self.closed and now - self.start >= self.every_s:
+            self._line(now)
+        self.closed = True
+
+    def _line(self, now: float) -> None:
+        took = now - self.start
+        frac = min(self.done / self.total, 1.0)
+        left = f", about {took * (1 - frac) / frac:.0f} s left" if 0 < frac < 1 else ""
+        print(f"dtb: {self.label} {100 * frac:.0f}% ({self.done:,}/{self.total:,} {self.unit}), {took:.0f} s{left}",
+              file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -342,6 +390,9 @@ class Session:
             raise ResourceError(f"--resume: the checkpoint was written by {ck.attrs['n_ranks']} rank(s); resume it "
                                 f"on as many (this job has {ctx.size})")
         self.progress = Progress(self.show_progress and ctx.is_root)
+        notice = getattr(ctx.backend, "compile_notice", lambda: None)() if self.progress.enabled else None
+        if notice:
+            self.progress.note(notice)
         self.writer = None
         if self.out is not None:
             # one writer per run, before anything of it is created or removed; every rank learns the outcome

@@ -372,6 +372,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         result = _metrics(y, prior, posterior, forecast5, replay, calib + da.burn_in_trs, others, subject, n_trs)
         if n_val:
             sc = load_connectome(data, subject).sc
+            sc = (sc + sc.T) / 2  # FC is symmetric: a directed coupling is compared by its mean of both ways
             held, result["heldout_specificity"] = _heldout_metrics(y, prior, forecast5, twin, unfitted, sc, others,
                                                                    subject, n_trs, n_fore, calib + da.burn_in_trs)
             result["mean"].update(held)

@@ -29,6 +29,12 @@ class CpuBackend:
     def free_bytes() -> None:
         return None
 
+    @staticmethod
+    def compile_notice() -> str | None:
+        """What to tell the user before a first run compiles the kernels (None when they are cached)."""
+        return ("compiling the CPU kernels for this machine (first run only, about 30 s on 2 cores; numba caches "
+                "them for later runs)") if cpu.kernels_to_compile() else None
+
     def __repr__(self) -> str:
         return "CpuBackend()"
 

@@ -5,7 +5,8 @@ rounding to exactly ``n_neurons``), split into an E and an I population. Every
 neuron has in-degree K: ``k_local_e`` K from its region's E population,
 ``k_local_i`` K from its region's I population, the rest long-range from E
 populations of other regions, the source region drawn with the normalised sc
-(`Connectome.long_range_probabilities`). Long-range delays are fibre length /
+(`Connectome.long_range_probabilities`); a region that receives no long-range
+connection gets its local share only. Long-range delays are fibre length /
 conduction velocity; local delays are ``local_delay_ms``.
 """
 
@@ -110,7 +111,7 @@ def wholebrain_recipe(con: Connectome, *, dt_ms: float = 0.1, n_neurons: int = 1
             if k_li:
                 projections.append(Projection(tgt, np.array([2 * r + 1]), one, indegree=k_li,
                                               weight_mean=float(w_i[r]), delay_ms=np.array([local_delay_ms])))
-            if k_lr:
+            if k_lr and far.size:  # a region without long-range input gets local input only
                 projections.append(Projection(tgt, 2 * far, prob[r, far] / prob[r, far].sum(), indegree=k_lr,
                                               weight_mean=float(w_e[r]), delay_ms=lr_delay_ms[r, far]))
     return Recipe(model="wholebrain", populations=tuple(pops), projections=tuple(projections),

@@ -330,3 +330,66 @@ def bold_fc(run: Run, skip_trs: int = 0):
         fc = np.corrcoef(x.T)
     return xr.DataArray(fc, dims=("region", "region_2"), coords={"region": run.regions, "region_2": run.regions},
                         name="fc", attrs={"units": "1", "long_name": "BOLD functional connectivity (Pearson r)"})
+
+
+#: default BOLD transient left out of a run's FC (s): the hemodynamic response rises from rest for about 10 s
+TRANSIENT_S = 10.0
+
+
+def compare_fc(run: Run, data: str | Path, subject: str, transient_s: float = TRANSIENT_S) -> dict:
+    """A run's BOLD FC beside a subject's recorded (empirical) FC, with the structural baseline.
+
+    Parameters
+    ----------
+    run : Run
+        A run with ``/bold`` (``recording.bold = true``).
+    data : str or Path
+        HDF5 file with the recorded BOLD (``/subjects/<subject>/bold``, the bundled file's layout).
+    subject : str
+    transient_s : float
+        Seconds of the run's BOLD left out first (its rise from rest), >= 0.
+
+    Returns
+    -------
+    dict
+        ``fc_run``, ``fc_empirical`` (ndarray (R, R), regions in the run's order), ``fc_r`` (Pearson r of their
+        upper triangles), ``sc_fc_r`` (of the subject's sc with the empirical FC, where the data file has the
+        subject's connectome, else None: the baseline any model must beat), ``run_trs`` (TRs used),
+        ``empirical_trs``, ``skipped_trs``, ``tr_s`` (run), ``empirical_tr_s``, ``subject``, ``data``.
+
+    Raises
+    ------
+    DataError
+        No BOLD, fewer than 3 TRs after the transient, regions that differ from the recording's.
+    """
+    from dtb.assimilation.metrics import fc_similarity, functional_connectivity
+    from dtb.assimilation.observation import load_observed_bold
+
+    if not transient_s >= 0:
+        raise DataError(f"transient {transient_s!r} s: must be >= 0")
+    bold = run.bold
+    if bold is None:
+        raise DataError(f"{str(run.path)!r} has no /bold (run with --set recording.bold=true)")
+    tr_s = float(bold.attrs["tr_s"])
+    skip = int(np.ceil(transient_s / tr_s - 1e-9))
+    obs = load_observed_bold(data, subject)
+    if sorted(obs.labels) != sorted(run.regions):
+        only = sorted(set(run.regions) ^ set(obs.labels))
+        raise DataError(f"{data}: subject {subject}'s regions differ from the run's ({len(only)} not in both, e.g. "
+                        f"{only[0]!r}): compare a run of the same atlas")
+    order = [obs.labels.index(r) for r in run.regions]
+    fc_run = bold_fc(run, skip_trs=skip).values
+    fc_emp = functional_connectivity(obs.bold[order])
+    sc_fc_r = None
+    try:
+        from dtb.connectome.connectome import load_connectome
+
+        con = load_connectome(data, subject)
+        if list(con.labels) == list(obs.labels):
+            sc = con.sc[np.ix_(order, order)]
+            sc_fc_r = fc_similarity((sc + sc.T) / 2, fc_emp)
+    except DataError:
+        pass  # a data file with BOLD only: no structural baseline to give
+    return dict(fc_run=fc_run, fc_empirical=fc_emp, fc_r=fc_similarity(fc_run, fc_emp), sc_fc_r=sc_fc_r,
+                run_trs=int(bold.sizes["time"]) - skip, skipped_trs=skip, empirical_trs=int(obs.bold.shape[1]),
+                tr_s=tr_s, empirical_tr_s=float(obs.tr_s), subject=str(subject), data=str(data))

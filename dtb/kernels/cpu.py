@@ -411,3 +411,19 @@ def enqueue(steps, gids, slot_gids, slot_row_ptr, n_pend, pend_slot, pend_step, 
             pend_row[k] = slot_row_ptr[s]
             k += 1
     return k
+
+
+def kernels_to_compile() -> int:
+    """How many of the kernels every run calls have no machine code for this source in numba's on-disk cache (a
+    first run, or the first after an upgrade): they, and the others, compile when first called. 0 when it
+    cannot be told."""
+    from dtb.kernels import connect
+
+    n = 0
+    for fn in (deliver, enqueue, connect.fill_rows, connect.unit_scatter, connect.sort_slots_by_delay):
+        try:
+            # numba's index of compiled overloads: empty when missing or written for other source
+            n += not fn._cache._cache_file._load_index()
+        except Exception:  # numba's cache internals changed: no notice rather than a failure
+            return 0
+    return n

@@ -21,17 +21,20 @@ from dtb.model.builder import Network
 PER_REGION = ("w_e_trace", "w_i_trace", "bg_mu_mv_ms", "bg_sigma_mv_ms", "bg_tau_ms")
 
 
-def wholebrain(connectome: str | Path | None = None, subject: str = "101309", *, seed: int = 1,
-               dt_ms: float = 0.1, **params) -> Network:
+def wholebrain(connectome=None, subject: str = "101309", *, seed: int = 1, dt_ms: float = 0.1,
+               lengths=None, labels=None, sizes=None, sc_rows: str = "targets", **params) -> Network:
     """The DTB whole-brain model on a subject's connectome.
 
     Parameters
     ----------
-    connectome : str or Path, optional
-        Connectome HDF5 file (the bundled HCP/AAL2 file's layout); default the bundled one.
+    connectome : str, Path or Connectome, optional
+        A `Connectome`, or a file `dtb.connectome.connectome.load_connectome` reads (dtb's HDF5, a TVB
+        connectivity zip or folder, a weights matrix); default the bundled HCP/AAL2 file.
     subject : str
-        Subject id in it.
+        Subject id in an HDF5 file.
     seed, dt_ms : int, float
+    lengths, labels, sizes, sc_rows
+        For a weights-matrix file: `load_connectome`'s.
     **params
         Keyword parameters of `dtb.connectome.wholebrain.wholebrain_recipe` (``n_neurons``,
         ``in_degree``, ``bg_mu_mv_ms``, ...); those in `PER_REGION` also as arrays or dicts by label.
@@ -40,10 +43,11 @@ def wholebrain(connectome: str | Path | None = None, subject: str = "101309", *,
     -------
     Network
     """
-    from dtb.connectome.connectome import load_connectome
+    from dtb.connectome.connectome import Connectome, load_connectome
     from dtb.connectome.wholebrain import wholebrain_recipe
 
-    con = load_connectome(connectome, str(subject))
+    con = connectome if isinstance(connectome, Connectome) else \
+        load_connectome(connectome, str(subject), lengths=lengths, labels=labels, sizes=sizes, sc_rows=sc_rows)
     _check_params(wholebrain_recipe, params, "wholebrain")
     for name in PER_REGION:
         if name in params:
@@ -96,7 +100,8 @@ class Model:
     skip: tuple = ()
 
 
-MODELS = {"wholebrain": Model(wholebrain, "wholebrain", skip=("subject", "connectome")),
+MODELS = {"wholebrain": Model(wholebrain, "wholebrain",
+                             skip=("subject", "connectome", "lengths_file", "labels_file", "sizes_file", "sc_rows")),
           "pd14": Model(pd14, "pd14")}
 
 
@@ -106,7 +111,9 @@ def network_from_config(cfg, **overrides) -> Network:
     section = {**dataclasses.asdict(getattr(cfg, model.section)), **overrides}
     params = {k: v for k, v in section.items() if k not in model.skip}
     if cfg.model == "wholebrain":
-        params.update(connectome=section["connectome"] or None, subject=section["subject"])
+        params.update(connectome=section["connectome"] or None, subject=section["subject"],
+                      lengths=section["lengths_file"] or None, labels=section["labels_file"] or None,
+                      sizes=section["sizes_file"] or None, sc_rows=section["sc_rows"])
         for name in PER_REGION:
             params[name] = read_table(params[name], f"wholebrain.{name}", "wholebrain")
     return model.build(seed=cfg.simulation.seed, dt_ms=cfg.simulation.dt_ms, **params)

@@ -135,7 +135,6 @@ CASES = {
     "negative sizes": (WITH_CONNECTOME, "nvoxel has negative values",
                        setup_connectome(nvoxel=np.array([100, -3, 100, 100]))),
     "empty region": (WITH_CONNECTOME, "region 'R1' is empty", setup_connectome(nvoxel=np.array([100, 0, 100, 100]))),
-    "asymmetric": (WITH_CONNECTOME, "sc is not symmetric", setup_connectome(sc=sc_with(0, 1, 9.0))),
     "subject not present": (RUN + ["--set", 'wholebrain.connectome="c.h5"', "--set", "wholebrain.subject=s9"],
                             "subject 's9' not in file (has: s1)", setup_connectome()),
     "truncated HDF5": (WITH_CONNECTOME, "is not a readable HDF5 file", setup_truncated),

@@ -210,3 +210,34 @@ stop_ms = 20
     (tmp_path / "bad.toml").write_text("[[stimulus]]\npopulations = ['x']\namplitude = 1\nstart_ms = 5\n")
     with pytest.raises(ConfigError, match="needs exactly the keys"):
         load_config(tmp_path / "bad.toml")
+
+
+def test_progress_in_a_log_is_plain_lines(monkeypatch, capsys):
+    """Not on a terminal (a batch log), progress is whole lines, not carriage returns."""
+    from dtb.session import Progress
+
+    monkeypatch.setattr(Progress, "LOG_EVERY_S", 0.0)
+    p = Progress(True)
+    update = p("simulate", 100, unit="step")
+    update(40)
+    update(60)
+    p.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert lines[0].startswith("dtb: simulate 40% (40/100 step), 0 s, about 0 s left")
+    assert lines[1].startswith("dtb: simulate 100% (100/100 step)")
+
+
+def test_a_first_run_says_that_it_compiles(tmp_path, monkeypatch, capsys):
+    from dtb.kernels import cpu
+
+    net = ei_network()[0]
+    with dtb.Session(net, out=tmp_path / "warm.h5") as s:
+        s.run(5.0)
+    assert cpu.kernels_to_compile() == 0  # what a run compiled is in numba's cache now
+    assert "compiling" not in capsys.readouterr().err
+    monkeypatch.setattr(cpu, "kernels_to_compile", lambda: 3)
+    with dtb.Session(net, out=tmp_path / "cold.h5") as s:
+        s.run(5.0)
+    assert "dtb: compiling the CPU kernels for this machine (first run only" in capsys.readouterr().err

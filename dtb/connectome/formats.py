@@ -1,0 +1,282 @@
+"""Connectome formats other than dtb's HDF5: The Virtual Brain's connectivity, and weights matrices (CSV/TSV/text,
+as MRtrix3's ``tck2connectome`` writes them; NumPy ``.npy``; MATLAB ``.mat``, as DSI Studio writes them).
+
+Each reader returns raw arrays; `dtb.connectome.connectome.load_connectome` validates them into a `Connectome`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from dtb.connectome.connectome import check_input_file
+from dtb.errors import DataError
+
+#: a TVB zip may not unpack to more than this (a zip bomb is refused, not unpacked)
+MAX_UNPACKED_BYTES = 4 * 2**30
+
+
+def read_foreign(path: Path) -> tuple[list[str] | None, dict]:
+    """Labels (or None) and arrays of a TVB connectivity (a zip or a folder) or of a weights matrix file.
+
+    Returns
+    -------
+    labels : list of str or None
+    data : dict
+        ``sc`` (R, R); ``len_mm`` (R, R) or None; ``centres`` (R, 3) or None; ``size`` (R,) or None.
+    """
+    if path.is_dir() or zipfile.is_zipfile(path):
+        return _read_tvb(path)
+    sc, labels, extra = _read_matrix(path, "weights")
+    return labels, dict(sc=sc, len_mm=extra.get("len_mm"), centres=None, size=None)
+
+
+def read_matrix_file(path: Path, what: str) -> tuple[np.ndarray, list[str] | None]:
+    """A square matrix (float64) and its labels (or None) from a CSV/TSV/text, ``.npy`` or ``.mat`` file."""
+    check_input_file(path, f"{what} file")
+    arr, labels, _ = _read_matrix(path, what)
+    return arr, labels
+
+
+def read_labels(path: Path) -> list[str]:
+    """Region names from a text file: one per line, or a lookup table (``index name [r g b a]``, as FreeSurfer's
+    and MRtrix3's); blank lines and ``#`` comments are skipped."""
+    check_input_file(path, "labels file")
+    lines = [ln.strip() for ln in _text(path.read_bytes(), path).splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    split = [ln.split() for ln in lines]
+    if lines and all(len(s) >= 2 and s[0].isdigit() for s in split):
+        return [s[1] for s in split]
+    return lines
+
+
+def read_sizes(path: Path, labels: list[str]) -> np.ndarray:
+    """Region sizes from a text file: one number per line in region order, or ``label,value`` rows (a header line
+    is skipped).
+
+    Returns
+    -------
+    ndarray, shape (R,), float64
+    """
+    check_input_file(path, "sizes file")
+    rows = [ln.strip() for ln in _text(path.read_bytes(), path).splitlines()]
+    rows = [ln for ln in rows if ln and not ln.startswith("#")]
+    cells = [[c.strip() for c in ln.replace("\t", ",").split(",")] if ("," in ln or "\t" in ln) else ln.split()
+             for ln in rows]
+    if cells and not _is_number(cells[0][-1]):
+        cells = cells[1:]  # a header
+    if all(len(c) == 1 for c in cells):
+        return np.array([_number(c[0], path, i) for i, c in enumerate(cells)])
+    if not all(len(c) == 2 for c in cells):
+        raise DataError(f"sizes file {str(path)!r}: expected one number per line or 'label,value' rows")
+    table = {c[0]: _number(c[1], path, i) for i, c in enumerate(cells)}
+    missing = [lab for lab in labels if lab not in table]
+    if missing:
+        raise DataError(f"sizes file {str(path)!r} has no size for region {missing[0]!r}"
+                        f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}")
+    return np.array([table[lab] for lab in labels])
+
+
+def mirror_triangular(m: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A matrix with one triangle only (MRtrix3's upper-triangular output) made symmetric; others unchanged.
+
+    Returns
+    -------
+    ndarray
+        ``m + m.T`` off the diagonal where one strict triangle of ``m`` is all zeros and the other is not.
+    bool
+        Whether it was mirrored.
+    """
+    upper, lower = np.triu(m, 1), np.tril(m, -1)
+    if (np.any(upper) and not np.any(lower)) or (np.any(lower) and not np.any(upper)):
+        return m + upper.T + lower.T, True
+    return m, False
+
+
+def _read_tvb(path: Path) -> tuple[list[str] | None, dict]:
+    """A TVB connectivity: ``weights``, ``tract_lengths``, ``centres`` (``label x y z`` rows), ``areas``,
+    ``region_labels``; each file may be compressed (``.bz2``, ``.gz``), and may sit in a subfolder of the zip."""
+    files = _tvb_files(path)
+
+    def find(*prefixes):
+        for prefix in prefixes:
+            for name in sorted(files):
+                if name.lower().startswith(prefix):
+                    return name
+        return None
+
+    weights = find("weights")
+    if weights is None:
+        raise DataError(f"{path}: not a TVB connectivity (no weights.txt; has: {', '.join(sorted(files)) or 'nothing'})")
+    sc = _parse_matrix(files[weights], f"{path}:{weights}")[0]
+    data = dict(sc=sc, len_mm=None, centres=None, size=None)
+    labels = None
+    if (name := find("tract_lengths", "tract")) is not None:
+        data["len_mm"] = _parse_matrix(files[name], f"{path}:{name}")[0]
+    if (name := find("centres", "centers")) is not None:
+        rows = [ln.split() for ln in _text(files[name], f"{path}:{name}").splitlines() if ln.strip()]
+        try:
+            labels = [r[0] for r in rows]
+            data["centres"] = np.array([[float(v) for v in r[1:4]] for r in rows]) if all(len(r) >= 4 for r in rows) \
+                else None
+        except ValueError:
+            raise DataError(f"{path}:{name}: expected 'label x y z' rows") from None
+    if (name := find("region_labels")) is not None:
+        labels = [ln.strip() for ln in _text(files[name], f"{path}:{name}").splitlines() if ln.strip()]
+    if (name := find("areas")) is not None:
+        areas = _parse_matrix(files[name], f"{path}:{name}", square=False)[0].ravel()
+        zero = areas == 0
+        if np.any(zero) and np.any(areas > 0):
+            # TVB gives no area to regions off the cortical surface (subcortical nuclei, the corpus callosum)
+            import warnings
+
+            names = [labels[i] for i in np.flatnonzero(zero)] if labels is not None and len(labels) == len(areas) \
+                else [str(i) for i in np.flatnonzero(zero)]
+            warnings.warn(f"{path}: {int(zero.sum())} region(s) have area 0 in {name} (not on the cortical surface), "
+                          f"so they get the median area: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}",
+                          stacklevel=4)
+            areas = np.where(zero, np.median(areas[~zero & (areas > 0)]), areas)
+        data["size"] = areas
+    return labels, data
+
+
+def _tvb_files(path: Path) -> dict[str, bytes]:
+    """Name (without a compression suffix) -> bytes of every file of a TVB zip or folder."""
+    raw = {}
+    if path.is_dir():
+        for p in sorted(path.iterdir()):
+            if p.is_file():
+                raw[p.name] = p.read_bytes()
+    else:
+        try:
+            with zipfile.ZipFile(path) as z:
+                infos = [i for i in z.infolist() if not i.is_dir() and not PurePosixPath(i.filename).name.startswith(".")]
+                if sum(i.file_size for i in infos) > MAX_UNPACKED_BYTES:
+                    raise DataError(f"{path}: unpacks to more than {MAX_UNPACKED_BYTES / 2**30:g} GiB: not a connectivity")
+                for i in infos:
+                    raw.setdefault(PurePosixPath(i.filename).name, z.read(i))
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            raise DataError(f"{path}: cannot read the zip ({err})") from None
+    files = {}
+    for name, blob in raw.items():
+        try:
+            if name.endswith(".bz2"):
+                name, blob = name[:-4], bz2.decompress(blob)
+            elif name.endswith(".gz"):
+                name, blob = name[:-3], gzip.decompress(blob)
+        except (OSError, ValueError, EOFError) as err:
+            raise DataError(f"{path}:{name}: cannot decompress ({err})") from None
+        files[name] = blob
+    return files
+
+
+def _read_matrix(path: Path, what: str) -> tuple[np.ndarray, list[str] | None, dict]:
+    """(matrix, labels or None, other arrays the file has) from ``.npy``, ``.mat`` or text."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise DataError(f"{what} file {str(path)!r} is not a readable .npy array ({err})") from None
+        if arr.dtype.kind not in "iuf":
+            raise DataError(f"{what} file {str(path)!r} holds a {arr.dtype} array, not numbers")
+        return _square(arr.astype(np.float64), path), None, {}
+    if suffix == ".mat":
+        return _read_mat(path, what)
+    return _parse_matrix(path.read_bytes(), str(path)) + ({},)
+
+
+def _read_mat(path: Path, what: str) -> tuple[np.ndarray, list[str] | None, dict]:
+    """A MATLAB file: the matrix ``connectivity`` (DSI Studio) or the file's one square numeric matrix, the labels
+    ``name`` (DSI Studio: the names as character codes, one per line) where present."""
+    import h5py
+    import scipy.io
+
+    if h5py.is_hdf5(path):  # MATLAB v7.3
+        with h5py.File(path, "r") as f:
+            mats = {k: np.asarray(f[k][()]).T for k in f if isinstance(f[k], h5py.Dataset) and f[k].ndim == 2}
+        names = None
+    else:
+        try:
+            content = scipy.io.loadmat(path)
+        except (ValueError, OSError, NotImplementedError, TypeError) as err:
+            raise DataError(f"{what} file {str(path)!r} is not a readable MATLAB file ({err})") from None
+        mats = {k: v for k, v in content.items() if not k.startswith("__") and isinstance(v, np.ndarray)}
+        names = mats.pop("name", None)
+    square = {k: v for k, v in mats.items() if v.ndim == 2 and v.shape[0] == v.shape[1] and v.shape[0] > 1
+              and v.dtype.kind in "iuf"}
+    key = "connectivity" if "connectivity" in square else (next(iter(square)) if len(square) == 1 else None)
+    if key is None:
+        raise DataError(f"{what} file {str(path)!r}: no matrix named 'connectivity' and "
+                        f"{'several' if square else 'no'} square matrices ({', '.join(square) or 'none'})")
+    labels = None
+    if names is not None:
+        if names.dtype.kind in "iu":  # DSI Studio: uint8 codes of 'name1\nname2\n...'
+            text = bytes(np.asarray(names, dtype=np.uint8).ravel()).decode("utf-8", "replace")
+            labels = [s.strip() for s in text.split("\n") if s.strip()]
+        elif names.dtype.kind == "U":
+            labels = [str(s).strip() for s in names.ravel()]
+        elif names.dtype == object:
+            labels = [str(np.asarray(s).ravel()[0]).strip() for s in names.ravel()]
+    return _square(square[key].astype(np.float64), path), labels, {}
+
+
+def _parse_matrix(blob: bytes, where: str, square: bool = True) -> tuple[np.ndarray, list[str] | None]:
+    """A matrix from text: comma-, tab- or space-separated; ``#`` comment lines skipped; an optional header row of
+    labels and an optional first column of labels."""
+    lines = [ln for ln in _text(blob, where).splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise DataError(f"{where}: no numbers in the file")
+    sep = "," if "," in lines[0] else ("\t" if "\t" in lines[0] else None)
+    rows = [[c.strip() for c in ln.split(sep)] if sep else ln.split() for ln in lines]
+    labels = None
+    if not all(_is_number(c) for c in rows[0] if c):
+        labels = [c for c in rows[0] if c]
+        rows = rows[1:]
+    if rows and not _is_number(rows[0][0]):
+        row_labels = [r[0] for r in rows]
+        rows = [r[1:] for r in rows]
+        labels = labels if labels is not None and len(labels) == len(rows) else row_labels
+    if not rows:
+        raise DataError(f"{where}: no numbers in the file")
+    widths = {len(r) for r in rows}
+    if len(widths) != 1:
+        raise DataError(f"{where}: rows of different lengths ({', '.join(map(str, sorted(widths)))} values)")
+    try:
+        arr = np.array([[float(c) for c in r] for r in rows], dtype=np.float64)
+    except ValueError as err:
+        raise DataError(f"{where}: not a matrix of numbers ({err})") from None
+    return (_square(arr, where) if square else arr), labels
+
+
+def _square(arr: np.ndarray, where) -> np.ndarray:
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise DataError(f"{where}: a matrix of shape {arr.shape}, expected a square one (regions x regions)")
+    return arr
+
+
+def _text(blob: bytes, where) -> str:
+    try:
+        return blob.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{where}: not UTF-8 text") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _number(text: str, path: Path, line: int) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise DataError(f"sizes file {str(path)!r}: {text!r} (entry {line + 1}) is not a number") from None
+

@@ -1,0 +1,212 @@
+"""Connectomes in the formats people have: TVB's demo connectivities (the tvb-data package), MRtrix3's
+upper-triangular CSV, DSI Studio's .mat, NumPy, labelled CSV; directed coupling, regions without input."""
+
+import json
+import subprocess
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+
+from helpers import write_connectome
+from dtb.cli import main
+from dtb.connectome.connectome import load_connectome, summarize
+from dtb.connectome.wholebrain import wholebrain_recipe
+from dtb.errors import DataError
+
+tvb_data = pytest.importorskip("tvb_data")
+TVB = Path(tvb_data.__file__).parent / "connectivity"
+DEMOS = {"connectivity_66": 66, "connectivity_68": 68, "connectivity_76": 76, "connectivity_96": 96,
+         "connectivity_192": 192, "paupau": 4}
+
+
+def _load(*args, **kwargs):
+    """load_connectome and the warnings it gave (as strings)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        con = load_connectome(*args, **kwargs)
+    return con, [str(w.message) for w in caught]
+
+
+def _tvb_text(zip_name: str) -> dict:
+    with zipfile.ZipFile(TVB / f"{zip_name}.zip") as z:
+        return {Path(n).name: z.read(n) for n in z.namelist() if not n.endswith("/")}
+
+
+@pytest.mark.parametrize("name", sorted(DEMOS))
+def test_every_tvb_demo_connectivity_loads_as_tvb_reads_it(name):
+    con, _ = _load(TVB / f"{name}.zip")
+    n = DEMOS[name]
+    assert con.n_regions == n and con.subject == name
+    files = _tvb_text(name)
+    weights = next(v for k, v in files.items() if k.startswith("weights"))
+    if not weights.startswith(b"BZ"):  # the plain-text ones: the matrix is the file's, rows = targets (TVB's)
+        assert np.array_equal(con.sc, np.loadtxt(weights.decode().splitlines()))
+    centres = next(v for k, v in files.items() if k.startswith("centres"))
+    if not centres.startswith(b"BZ"):
+        assert con.labels == [ln.split()[0] for ln in centres.decode().splitlines() if ln.strip()]
+    off = (con.sc > 0) & ~np.eye(n, dtype=bool)
+    assert np.all(con.nvoxel > 0) and np.all(con.len_mm[off] > 0)
+    recipe = wholebrain_recipe(con, n_neurons=50 * n, in_degree=20)
+    assert len(recipe.populations) == 2 * n
+
+
+def test_directed_and_isolated_tvb_regions():
+    """connectivity_76 is asymmetric and has two regions (the corpus callosum) that receive nothing."""
+    con, warned = _load(TVB / "connectivity_76.zip")
+    assert not np.allclose(con.sc, con.sc.T)
+    assert con.without_input == ["rCC", "lCC"]
+    assert any("without long-range input get local input only: rCC, lCC" in w for w in warned)
+    assert any("area 0 in areas.txt" in w for w in warned)  # TVB gives the callosum no cortical area
+    recipe = wholebrain_recipe(con, n_neurons=76 * 40, in_degree=21, k_local_e=4 / 7, k_local_i=1 / 7)
+    into = {p.target: [] for p in recipe.projections}
+    for p in recipe.projections:
+        into[p.target].append(p.indegree)
+    cc = con.labels.index("rCC")
+    assert sum(into[2 * cc]) == 12 + 3  # local only
+    assert sum(into[0]) == 21
+    # directed: the sources of region i's long-range input are the non-zero entries of row i
+    r = con.labels.index("rA1")
+    lr = [p for p in recipe.projections if p.target == 2 * r and len(p.sources) > 1][0]
+    assert np.array_equal(lr.sources // 2, np.flatnonzero((con.sc[r] > 0) & (np.arange(76) != r)))
+
+
+def test_tvb_folder_and_compressed_files_read_as_the_zip(tmp_path):
+    for name in ("connectivity_68", "connectivity_76"):  # 68's files are .txt.bz2
+        with zipfile.ZipFile(TVB / f"{name}.zip") as z:
+            z.extractall(tmp_path / name)
+        folder = tmp_path / name
+        inner = [p for p in folder.iterdir() if p.is_dir()]
+        folder = inner[0] if inner else folder  # 76 keeps its files in a subfolder of the zip
+        a, _ = _load(TVB / f"{name}.zip")
+        b, _ = _load(folder)
+        assert a.labels == b.labels and np.array_equal(a.sc, b.sc) and np.array_equal(a.len_mm, b.len_mm)
+
+
+def _full(n=6, seed=3):
+    rng = np.random.default_rng(seed)
+    sc = np.triu(rng.integers(1, 500, (n, n)).astype(float), 1)
+    ln = np.triu(rng.uniform(10, 150, (n, n)), 1)
+    return sc + sc.T, ln + ln.T
+
+
+def test_mrtrix3_upper_triangular_csv(tmp_path):
+    sc, ln = _full()
+    np.savetxt(tmp_path / "connectome.csv", np.triu(sc), delimiter=",", fmt="%g")
+    np.savetxt(tmp_path / "lengths.csv", np.triu(ln), delimiter=",", fmt="%.17g")
+    (tmp_path / "lut.txt").write_text("# FreeSurfer LUT\n" + "".join(f"{i + 1} ctx-{i} 25 100 40 0\n" for i in range(6)))
+    con, warned = _load(tmp_path / "connectome.csv", lengths=tmp_path / "lengths.csv", labels=tmp_path / "lut.txt")
+    assert np.array_equal(con.sc, sc) and np.allclose(con.len_mm, ln, rtol=1e-15)
+    assert con.labels == [f"ctx-{i}" for i in range(6)] and con.subject == "connectome"
+    assert any("same number of neurons" in w for w in warned) and np.all(con.nvoxel == 1)
+    # whitespace-separated (tck2connectome's other output), sc_rows irrelevant for a mirrored matrix
+    np.savetxt(tmp_path / "connectome.txt", np.triu(sc), fmt="%g")
+    np.savetxt(tmp_path / "lengths.txt", np.triu(ln), fmt="%.17g")
+    con2, _ = _load(tmp_path / "connectome.txt", lengths=tmp_path / "lengths.txt", sc_rows="sources")
+    assert np.array_equal(con2.sc, sc) and con2.labels[0] == "R000"
+
+
+def test_dsi_studio_mat(tmp_path):
+    sc, ln = _full()
+    names = "\n".join(f"AAL_{i}" for i in range(6)).encode() + b"\n"
+    scipy.io.savemat(tmp_path / "dti.count.pass.connectivity.mat",
+                     dict(connectivity=sc, name=np.frombuffer(names, np.uint8)[None], atlas="aal"))
+    scipy.io.savemat(tmp_path / "dti.mean_length.pass.connectivity.mat", dict(connectivity=ln))
+    sizes = tmp_path / "sizes.csv"
+    sizes.write_text("label,voxels\n" + "".join(f"AAL_{i},{100 + i}\n" for i in reversed(range(6))))
+    con, _ = _load(tmp_path / "dti.count.pass.connectivity.mat",
+                   lengths=tmp_path / "dti.mean_length.pass.connectivity.mat", sizes=sizes)
+    assert con.labels == [f"AAL_{i}" for i in range(6)] and con.subject == "dti"
+    assert np.array_equal(con.sc, sc) and np.array_equal(con.len_mm, ln)
+    assert np.array_equal(con.nvoxel, 100 + np.arange(6))
+
+
+def test_directed_npy_and_the_row_convention(tmp_path):
+    sc, ln = _full()
+    sc[0, 1] = 0.0  # 1 -> 0 absent, 0 -> 1 present: directed
+    np.save(tmp_path / "w.npy", sc)
+    np.save(tmp_path / "l.npy", ln)
+    as_targets, _ = _load(tmp_path / "w.npy", lengths=tmp_path / "l.npy")
+    as_sources, _ = _load(tmp_path / "w.npy", lengths=tmp_path / "l.npy", sc_rows="sources")
+    assert np.array_equal(as_targets.sc, sc) and np.array_equal(as_sources.sc, sc.T)
+    assert summarize(as_targets)["symmetric"] is False
+    p = as_targets.long_range_probabilities("row")
+    assert p[0, 1] == 0 and p[1, 0] > 0
+
+
+def test_labelled_csv_header_and_column(tmp_path):
+    sc, ln = _full(4)
+    labels = ["A", "B", "C", "D"]
+    rows = [",".join(["", *labels])] + [",".join([lab, *map(str, r)]) for lab, r in zip(labels, sc)]
+    (tmp_path / "w.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "w.tsv").write_text("\n".join(r.replace(",", "\t") for r in rows) + "\n")
+    np.savetxt(tmp_path / "l.csv", ln, delimiter=",")
+    for name in ("w.csv", "w.tsv"):
+        con, _ = _load(tmp_path / name, lengths=tmp_path / "l.csv")
+        assert con.labels == labels and np.array_equal(con.sc, sc)
+
+
+@pytest.mark.parametrize("write,kwargs,needle", [
+    (lambda d: np.save(d / "w.npy", _full()[0]), {}, "no fibre lengths (give a lengths file"),
+    (lambda d: np.save(d / "w.npy", np.ones((3, 4))), {}, "expected a square one"),
+    (lambda d: (d / "w.npy").write_text("x,y\n1,2\n"), {}, "not a readable .npy array"),
+    (lambda d: (d / "w.csv").write_text("1,2\n3\n"), {}, "rows of different lengths"),
+    (lambda d: np.save(d / "w.npy", np.eye(3) + 1), dict(labels="two.txt"), "2 region labels for a 3 x 3"),
+    (lambda d: scipy.io.savemat(d / "w.mat", dict(a=np.ones((3, 3)), b=np.ones((3, 3)))), {}, "several square"),
+])
+def test_bad_matrix_files(tmp_path, write, kwargs, needle):
+    write(tmp_path)
+    (tmp_path / "two.txt").write_text("a\nb\n")
+    src = next(p for p in tmp_path.iterdir() if p.name.startswith("w."))
+    kwargs = {k: tmp_path / v for k, v in kwargs.items()}
+    with pytest.raises(DataError) as err:
+        load_connectome(src, **kwargs)
+    assert needle in str(err.value)
+
+
+def test_hdf5_without_waytotal(tmp_path):
+    path = write_connectome(tmp_path / "c.h5", waytotal=None)
+    con, _ = _load(path, "s1")
+    assert con.waytotal is None and np.allclose(con.long_range_probabilities("row").sum(axis=1), 1)
+    with pytest.raises(DataError, match="needs the regions' waytotal"):
+        con.long_range_probabilities("waytotal")
+
+
+def test_import_writes_what_loads_the_same(tmp_path, capsys):
+    out = tmp_path / "brain.h5"
+    assert main(["connectome", "import", str(TVB / "connectivity_76.zip"), "-o", str(out), "--subject", "tvb76"]) == 0
+    assert "dtb run --set wholebrain.connectome=" in capsys.readouterr().out
+    a, _ = _load(TVB / "connectivity_76.zip")
+    b, warned = _load(out, "tvb76")
+    assert a.labels == b.labels and b.subject == "tvb76"
+    for key in ("sc", "len_mm", "nvoxel"):
+        assert np.array_equal(getattr(a, key), getattr(b, key)), key
+    assert any("local input only" in w for w in warned)
+    with h5py.File(out) as f:
+        assert f["subjects/tvb76/sc"].attrs["rows"] == "targets" and "size" in f["subjects/tvb76"]
+    assert main(["connectome", "import", str(TVB / "connectivity_76.zip"), "-o", str(out)]) == 2  # exists
+    assert "exists (use --overwrite" in capsys.readouterr().err
+    assert main(["connectome", "show", str(out), "--subject", "tvb76", "--json"]) == 0
+    q = json.loads(capsys.readouterr().out)
+    assert q["n_regions"] == 76 and q["without_input"] == ["rCC", "lCC"] and not q["symmetric"]
+    assert q["delay_ms_min"] == pytest.approx(q["len_mm_min"] / 5.0)
+
+
+def test_a_matrix_connectome_runs_with_one_command_and_one_line_warnings(tmp_path):
+    sc, ln = _full(5)
+    np.savetxt(tmp_path / "sc.csv", np.triu(sc), delimiter=",")
+    np.savetxt(tmp_path / "len.csv", np.triu(ln), delimiter=",")
+    (tmp_path / "run.toml").write_text('[wholebrain]\nconnectome = "sc.csv"\nlengths_file = "len.csv"\n'
+                                       'n_neurons = 1000\nin_degree = 20\n[simulation]\nt_ms = 20.0\n')
+    res = subprocess.run([sys.executable, "-m", "dtb", "run", str(tmp_path / "run.toml"), "--out",
+                          str(tmp_path / "r.h5"), "--quiet"], capture_output=True, text=True, cwd="/")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip().splitlines() == [f"dtb: warning: {tmp_path / 'sc.csv'}: no region sizes, so every "
+                                               "region gets the same number of neurons (give a sizes file: "
+                                               "wholebrain.sizes_file)"]
+    assert "(subject sc)" in res.stdout
