@@ -180,8 +180,9 @@ def format_assimilation(s: dict) -> str:
     spec = s.get("specificity")
     if spec:
         best = max(spec["other_r"].values(), default=float("nan"))
-        lines.append(f"  {'replay specificity':<24} {'yes' if spec['specific'] else 'no'} (own FC r "
-                     f"{spec['own_r']:.3f}, best other {best:.3f})")
+        lines.append(f"  {'replay specificity':<24} " + ("n/a (no other subject in the data file)" if not spec["other_r"]
+                     else f"{'yes' if spec['specific'] else 'no'} (own FC r {spec['own_r']:.3f}, best other "
+                          f"{best:.3f})"))
     if "heldout_fc_r" in m:
         lines.append(f"held out   (TRs {s['trs']} to {s['trs'] + s['heldout_trs'] - 1}: never seen by the fit)")
         lines.append(f"  FC r, the twin           {m['heldout_fc_r']:.3f}   beside: SC {m['baseline_sc_fc_r']:.3f}, "
@@ -189,8 +190,9 @@ def format_assimilation(s: dict) -> str:
                      f"group mean {m['baseline_group_fc_r']:.3f}, own fit window (ceiling) {m['retest_fc_r']:.3f}")
         spec = s.get("heldout_specificity") or {}
         best = max(spec.get("other_r", {}).values(), default=float("nan"))
-        lines.append(f"  specific                 {'yes' if m['specific'] else 'no'} (best other subject "
-                     f"{best:.3f})")
+        lines.append("  specific                 " + ("n/a (no other subject in the data file)"
+                     if not spec.get("other_r") else f"{'yes' if m['specific'] else 'no'} (best other subject "
+                                                    f"{best:.3f})"))
         for lag, k, a in ((1, "", ""), (5, "5", "_5")):
             if f"heldout_forecast{k}_r" in m:
                 lines.append(f"  {lag}-TR forecast r (mse)    model {m[f'heldout_forecast{k}_r']:.3f} "
