@@ -123,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     slu.add_argument("--nodes", type=int, required=True)
     slu.add_argument("--ntasks-per-node", type=int, required=True, help="MPI ranks per node")
     slu.add_argument("--gpus-per-task", type=int, default=0, help="GPUs per rank (GPU template when > 0)")
-    slu.add_argument("--cpus-per-task", type=int, default=1, help="cores (kernel threads) per rank")
+    slu.add_argument("--cpus-per-task", type=int, default=None,
+                     help="cores (kernel threads) per rank (default: the run's simulation.threads, or 1 when that is 0)")
     slu.add_argument("--time", default="01:00:00", help="time limit (default %(default)s)")
     slu.add_argument("--job-name", default="dtb")
     slu.add_argument("--partition", default=None)
@@ -152,6 +153,34 @@ def _compare_args(p) -> None:
     p.add_argument("--subject", default=None, help="subject id in the data file (default: the run's)")
     p.add_argument("--transient-s", type=float, default=10.0,
                    help="seconds of the run's BOLD left out of its FC, the rise from rest (default 10)")
+
+
+def describe() -> str:
+    """Every command, its usage and its options as Markdown (docs/reference/cli.md is this, under an intro)."""
+    commands = _parser()._subparsers._group_actions[0]
+    out = []
+
+    def section(full, parser, text):
+        out.extend([f"## dtb {full}", ""] + ([text[0].upper() + text[1:] + ".", ""] if text else []))
+        usage = " ".join(parser.format_usage().replace("usage: ", "").split())
+        out.extend(["```text", usage, "```", "", "| argument | meaning |", "|---|---|"])
+        for a in parser._actions:
+            if a.help == argparse.SUPPRESS or isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            names = ", ".join(f"`{o}`" for o in a.option_strings) or f"`{a.dest}`"
+            out.append(f"| {names} | {(a.help or '').replace('%(default)s', str(a.default)).replace('|', '/')} |")
+        out.append("")
+
+    helps = {a.dest: a.help for a in commands._choices_actions}
+    for name, parser in commands.choices.items():
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            sub_helps = {a.dest: a.help for a in nested[0]._choices_actions}
+            for sub, p in nested[0].choices.items():
+                section(f"{name} {sub}", p, sub_helps.get(sub))
+        else:
+            section(name, parser, helps.get(name))
+    return "\n".join(out)
 
 
 def format_assimilation(s: dict) -> str:
@@ -444,12 +473,13 @@ def _slurm(args) -> int:
 
     from dtb.errors import ConfigError
 
-    load_config(args.config, args.overrides)  # a bad config fails now, not in the queue
+    cfg = load_config(args.config, args.overrides)  # a bad config fails now, not in the queue
+    cpus = args.cpus_per_task if args.cpus_per_task is not None else (cfg.simulation.threads or 1)
     if args.out.endswith((".sbatch", ".sh", ".slurm")):
         raise ConfigError(f"--out {args.out!r} is the run file the job writes (HDF5); the script goes to --script")
     script = render(nodes=args.nodes, ntasks_per_node=args.ntasks_per_node, time=args.time, out=args.out,
                     config=args.config, overrides=args.overrides, gpus_per_task=args.gpus_per_task,
-                    cpus_per_task=args.cpus_per_task, job_name=args.job_name, partition=args.partition,
+                    cpus_per_task=cpus, job_name=args.job_name, partition=args.partition,
                     account=args.account, mem=args.mem, setup=args.setup, sbatch=args.sbatch)
     if args.output:
         from pathlib import Path

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dtb import cli
+from dtb.cli import describe as describe_cli
 from dtb.config import describe
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -44,17 +44,9 @@ def test_the_configuration_reference_is_current():
     assert describe().strip() in (DOCS / "reference" / "config.md").read_text()
 
 
-def test_the_cli_reference_names_every_command_and_option():
-    text = (DOCS / "reference" / "cli.md").read_text()
-    parser = cli._parser()
-    commands = parser._subparsers._group_actions[0].choices
-    for name, sub in commands.items():
-        nested = [a for a in sub._actions if a.__class__.__name__ == "_SubParsersAction"]
-        subs = {f"{name} {n}": p for a in nested for n, p in a.choices.items()} or {name: sub}
-        for full, p in subs.items():
-            assert f"## dtb {full}" in text, full
-            section = text.split(f"## dtb {full}")[1].split("\n## ")[0]
-            for action in p._actions:
-                for flag in action.option_strings:
-                    if action.help != "==SUPPRESS==":
-                        assert f"`{flag}" in section, f"dtb {full}: {flag}"
+def test_the_cli_reference_is_current():
+    """docs/reference/cli.md holds `dtb.cli.describe()`, which lists every command and option of the parser."""
+    text = describe_cli()
+    assert text.strip() in (DOCS / "reference" / "cli.md").read_text()
+    for flag in ("--lengths", "--sc-rows", "--transient-s", "--cpus-per-task", "--resume", "--ranks-per-node"):
+        assert f"`{flag}`" in text

@@ -190,3 +190,38 @@ def test_a_checkpoint_state_without_its_data_is_refused(tmp_path):
     # the state's digest finds it first (the engine's own check stands behind it)
     assert p.returncode != 0 and "rank 1: checkpoint state" in p.stderr and "is damaged" in p.stderr, p.stderr[-2000:]
     assert not out.exists()
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
+@pytest.mark.parametrize("stitch", ["copy", "virtual"])
+def test_sonata_readers_read_a_many_rank_file_as_dtb_does(tmp_path, stitch):
+    """libsonata (the reference reader) and bmtk read the spikes of a 2-rank run file, self-contained or with
+    virtual datasets over the ranks' files, exactly as dtb's reader and the one-rank file have them."""
+    libsonata = pytest.importorskip("libsonata")
+    spike_trains = pytest.importorskip("bmtk.utils.reports.spike_trains")
+    import numpy as np
+
+    from dtb.io.analysis import open_run
+
+    args = ["--quiet", "--set", "wholebrain.n_neurons=2000", "--set", "wholebrain.in_degree=20",
+            "--set", "simulation.t_ms=100", "--set", f"recording.stitch={stitch}"]
+    one, two = tmp_path / "one.h5", tmp_path / "two.h5"
+    assert subprocess.run([sys.executable, "-m", "dtb", "run", *args, "--out", str(one)], timeout=300).returncode == 0
+    p = subprocess.run(dtb_under_mpiexec(2, "run", *args, "--out", str(two)), capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    keys = []
+    for path in (one, two):
+        with open_run(path) as run:
+            mine = (run.spikes.node_ids.compute().astype(np.int64), run.spikes.times_ms.compute())
+        pop = libsonata.SpikeReader(str(path))["wholebrain"]
+        assert pop.sorting == "by_id"
+        ref = np.array(pop.get(), dtype=[("node", np.int64), ("t", np.float64)])
+        df = spike_trains.SpikeTrains.from_sonata(str(path)).to_dataframe(population="wholebrain")
+        for ids, times in ((ref["node"], ref["t"]), (df["node_ids"].to_numpy(), df["timestamps"].to_numpy())):
+            order, want = np.lexsort((times, ids)), np.lexsort((mine[1], mine[0]))
+            np.testing.assert_array_equal(ids[order], mine[0][want])
+            np.testing.assert_array_equal(times[order], mine[1][want])
+        keys.append(mine)
+    for a, b in zip(*keys):  # the two files hold the same spikes (rank invariance, through every reader)
+        np.testing.assert_array_equal(np.sort(a), np.sort(b))

@@ -94,3 +94,16 @@ def test_cli_writes_the_script_and_refuses_a_script_as_the_run_file(tmp_path, ca
     assert "#SBATCH --mem=8G" in script.read_text() and "module load mpi" in script.read_text()
     assert cli.main(["slurm", "--nodes", "1", "--ntasks-per-node", "2", "--out", "job.sbatch"]) == 2
     assert "the script goes to --script" in capsys.readouterr().err
+
+
+def test_cpus_per_task_follow_the_runs_threads(capsys):
+    from dtb import cli
+
+    assert cli.main(["slurm", "--nodes", "1", "--ntasks-per-node", "2", "--set", "simulation.threads=6"]) == 0
+    text = capsys.readouterr().out
+    assert "#SBATCH --cpus-per-task=6" in text and "simulation.threads=6" in text
+    assert cli.main(["slurm", "--nodes", "1", "--ntasks-per-node", "2"]) == 0  # threads = 0: one core per rank
+    assert "#SBATCH --cpus-per-task=1" in capsys.readouterr().out
+    assert cli.main(["slurm", "--nodes", "1", "--ntasks-per-node", "2", "--set", "simulation.threads=6",
+                     "--cpus-per-task", "3"]) == 0
+    assert "#SBATCH --cpus-per-task=3" in capsys.readouterr().out
