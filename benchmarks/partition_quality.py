@@ -1,16 +1,19 @@
-"""Partition quality on the bundled HCP brain: metis vs greedy vs contiguous.
+"""Partition quality on the bundled HCP brain: every strategy, side by side in one run.
 
-Imbalance (max/mean) of neurons and synapses, cut fraction, spike records and
-messages per rank per epoch (flat and two-level), and the time to partition,
-all from `dtb.partition.quality` (analytic; nothing is built).
+Imbalance (max/mean) of neurons, synapses and input spikes, cut fraction, spike records
+sent (mean and worst rank) and across nodes, messages per rank per epoch (flat and
+two-level), and the time and peak memory (Python and NumPy allocations) of the
+partitioning on one core, all from `dtb.partition.quality` (analytic; nothing is built;
+`tests/unit/partition` checks it against a run's dry-run exchange).
 
-    python benchmarks/partition_quality.py --neurons 1000000 100000000 --ranks 4 64 1024 16384
+    python benchmarks/partition_quality.py --neurons 1000000 100000000 1000000000 --ranks 64 1024 16384
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+import tracemalloc
 
 from _common import save
 
@@ -21,8 +24,8 @@ from dtb.partition import STRATEGIES, partition, quality
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--neurons", type=int, nargs="+", default=[1_000_000, 100_000_000])
-    ap.add_argument("--ranks", type=int, nargs="+", default=[4, 64, 1024, 16384])
+    ap.add_argument("--neurons", type=int, nargs="+", default=[1_000_000, 100_000_000, 1_000_000_000])
+    ap.add_argument("--ranks", type=int, nargs="+", default=[64, 1024, 16384])
     ap.add_argument("--ranks-per-node", type=int, default=8)
     ap.add_argument("--rate-hz", type=float, default=5.0)
     args = ap.parse_args()
@@ -31,15 +34,20 @@ def main() -> None:
         recipe = network_from_config(load_config(overrides=[f"wholebrain.n_neurons={n}"])).recipe()
         for p in args.ranks:
             for strategy in STRATEGIES:
+                tracemalloc.start()
                 t0 = time.perf_counter()
-                part = partition(recipe, p, strategy)
+                part = partition(recipe, p, strategy, ranks_per_node=args.ranks_per_node)
                 seconds = time.perf_counter() - t0
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
                 q = quality(recipe, part, rate_hz=args.rate_hz, ranks_per_node=args.ranks_per_node)
-                q.update(n_neurons=n, partition_s=seconds)
+                q.update(n_neurons=n, partition_s=seconds, partition_peak_mib=peak / 2**20)
                 rows.append(q)
-                print(f"{n:>11,} neurons P={p:>6} {strategy:10s} imb n {q['imbalance_neurons']:.3f} "
-                      f"s {q['imbalance_synapses']:.3f} cut {q['cut_fraction']:.3f} msgs flat "
-                      f"{q['messages_flat']:.1f} 2-level {q['messages_two_level']:.1f} ({seconds:.1f} s)", flush=True)
+                print(f"{n:>11,} neurons P={p:>6} {strategy:12s} imb n {q['imbalance_neurons']:.3f} "
+                      f"s {q['imbalance_synapses']:.3f} cut {q['cut_fraction']:.3f} sent "
+                      f"{q['spikes_sent_per_rank_epoch']:.1f} (max {q['spikes_sent_per_rank_epoch_max']:.1f}) "
+                      f"cross-node {q['cross_node_spikes_per_rank_epoch']:.1f} 2-level "
+                      f"{q['messages_two_level']:.1f} ({seconds:.2f} s, {peak / 2**20:.0f} MiB)", flush=True)
     save("partition_quality", {"ranks_per_node": args.ranks_per_node, "rate_hz": args.rate_hz, "rows": rows})
 
 

@@ -121,13 +121,17 @@ def _partitions(d: dict) -> list[str]:
            f"Machine: {_machine(d['machine'])}", "",
            f"Spike traffic at a nominal {d['rate_hz']:g} Hz; two-level exchange with {d['ranks_per_node']} ranks per "
            "node. Imbalance = max / mean; messages = non-empty sends per rank per epoch (mean).", "",
-           "| neurons | P | strategy | imbalance neurons | imbalance synapses | cut fraction | records sent / rank / "
-           "epoch | messages flat | messages two-level | time (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "| neurons | P | strategy | imbalance neurons / synapses / input spikes | cut fraction | records sent / rank "
+           "/ epoch (worst rank) | cross-node records / rank / epoch | messages flat | messages two-level | "
+           "partitioning (s, MiB) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
-        out.append(f"| {r['n_neurons']:.0e} | {r['n_ranks']:,} | {r['strategy']} | {r['imbalance_neurons']:.3f} | "
-                   f"{r['imbalance_synapses']:.3f} | {r['cut_fraction']:.3f} | "
-                   f"{r['spikes_sent_per_rank_epoch']:,.1f} | {r['messages_flat']:,.1f} | "
-                   f"{r['messages_two_level']:,.1f} | {r['partition_s']:.1f} |")
+        spikes = f"{r['imbalance_input_spikes']:.3f}" if "imbalance_input_spikes" in r else "-"
+        cross = f"{r['cross_node_spikes_per_rank_epoch']:,.1f}" if "cross_node_spikes_per_rank_epoch" in r else "-"
+        mib = f", {r['partition_peak_mib']:.0f}" if "partition_peak_mib" in r else ""
+        out.append(f"| {r['n_neurons']:.0e} | {r['n_ranks']:,} | {r['strategy']} | {r['imbalance_neurons']:.3f} / "
+                   f"{r['imbalance_synapses']:.3f} / {spikes} | {r['cut_fraction']:.3f} | "
+                   f"{r['spikes_sent_per_rank_epoch']:,.1f} ({r['spikes_sent_per_rank_epoch_max']:,.1f}) | {cross} | "
+                   f"{r['messages_flat']:,.1f} | {r['messages_two_level']:,.1f} | {r['partition_s']:.2f}{mib} |")
     return out + [""]
 
 

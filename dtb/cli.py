@@ -86,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     par.add_argument("config", nargs="?")
     par.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     par.add_argument("--ranks", type=int, required=True, help="number of ranks P")
-    par.add_argument("--strategy", default=None, help="metis, greedy or contiguous (default: simulation.partition)")
+    par.add_argument("--strategy", default=None,
+                     help="hierarchical, metis, greedy or contiguous (default: simulation.partition)")
     par.add_argument("--rate-hz", type=float, default=5.0, help="nominal firing rate for traffic (default 5)")
     par.add_argument("--ranks-per-node", type=int, default=8, help="for the two-level exchange (default 8)")
     par.add_argument("--json", action="store_true", help="machine-readable output")
@@ -406,10 +407,26 @@ def _partition(args) -> int:
         raise ConfigError(f"--ranks-per-node {args.ranks_per_node}: must be >= 1")
     if not (args.rate_hz >= 0 and args.rate_hz < 1e4):  # NaN fails both
         raise ConfigError(f"--rate-hz {args.rate_hz}: must be a number >= 0 and < 10000")
+    import time
+    import tracemalloc
+
     recipe = network_from_config(cfg).recipe()
-    part = partition(recipe, args.ranks, args.strategy or cfg.simulation.partition, seed=cfg.simulation.seed)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    part = partition(recipe, args.ranks, args.strategy or cfg.simulation.partition, seed=cfg.simulation.seed,
+                     ranks_per_node=args.ranks_per_node)
+    seconds = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
     q = quality(recipe, part, rate_hz=args.rate_hz, ranks_per_node=args.ranks_per_node)
-    q.update(model=recipe.model, n_neurons=recipe.n_neurons, n_synapses=float(recipe.incoming_synapses().sum()))
+    q.update(model=recipe.model, n_neurons=recipe.n_neurons, n_synapses=float(recipe.incoming_synapses().sum()),
+             partition_s=seconds, partition_peak_mib=peak / 2**20)
+    base = q if part.strategy == "contiguous" else \
+        quality(recipe, partition(recipe, args.ranks, "contiguous"), rate_hz=args.rate_hz,
+                ranks_per_node=args.ranks_per_node)
+    compared = ("imbalance_neurons", "imbalance_synapses", "imbalance_input_spikes", "spikes_sent_per_rank_epoch",
+                "spikes_sent_per_rank_epoch_max", "cross_node_spikes_per_rank_epoch", "messages_two_level")
+    q["contiguous"] = {key: base[key] for key in compared}
     if args.json:
         print(json.dumps(q, indent=1))
         return 0
@@ -424,6 +441,23 @@ def _partition(args) -> int:
           f"{q['spikes_sent_per_rank_epoch']:,.1f} spike records sent (max {q['spikes_sent_per_rank_epoch_max']:,.1f})")
     print(f"messages            flat {q['messages_flat']:,.1f} (max {q['messages_flat_max']:,.1f}), two-level "
           f"{q['messages_two_level']:,.1f} (max {q['messages_two_level_max']:,.1f}; {q['ranks_per_node']} ranks/node)")
+    print(f"input spikes        {q['input_spikes_per_rank_epoch']:,.0f} synaptic events per rank-epoch (imbalance "
+          f"{q['imbalance_input_spikes']:.3f}); received {q['spikes_received_per_rank_epoch']:,.1f} records "
+          f"(max {q['spikes_received_per_rank_epoch_max']:,.1f})")
+    print(f"cross-node          {q['cross_node_spikes_per_rank_epoch']:,.1f} spike records per rank-epoch (max "
+          f"{q['cross_node_spikes_per_rank_epoch_max']:,.1f}), {q['messages_cross_node']:,.1f} messages")
+    print(f"partitioning        {q['partition_s']:.2f} s, {q['partition_peak_mib']:,.1f} MiB peak (Python and NumPy "
+          "allocations)")
+    if part.strategy != "contiguous":
+        c = q["contiguous"]
+
+        def rel(key):
+            return f"{100 * (q[key] / c[key] - 1):+.1f} %" if c[key] else "n/a"
+
+        print(f"vs contiguous       cross-node spikes {rel('cross_node_spikes_per_rank_epoch')}, spikes sent "
+              f"{rel('spikes_sent_per_rank_epoch')} (max {rel('spikes_sent_per_rank_epoch_max')}), two-level "
+              f"messages {rel('messages_two_level')}, imbalance {c['imbalance_neurons']:.3f} -> "
+              f"{q['imbalance_neurons']:.3f}")
     return 0
 
 

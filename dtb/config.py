@@ -46,8 +46,9 @@ class SimulationConfig:
                         "slow, for testing)", choices=("cpu", "gpu", "auto", "gpu_emulated"))
     threads: int = _key(0, "CPU threads per rank for the kernels; 0 = the node's cores / ranks on the node",
                         ge=0, le=4096)
-    partition: str = _key("contiguous", "how neurons are split over MPI ranks (see dtb partition)",
-                          choices=("contiguous", "greedy", "metis"))
+    partition: str = _key("hierarchical", "how neurons are split over MPI ranks: regions to nodes, then ranks (see "
+                          "dtb partition and docs/concepts/partitioning.md)",
+                          choices=("contiguous", "hierarchical", "greedy", "metis"))
     exchange: str = _key("alltoall", "spike exchange over MPI: flat all-to-all, two-level (across nodes, then "
                          "inside them), or dry_run (one process measures the traffic of dry_run_ranks ranks)",
                          choices=("alltoall", "two_level", "dry_run"))

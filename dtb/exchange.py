@@ -227,6 +227,7 @@ class DryRunExchange(SerialExchange):
         self.records = np.zeros(self.p)
         self.flat = np.zeros(self.p)
         self.two_level = np.zeros(self.p)
+        self.cross_node = np.zeros(self.p)  # records to ranks of other nodes (stage 1 of the two-level exchange)
         self.max_records = self.max_flat = self.max_two_level = 0.0
 
     def exchange(self, epoch_start: int, steps: np.ndarray, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -242,6 +243,7 @@ class DryRunExchange(SerialExchange):
         flat = np.bincount(np.unique(sender * self.p + dest) // self.p, minlength=self.p)
         node_s, node_d = sender // self.ppn, dest // self.ppn
         far = node_s != node_d
+        self.cross_node += np.bincount(sender[far], minlength=self.p)
         n_nodes = -(-self.p // self.ppn)
         stage1 = np.bincount(np.unique(sender[far] * n_nodes + node_d[far]) // n_nodes, minlength=self.p)
         # stage 2: the forwarder of a record is the sender for its own node, else the rank of the
@@ -267,7 +269,8 @@ class DryRunExchange(SerialExchange):
                 "bytes_per_rank_epoch": float(self.records.mean() / e * 8),
                 "messages_flat": float(self.flat.mean() / e), "messages_flat_max": self.max_flat,
                 "messages_two_level": float(self.two_level.mean() / e),
-                "messages_two_level_max": self.max_two_level}
+                "messages_two_level_max": self.max_two_level,
+                "cross_node_records_per_rank_epoch": float(self.cross_node.mean() / e)}
 
 
 def _alltoallv(comm, send: np.ndarray, send_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

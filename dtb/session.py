@@ -198,7 +198,7 @@ class Session:
 
     def __init__(self, network: Network | Recipe, out: str | Path | None = None, *, backend="cpu",
                  ctx: Context | None = None, seed: int | None = None, overwrite: bool = False, resume: bool = False,
-                 partition: str = "contiguous", exchange: str = "alltoall", ranks_per_node: int = 0,
+                 partition: str = "hierarchical", exchange: str = "alltoall", ranks_per_node: int = 0,
                  dry_run_ranks: int = 64, threads: int = 0, checkpoint_ms: float = 0.0, flush_ms: float = 100.0,
                  memory_check: bool = True, compact_weights: bool = True, cuda_graphs: bool = True,
                  progress: bool = True, region_gains: np.ndarray | None = None, gain_spread: float = 0.0,
@@ -374,7 +374,8 @@ class Session:
             n_ranks = launcher_size()
         else:
             name, n_ranks = ctx.backend.name, ctx.size
-        part = make_partition(recipe, n_ranks, opts["partition"], seed=self.seed)
+        part = make_partition(recipe, n_ranks, opts["partition"], seed=self.seed,
+                              ranks_per_node=opts["ranks_per_node"] or 8)
         if opts["memory_check"]:
             free = None
             if name == "gpu":
@@ -424,7 +425,8 @@ class Session:
             if ctx.size > 1:
                 raise ConfigError("simulation.exchange = 'dry_run' plays many ranks in one process: run it without "
                                   "mpiexec")
-            fake = make_partition(recipe, opts["dry_run_ranks"], opts["partition"], seed=self.seed)
+            fake = make_partition(recipe, opts["dry_run_ranks"], opts["partition"], seed=self.seed,
+                                  ranks_per_node=opts["ranks_per_node"] or 8)
             exchange = DryRunExchange(fake, net, opts["ranks_per_node"] or 8)
         else:
             exchange = make_exchange(ctx, part, net.gids, net.slot_gids, opts["exchange"], opts["ranks_per_node"])

@@ -12,7 +12,7 @@ population pair's synapses in proportion to the overlap of their relative
 positions (a band, so the graph has O(chunks) edges per population pair, not
 O(chunks^2)); inside a population, consecutive chunks are linked.
 
-Strategies: ``metis`` (METIS k-way through pymetis, fixed seed),
+Strategies: ``hierarchical`` (`dtb.partition.hierarchical`: regions to nodes, then ranks), ``metis`` (METIS k-way through pymetis, fixed seed),
 ``greedy`` (the DTB's balancer: largest chunk first onto the lightest rank, then
 swaps until the largest load is below 1.1x the mean), ``contiguous`` (equal
 neuron ranges in gid order).
@@ -29,7 +29,7 @@ from dtb.errors import ConfigError
 from dtb.model.recipe import Recipe
 from dtb.partition.partition import Partition, contiguous
 
-STRATEGIES = ("metis", "greedy", "contiguous")
+STRATEGIES = ("hierarchical", "metis", "greedy", "contiguous")
 CHUNKS_PER_RANK = 4
 
 
@@ -188,8 +188,9 @@ def greedy(recipe: Recipe, n_ranks: int, tolerance: float = 1.1, max_rounds: int
     return _from_chunks(ch, rank, n_ranks, "greedy")
 
 
-def partition(recipe: Recipe, n_ranks: int, strategy: str = "metis", seed: int = 0) -> Partition:
-    """The partition of a recipe over ``n_ranks`` ranks by the named strategy.
+def partition(recipe: Recipe, n_ranks: int, strategy: str = "metis", seed: int = 0, ranks_per_node: int = 8) -> Partition:
+    """The partition of a recipe over ``n_ranks`` ranks by the named strategy (``ranks_per_node``: for
+    'hierarchical', `dtb.partition.hierarchical`).
 
     Raises
     ------
@@ -204,4 +205,8 @@ def partition(recipe: Recipe, n_ranks: int, strategy: str = "metis", seed: int =
         return contiguous(recipe, n_ranks)
     if strategy == "greedy":
         return greedy(recipe, n_ranks)
+    if strategy == "hierarchical":
+        from dtb.partition.hierarchical import hierarchical
+
+        return hierarchical(recipe, n_ranks, ranks_per_node, seed)
     return metis(recipe, n_ranks, seed)

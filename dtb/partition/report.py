@@ -48,8 +48,8 @@ def quality(recipe: Recipe, partition: Partition, *, rate_hz: float = 5.0, ranks
     ----------
     recipe : Recipe
     partition : Partition
-    rate_hz : float
-        Nominal firing rate of every neuron, for spike traffic.
+    rate_hz : float or array of shape (n_populations,)
+        Firing rate of every neuron (Hz), or of each population's, for spike traffic and input spikes.
     ranks_per_node : int
         Ranks sharing a node, for the two-level exchange.
     block : int
@@ -58,9 +58,11 @@ def quality(recipe: Recipe, partition: Partition, *, rate_hz: float = 5.0, ranks
     Returns
     -------
     dict
-        ``imbalance_neurons``, ``imbalance_synapses`` (max / mean), ``cut_fraction``,
-        ``spikes_sent_per_rank_epoch`` (mean and max), ``messages_flat``,
-        ``messages_two_level`` (mean over ranks per epoch, and max), and the inputs.
+        ``imbalance_neurons``, ``imbalance_synapses``, ``imbalance_input_spikes`` (max / mean; the synaptic
+        events onto a rank per epoch, at the nominal rate), ``cut_fraction``, ``spikes_sent_per_rank_epoch``,
+        ``spikes_received_per_rank_epoch``, ``cross_node_spikes_per_rank_epoch`` (records to ranks of other
+        nodes: what stage 1 of the two-level exchange carries), ``messages_flat``, ``messages_two_level``,
+        ``messages_cross_node`` (mean over ranks per epoch, and ``_max``), and the inputs.
     """
     frac = population_fractions(recipe, partition)
     sizes = np.diff(recipe.offsets).astype(np.float64)
@@ -72,13 +74,18 @@ def quality(recipe: Recipe, partition: Partition, *, rate_hz: float = 5.0, ranks
     local = np.einsum("ij,ir,jr->", syn, frac, frac)
     cut = 1.0 - local / syn.sum()
     epoch_s = min(recipe.min_delay_steps, 64) * recipe.dt_ms * 1e-3
+    rates = np.broadcast_to(np.asarray(rate_hz, dtype=np.float64), sizes.shape)  # Hz per population
+    # synaptic events a rank's neurons receive per epoch: every synapse carries its source's spikes
+    input_spikes = (syn @ rates) @ frac * epoch_s
     # lam[j, r]: expected targets on rank r of one neuron of population j
     lam = (syn / sizes[None, :]).T @ frac
     p_dest = -np.expm1(-lam)  # P(rank r needs the spike of a neuron of j)
-    spikes_out = (frac * sizes[:, None]) * rate_hz * epoch_s  # [j, r]: spikes population j emits on rank r
+    spikes_out = (frac * sizes[:, None]) * rates[:, None] * epoch_s  # [j, r]: spikes population j emits on rank r
     node_of = np.arange(n_ranks) // ranks_per_node
     n_nodes = int(node_of[-1]) + 1
     sent = np.zeros(n_ranks)
+    received = np.zeros(n_ranks)
+    cross = np.zeros(n_ranks)  # records to ranks of other nodes
     msg_flat = np.zeros(n_ranks)
     msg_node = np.zeros(n_ranks)  # two-level stage 1: one message per other node reached
     inbound = np.zeros(n_ranks)  # records each rank receives from other nodes
@@ -97,7 +104,10 @@ def quality(recipe: Recipe, partition: Partition, *, rate_hz: float = 5.0, ranks
         to_node[rows, own] = 0.0
         msg_node[r0:r1] = (-np.expm1(-to_node)).sum(axis=1)
         mask = node_of[r0:r1, None] == node_of[None, :]
-        inbound += np.where(mask, 0.0, records).sum(axis=0)
+        far = np.where(mask, 0.0, records)
+        inbound += far.sum(axis=0)
+        cross[r0:r1] = far.sum(axis=1)
+        received += records.sum(axis=0)
         first = own * ranks_per_node
         for k in range(ranks_per_node):
             col = first + k
@@ -113,13 +123,21 @@ def quality(recipe: Recipe, partition: Partition, *, rate_hz: float = 5.0, ranks
         msg_two[ok] += -np.expm1(-load)
     return {
         "strategy": partition.strategy, "n_ranks": n_ranks, "n_ranges": int(len(partition.starts)),
-        "rate_hz": rate_hz, "ranks_per_node": ranks_per_node, "epoch_ms": epoch_s * 1e3,
+        "rate_hz": float(np.mean(rates)) if np.ndim(rate_hz) else rate_hz, "ranks_per_node": ranks_per_node,
+        "epoch_ms": epoch_s * 1e3,
         "neurons_max": float(neurons.max()), "neurons_mean": float(neurons.mean()),
         "imbalance_neurons": float(neurons.max() / neurons.mean()),
         "synapses_max": float(synapses.max()), "synapses_mean": float(synapses.mean()),
         "imbalance_synapses": float(synapses.max() / synapses.mean()),
+        "imbalance_input_spikes": float(input_spikes.max() / input_spikes.mean()),
+        "input_spikes_per_rank_epoch": float(input_spikes.mean()),
         "cut_fraction": float(cut),
         "spikes_sent_per_rank_epoch": float(sent.mean()), "spikes_sent_per_rank_epoch_max": float(sent.max()),
+        "spikes_received_per_rank_epoch": float(received.mean()),
+        "spikes_received_per_rank_epoch_max": float(received.max()),
+        "cross_node_spikes_per_rank_epoch": float(cross.mean()),
+        "cross_node_spikes_per_rank_epoch_max": float(cross.max()),
+        "messages_cross_node": float(msg_node.mean()),
         "messages_flat": float(msg_flat.mean()), "messages_flat_max": float(msg_flat.max()),
         "messages_two_level": float(msg_two.mean()), "messages_two_level_max": float(msg_two.max()),
     }

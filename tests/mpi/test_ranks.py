@@ -34,7 +34,7 @@ EXCHANGES = ["alltoall", "two_level"]
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("exchange", EXCHANGES)
-@pytest.mark.parametrize("strategy", ["contiguous", "greedy", "metis"])
+@pytest.mark.parametrize("strategy", ["contiguous", "hierarchical", "greedy", "metis"])
 @pytest.mark.parametrize("model", sorted(RUNS))
 def test_run_file_is_independent_of_rank_count(world, mpi_tmp_path, model, strategy, exchange):
     """The central invariant: a run on P ranks writes bitwise the same spikes and rates as one process.

@@ -42,7 +42,7 @@ def small_disk(tmp_path):
 def fill(disk):
     """Write to ``disk`` until it is full; the filler's path."""
     filler = disk / "filler"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: closing it cannot fail on the full disk
         try:
             while True:
                 f.write(b"\0" * (1 << 16))
