@@ -124,6 +124,15 @@ def test_dsi_studio_mat(tmp_path):
     assert con.labels == [f"AAL_{i}" for i in range(6)] and con.subject == "dti"
     assert np.array_equal(con.sc, sc) and np.array_equal(con.len_mm, ln)
     assert np.array_equal(con.nvoxel, 100 + np.arange(6))
+    # and it runs with one command
+    out = tmp_path / "dsi_run.h5"
+    mat = tmp_path / "dti.count.pass.connectivity.mat"
+    assert main(["run", "--quiet", "--out", str(out), "--set", f"wholebrain.connectome={mat}",
+                 "--set", f"wholebrain.lengths_file={tmp_path / 'dti.mean_length.pass.connectivity.mat'}",
+                 "--set", f"wholebrain.sizes_file={sizes}", "--set", "wholebrain.n_neurons=600",
+                 "--set", "wholebrain.in_degree=20", "--set", "simulation.t_ms=20"]) == 0
+    with h5py.File(out) as f:
+        assert [r.decode() for r in f["network/regions"][()]] == con.labels
 
 
 def test_directed_npy_and_the_row_convention(tmp_path):
