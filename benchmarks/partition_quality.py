@@ -2,8 +2,9 @@
 
 Imbalance (max/mean) of neurons, synapses and input spikes, cut fraction, spike records
 sent (mean and worst rank) and across nodes, messages per rank per epoch (flat and
-two-level), and the time and peak memory (Python and NumPy allocations) of the
-partitioning on one core, all from `dtb.partition.quality` (analytic; nothing is built;
+two-level), and the time and peak memory (Python and NumPy allocations, traced with
+tracemalloc, which slows the allocation-heavy strategies) of the partitioning on one
+core, all from `dtb.partition.quality` (analytic; nothing is built;
 `tests/unit/partition` checks it against a run's dry-run exchange).
 
     python benchmarks/partition_quality.py --neurons 1000000 100000000 1000000000 --ranks 64 1024 16384
