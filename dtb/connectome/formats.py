@@ -67,7 +67,7 @@ def read_sizes(path: Path, labels: list[str]) -> np.ndarray:
     rows = [ln for ln in rows if ln and not ln.startswith("#")]
     cells = [[c.strip() for c in ln.replace("\t", ",").split(",")] if ("," in ln or "\t" in ln) else ln.split()
              for ln in rows]
-    if cells and not _is_number(cells[0][-1]):
+    if cells and not is_number(cells[0][-1]):
         cells = cells[1:]  # a header
     if all(len(c) == 1 for c in cells):
         return np.array([_number(c[0], path, i) for i, c in enumerate(cells)])
@@ -234,10 +234,10 @@ def _parse_matrix(blob: bytes, where: str, square: bool = True) -> tuple[np.ndar
     sep = "," if "," in lines[0] else ("\t" if "\t" in lines[0] else None)
     rows = [[c.strip() for c in ln.split(sep)] if sep else ln.split() for ln in lines]
     labels = None
-    if not all(_is_number(c) for c in rows[0] if c):
+    if not all(is_number(c) for c in rows[0] if c):
         labels = [c for c in rows[0] if c]
         rows = rows[1:]
-    if rows and not _is_number(rows[0][0]):
+    if rows and not is_number(rows[0][0]):
         row_labels = [r[0] for r in rows]
         rows = [r[1:] for r in rows]
         labels = labels if labels is not None and len(labels) == len(rows) else row_labels
@@ -266,7 +266,8 @@ def _text(blob: bytes, where) -> str:
         raise DataError(f"{where}: not UTF-8 text") from None
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether ``text`` reads as a float (a table cell that is a value, not a label)."""
     try:
         float(text)
         return True

@@ -123,6 +123,8 @@ def read_table(value, name: str, section: str | None = None):
     """A per-region value as given: a number, a list or a dict by label stay; a CSV/TSV file of
     (label, value) rows (a header line is skipped) becomes a dict."""
     if isinstance(value, str):
+        from dtb.connectome.formats import is_number
+
         path = Path(value)
         try:
             if not path.is_file():  # a FIFO would block, a device read forever
@@ -136,9 +138,9 @@ def read_table(value, name: str, section: str | None = None):
         table = {}
         for i, line in enumerate(text.splitlines()):
             cells = [c.strip() for c in line.split(delim)]
-            if not line.strip() or (i == 0 and not _is_number(cells[-1])):
+            if not line.strip() or (i == 0 and not is_number(cells[-1])):
                 continue  # blank lines and a header
-            if len(cells) != 2 or not _is_number(cells[1]):
+            if len(cells) != 2 or not is_number(cells[1]):
                 raise ConfigError(f"{name}: {value}: line {i + 1} is not 'label{delim}value'")
             table[cells[0]] = float(cells[1])
         if section is not None:  # the file's values get the checks the config's own values get
@@ -150,10 +152,3 @@ def read_table(value, name: str, section: str | None = None):
         return table
     return value
 
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
