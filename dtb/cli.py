@@ -7,6 +7,7 @@ A `DTBError` prints one line ``dtb: error: ...`` and exits with status 2
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -543,19 +544,51 @@ class _Terminated(BaseException):
     """SIGTERM (a scheduler's time limit, ``scancel``), raised where the process is, so that the job cleans up."""
 
 
+#: seconds after which a SIGTERM that a finalizer swallowed is raised again
+_REDELIVER_S = 0.01
+
+
 def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
+@contextlib.contextmanager
+def _terminate_on_sigterm():
+    """Within: SIGTERM raises `_Terminated` where the main thread is, and is never lost.
+
+    A signal's exception raised inside a finalizer (``__del__``, a weakref callback, run whenever the garbage
+    collector runs) cannot propagate: Python prints it and goes on, and the job would run to its end past the
+    scheduler's limit. Such a swallowed `_Terminated` re-arms a one-shot timer whose SIGALRM raises it again a
+    moment later, in ordinary code. Handlers and hook are restored on exit.
+    """
+    import signal
+
+    def unraisable(info):
+        if isinstance(info.exc_value, _Terminated):
+            signal.setitimer(signal.ITIMER_REAL, _REDELIVER_S)
+        else:
+            previous_hook(info)
+
+    previous = {sig: signal.signal(sig, _on_sigterm) for sig in (signal.SIGTERM, signal.SIGALRM)}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        sys.unraisablehook = previous_hook
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dtb`` command; returns the exit status."""
-    import signal
     import threading
 
     args = _parser().parse_args(argv)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    with warnings.catch_warnings():
+    # signal handlers belong to the main thread (a caller may run main() from another)
+    guard = _terminate_on_sigterm() if threading.current_thread() is threading.main_thread() else \
+        contextlib.nullcontext()
+    with guard, warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
         return _main(args)
 

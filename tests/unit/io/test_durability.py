@@ -226,6 +226,34 @@ def test_sigterm_cleans_up_and_says_so(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == left
 
 
+def test_a_sigterm_that_a_finalizer_swallows_still_ends_the_job():
+    """The garbage collector runs finalizers anywhere; a SIGTERM handled inside one cannot propagate from it
+    (the failure CI met: a weakref callback swallowed it and the run went on to its end). It must be raised
+    again in ordinary code."""
+    import gc
+    import signal
+
+    class SignalledWhileFreed:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs here, inside the finalizer
+                pass
+
+    seen, hook = [], sys.unraisablehook
+    with cli._terminate_on_sigterm():
+        with pytest.raises(cli._Terminated):
+            obj = SignalledWhileFreed()
+            del obj
+            seen.append("finalizer done")  # the swallowed exception did not stop this line
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                sum(range(100))
+        seen.append("raised again")
+    assert seen == ["finalizer done", "raised again"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and sys.unraisablehook is hook
+    gc.collect()
+
+
 def test_a_signal_inside_a_write_is_the_job_ending_not_a_disk_error(tmp_path):
     """SIGTERM can arrive while HDF5 frees an object mid-write; h5py hands the handler's exception to the
     unraisable hook, and the checked write must re-raise it as what it is."""
