@@ -205,6 +205,14 @@ def format_assimilation(s: dict) -> str:
         f"fit window (in-sample: scored on the TRs the filter saw; the first {calib} TRs only calibrate the "
         "observation)",
     ]
+    sweep = s.get("sweep")
+    if sweep:
+        b = sweep["best"]
+        w_i = sweep["w_i_trace"][b]
+        lines.insert(2, f"sweep      {len(sweep['fc_r'])} pairs of global coupling x inhibitory weight on the fit "
+                        f"window: kept G {sweep['coupling'][b]:g}"
+                        + ("" if w_i != w_i else f", w_i_trace {w_i:g}")
+                        + f" (fit-window FC r {sweep['fc_r'][b]:.3f}, in-sample; worst pair {min(sweep['fc_r']):.3f})")
     for name in ("tracking_r", "forecast_r", "persistence_r", "forecast5_r", "persistence5_r", "replay_fc_r"):
         if name in m:
             lines.append(f"  {name:<24} {m[name]:.3f}")

@@ -24,9 +24,11 @@ SEED_MAX = 2**32 - 1
 MAX_CONFIG_BYTES = 16 * 2**20
 
 
-def _key(default, doc, *, gt=None, ge=None, le=None, lt=None, choices=None, per_region=False, names=False):
+def _key(default, doc, *, gt=None, ge=None, le=None, lt=None, choices=None, per_region=False, names=False,
+         values=False):
+    # values: a list of numbers (a tuple default); otherwise a tuple default is a pair [lo, hi]
     return field(default=default, metadata=dict(doc=doc, gt=gt, ge=ge, le=le, lt=lt, choices=choices,
-                                                per_region=per_region, names=names))
+                                                per_region=per_region, names=names, values=values))
 
 
 #: keys renamed so that their units are in their names (or moved to where they belong): old name -> new name (the
@@ -111,6 +113,8 @@ class WholebrainConfig:
     conduction_velocity_m_s: float = _key(5.0, "axonal conduction velocity for long-range delays (m/s = mm/ms)",
                                           ge=0.01, le=1000.0)
     local_delay_ms: float = _key(1.0, "delay of synapses inside a region (ms)", gt=0.0, le=1000.0)
+    coupling: float = _key(1.0, "global coupling G: weight of a long-range synapse relative to a local excitatory "
+                           "one (w_e_trace of the target region)", ge=0.0, le=1e3)
     w_e_trace: float = _key(0.4, "weight of an excitatory synapse: jump of the AMPA and NMDA traces (1); per "
                             "region: a list, a table by region label, or a CSV/TSV file of label,value rows", ge=0.0,
                             le=1e3, per_region=True)
@@ -189,6 +193,12 @@ class AssimilationConfig:
                              "are updated from each member's own, never corrected BOLD, and a second copy of the "
                              "hemodynamics, driven by the same activity, is corrected every TR and gives the prior, "
                              "posterior and 5-TR forecasts", choices=("joint", "separate"))
+    sweep_coupling: tuple = _key((), "global couplings G (wholebrain.coupling) the ensemble tries before the filter: "
+                                 "its members, spread over every pair of these and sweep_w_i_trace, run free on the "
+                                 "fit window; the pair whose FC is closest to the fit window's is kept for the filter "
+                                 "and the twin; empty = the [wholebrain] value", ge=0.0, le=1e3, values=True)
+    sweep_w_i_trace: tuple = _key((), "inhibitory weights (wholebrain.w_i_trace, one for every region) the sweep tries "
+                                  "with each coupling; empty = the [wholebrain] value", ge=0.0, le=1e3, values=True)
     smoother_trs: int = _key(8, "fixed-lag smoother: each TR's observation also updates the hyperparameters of "
                              "this many earlier TRs (BOLD answers a rate change seconds later); the recorded "
                              "hyperparameters and the replay use these smoothed values; 0 = filter only", ge=0,
@@ -289,6 +299,9 @@ class Config:
         return files or [bundled_connectome_path()]
 
 
+#: most values of one swept key (assimilation.sweep_*)
+MAX_SWEEP = 64
+
 #: [wholebrain] keys that name input files (resolved against the config file's folder)
 CONNECTOME_FILES = ("connectome", "lengths_file", "labels_file", "sizes_file")
 
@@ -298,6 +311,8 @@ _SECTION_TYPES = {"simulation": SimulationConfig, "recording": RecordingConfig,
 
 
 def _allowed(meta, kind) -> str:
+    if meta.get("values"):
+        return f"a list of at most {MAX_SWEEP} numbers, each {meta['ge']:g} to {meta['le']:g} (may be empty)"
     if kind is tuple:
         return f"a pair [lo, hi] of numbers with {meta['ge']:g} <= lo < hi <= {meta['le']:g}"
     if meta.get("choices"):
@@ -331,6 +346,13 @@ def _coerce(name: str, value: Any, f: dataclasses.Field, base_dir: Path | None =
     elif kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
+    elif kind is tuple and meta.get("values"):
+        ok = (isinstance(value, (list, tuple)) and len(value) <= MAX_SWEEP
+              and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))
+        numbers = tuple(float(x) for x in value) if ok else ()
+        if not ok or not all(meta["ge"] <= x <= meta["le"] for x in numbers) or len(set(numbers)) < len(numbers):
+            raise ConfigError(f"{name} = {value!r}: must be {_allowed(meta, kind)}, without repeats")
+        return numbers
     elif kind is tuple:
         ok = (isinstance(value, (list, tuple)) and len(value) == 2
               and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))

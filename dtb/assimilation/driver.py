@@ -19,6 +19,7 @@ for the held-out length: `_heldout_metrics` judges them against baselines.
 from __future__ import annotations
 
 import dataclasses
+import json
 import resource
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ from dtb.io.checkpoint import check_resumable, read_checkpoint
 from dtb.io.runfile import check_output
 from dtb.kernels import rng
 from dtb.model.builder import Network
+from dtb.model.recipe import Recipe
 from dtb.model.neurons import LIF_GAINS
 from dtb.model.registry import network_from_config
 from dtb.session import Session, steps_of, version
@@ -210,15 +212,32 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
     base = network_from_config(cfg)
     if list(base.recipe().regions) != list(obs.labels):
         raise DataError(f"{data}: the labels of /labels and of subject {subject}'s connectome differ")
+    n_reg = len(base.recipe().regions)
     # the twin's brain (and the replay's), built now so that a size too small for the regions fails before the
-    # filter runs
-    replay_net = None
+    # filter runs; the unfitted model is the configured one, whatever the sweep keeps
+    replay_net = unfitted_net = None
     if da.replay or n_val:
         try:
-            replay_net = network_from_config(cfg, n_neurons=val.n_neurons or cfg.wholebrain.n_neurons)
+            unfitted_net = network_from_config(cfg, n_neurons=val.n_neurons or cfg.wholebrain.n_neurons)
         except ConfigError as err:
             raise ConfigError(f"validation.n_neurons: {err}") from None
-    n_reg = len(base.recipe().regions)
+    cfg_user = cfg   # what the run file stores; the sweep's choice is in its summary and /assimilation/sweep
+    grid = _sweep_grid(cfg)
+    sweep = None
+    if len(grid) > 1:
+        if len(grid) > members:
+            raise ConfigError(f"assimilation.sweep_*: {len(grid)} pairs of global parameters for {members} members "
+                              "(each pair needs a member at least)")
+        if resume:
+            sweep = json.loads(ck.attrs["sweep"])  # what the interrupted job measured and kept
+        else:
+            sweep, ctx = _sweep(cfg, grid, y, members, n_reg, calib + da.burn_in_trs, n_trs, obs.tr_s, ctx,
+                                spin_steps, tr_steps, dict(preprocessed=da.preprocess, prep=prep))
+        cfg = _with_globals(cfg, *grid[sweep["best"]])
+        base = network_from_config(cfg)
+    if unfitted_net is not None:
+        replay_net = unfitted_net if sweep is None else \
+            network_from_config(cfg, n_neurons=val.n_neurons or cfg.wholebrain.n_neurons)
     if sim_cfg.memory_check:  # before the ensemble's recipe is made: its size is members times the brain's
         from dtb.context import launcher_size
         from dtb.memory import check_total
@@ -234,7 +253,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
     session = session_from_config(cfg_ens, out, network=ensemble, ctx=ctx, overwrite=overwrite, resume=resume,
                                   kind="assimilation", what="this assimilation", inputs=[*inputs, data],
                                   digests=[data])
-    session.config = cfg
+    session.config = cfg_user
     session.record(spikes=False, rates=False)
     separate = da.hemodynamics == "separate"
     ens = Twin(session, n_reg, cfg.bold, tracked=separate)
@@ -340,7 +359,8 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                 session.checkpoint(
                     dict(x=x, x_past=past, bold_offset=offset, balloon_state=ens.balloon.state, bold_observed=y,
                          **records),
-                    dict(trs_done=t + 1, assimilation_s=assim_s),
+                    dict(trs_done=t + 1, assimilation_s=assim_s, **({} if sweep is None else
+                                                                     dict(sweep=json.dumps(sweep)))),
                     dict(kind="assimilation", dtb_version=version(), subject=subject, data=str(data),
                          members=members, trs=n_loop, trs_done=t + 1, n_ranks=ctx.size, seed=sim_cfg.seed))
                 if on_checkpoint is not None:
@@ -353,8 +373,8 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         replay = None
         if da.replay:
             replay = np.full((n_reg, n_trs), np.nan)
-            replay[:, calib:] = _free_run(cfg_ens, replay_net, ctx, rows, hyper_mean[calib:], n_trs - calib,
-                                          spin_steps, tr_steps, progress, "replay")
+            replay[:, calib:] = _free_run(cfg_ens, replay_net, n_reg, ctx, rows, hyper_mean[calib:], n_trs - calib,
+                                          spin_steps, tr_steps, "replay")[0][0]
         # out of sample: the twin (the fitted hyperparameters, fixed) and the unfitted model, free on the held-out TRs
         twin = unfitted = theta_twin = None
         if n_val:
@@ -362,10 +382,10 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
             theta_twin = hyper_mean[max(calib, n_trs - n_avg):].mean(axis=0)           # (regions, H)
             # the model's BOLD goes through the observation's causal filter (its first calib TRs settle it)
             runs = {}
-            for what, theta in (("twin", theta_twin), ("unfitted", None)):
+            for what, theta, net in (("twin", theta_twin, replay_net), ("unfitted", None, unfitted_net)):
                 per_tr = None if theta is None else np.broadcast_to(theta, (n_val + calib, *theta.shape))
-                bold = _free_run(cfg_ens, replay_net, ctx, rows, per_tr, n_val + calib, spin_steps, tr_steps,
-                                 progress, what)
+                bold = _free_run(cfg_ens, net, n_reg, ctx, rows, per_tr, n_val + calib, spin_steps, tr_steps,
+                                 what)[0][0]
                 runs[what] = _prepare(bold, obs.tr_s, da.preprocess, prep)[:, calib:]
             twin, unfitted = runs["twin"], runs["unfitted"]
 
@@ -387,6 +407,9 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
                        metrics=result["mean"], specificity=result["specificity"])
         if replay_net is not None:
             summary["replay_n_neurons"] = replay_net.n_neurons
+        if sweep is not None:
+            summary["sweep"] = sweep
+            summary["metrics"]["sweep_fc_r"] = sweep["fc_r"][sweep["best"]]
         groups = {}
         if ctx.is_root:
             arrays = dict(hyper_mean=hyper_mean, hyper_sd=hyper_sd, hyper_names=np.array(names),
@@ -413,6 +436,14 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
             if replay is not None:
                 session.write_bold(replay[:, calib:], tr_ms, cfg.bold.params,
                                    cfg.bold.eps or bold_params(cfg.bold.params).eps)
+            if sweep is not None:
+                groups["assimilation/sweep"] = (
+                    {k: np.array(sweep[k]) for k in ("coupling", "w_i_trace", "fc_r", "member_fc_r")},
+                    dict(best=sweep["best"], fit_trs=sweep["fit_trs"],
+                         about="the ensemble's members run free on the fit window at the global couplings and "
+                               "inhibitory weights of each pair (member e: pair e mod pairs); fc_r: each pair's mean "
+                               "over its members of the FC r against the fit window's FC (in-sample); the best pair "
+                               "was kept for the filter, the twin and the replay"))
             spec = result["specificity"]
             if spec is not None:
                 groups["assimilation/specificity"] = _specificity_group(spec)
@@ -434,34 +465,84 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         raise
 
 
-def _free_run(cfg: Config, net: Network, ctx: Context, rows: list[int], theta: np.ndarray | None, n: int,
-              spin_steps: int, tr_steps: int, progress, what: str) -> np.ndarray:
-    """Collective: one brain run free (no filter) for ``n`` TRs after a spin-up; its BOLD, shape (regions, n).
+def _free_run(cfg: Config, net: Network, n_regions: int, ctx: Context | None, rows: list[int],
+              theta: np.ndarray | None, n: int, spin_steps: int, tr_steps: int, what: str) -> tuple[np.ndarray, Context]:
+    """Collective: a brain, or copies of it (`Recipe.stack`), run free (no filter) for ``n`` TRs after a spin-up.
 
-    ``theta`` (n, regions, H) gives the fitted hyperparameters ``rows`` of `LIF_GAINS` for each TR (the first
-    also for the spin-up); None keeps the [hyper] values (the unfitted model).
+    ``n_regions`` are one brain's. ``theta`` (n, n_regions, H) gives one brain's fitted hyperparameters ``rows``
+    of `LIF_GAINS` for each TR (the first also for the spin-up); None keeps the [hyper] values.
+
+    Returns
+    -------
+    ndarray, shape (copies, regions, n)
+        BOLD of every copy of the brain in ``net``.
+    Context
+        The one the run used (made from the environment when ``ctx`` is None).
     """
     session = session_from_config(cfg, None, network=net, ctx=ctx, what=f"the {what}")
     session.record(spikes=False, rates=False)
-    n_reg = len(net.recipe().regions)
-    brain = Twin(session, n_reg, cfg.bold)
+    brain = Twin(session, n_regions, cfg.bold)
     try:
         if theta is not None:
             brain.set_hyper(rows, theta[0].T)
         brain.spin_up(spin_steps)
-        out = np.zeros((n_reg, n))
-        advance = progress(what, n, unit="TR")
+        out = np.zeros((len(session.recipe.regions) // n_regions, n_regions, n))
+        advance = session.progress(what, n, unit="TR")
         for t in range(n):
             if theta is not None:
                 brain.set_hyper(rows, theta[t].T)
-            out[:, t] = brain.advance(tr_steps)[0]
+            out[:, :, t] = brain.advance(tr_steps)
             advance(1)
-        progress.close()
         session.close()
     except BaseException:
         session.abandon()
         raise
-    return out
+    return out, session.ctx
+
+
+def _sweep_grid(cfg: Config) -> list[tuple[float, float | None]]:
+    """The (coupling, w_i_trace) pairs ``assimilation.sweep_*`` spans; None: the configured w_i_trace."""
+    da, wb = cfg.assimilation, cfg.wholebrain
+    return [(g, w) for g in (da.sweep_coupling or (wb.coupling,)) for w in (da.sweep_w_i_trace or (None,))]
+
+
+def _with_globals(cfg: Config, coupling: float, w_i_trace: float | None) -> Config:
+    """``cfg`` with the whole brain's global coupling and (unless None) every region's inhibitory weight set."""
+    wb = dataclasses.replace(cfg.wholebrain, coupling=coupling,
+                             **({} if w_i_trace is None else dict(w_i_trace=w_i_trace)))
+    return dataclasses.replace(cfg, wholebrain=wb)
+
+
+def _sweep(cfg: Config, grid: list, y: np.ndarray, members: int, n_reg: int, fit_from: int, n_trs: int,
+           tr_s: float, ctx: Context | None, spin_steps: int, tr_steps: int, observe: dict) -> tuple[dict, Context]:
+    """Collective: the global parameters that bring the model's FC closest to the fit window's.
+
+    One simulation of ``members`` brains, member ``e`` at ``grid[e % len(grid)]``, runs free for
+    the ``n_trs`` fitted TRs (the calibration window included, so that the model's BOLD goes
+    through the observation's causal filter as the twin's does); each member's FC over TRs
+    ``fit_from`` to ``n_trs - 1`` is compared with the observation's ``y`` over the same TRs
+    (in-sample: these TRs are the fit's). Finite-size noise makes one member's FC r noisy, so a
+    pair is scored by the mean over its members.
+
+    Returns
+    -------
+    dict
+        ``coupling``, ``w_i_trace`` (per pair; NaN: as configured), ``fc_r`` (per pair),
+        ``member_fc_r`` (per member), ``best`` (index of the kept pair), ``fit_trs`` ([first, last + 1]).
+    Context
+    """
+    seed = cfg.simulation.seed
+    recipes = [network_from_config(_with_globals(cfg, g, w)).recipe() for g, w in grid]
+    net = Network.from_recipe(Recipe.stack([recipes[e % len(grid)] for e in range(members)]), seed=seed)
+    cfg_run = dataclasses.replace(cfg, simulation=dataclasses.replace(cfg.simulation, checkpoint_ms=0.0))
+    bold, ctx = _free_run(cfg_run, net, n_reg, ctx, [], None, n_trs, spin_steps, tr_steps, "sweep")
+    fc_fit = metrics.functional_connectivity(y[:, fit_from:n_trs])
+    member_r = np.array([metrics.fc_similarity(metrics.functional_connectivity(
+        _prepare(b, tr_s, observe["preprocessed"], observe["prep"])[:, fit_from:]), fc_fit) for b in bold])
+    pair_r = np.array([member_r[k::len(grid)].mean() for k in range(len(grid))])
+    return dict(coupling=[g for g, _ in grid], w_i_trace=[float("nan") if w is None else w for _, w in grid],
+                fc_r=pair_r.tolist(), member_fc_r=member_r.tolist(), best=int(np.argmax(pair_r)),
+                fit_trs=[fit_from, n_trs]), ctx
 
 
 def _specificity_group(spec: dict) -> tuple[dict, dict]:

@@ -39,7 +39,7 @@ def wholebrain_recipe(con: Connectome, *, dt_ms: float = 0.1, n_neurons: int = 1
                       e_fraction: float = 0.8, k_local_e: float = 4 / 7, k_local_i: float = 1 / 7,
                       conduction_velocity_m_s: float = 5.0, local_delay_ms: float = 1.0, w_e_trace=0.4,
                       w_i_trace=2.0, bg_mu_mv_ms=0.7, bg_sigma_mv_ms=0.25, bg_tau_ms=5.0,
-                      sc_normalisation: str = "row") -> Recipe:
+                      sc_normalisation: str = "row", coupling: float = 1.0) -> Recipe:
     """The whole-brain recipe on a connectome.
 
     Parameters
@@ -60,6 +60,9 @@ def wholebrain_recipe(con: Connectome, *, dt_ms: float = 0.1, n_neurons: int = 1
         OU background current of each region's neurons: mean, stationary s.d. (mV/ms, C = 1), time constant.
     sc_normalisation : {'row', 'waytotal'}
         `Connectome.long_range_probabilities`.
+    coupling : float
+        Global coupling G: the weight of a long-range synapse is ``coupling * w_e_trace`` of its target region
+        (the local ones keep ``w_e_trace``); the long-range share of K is ``1 - k_local_e - k_local_i``.
 
     Returns
     -------
@@ -113,6 +116,6 @@ def wholebrain_recipe(con: Connectome, *, dt_ms: float = 0.1, n_neurons: int = 1
                                               weight_mean=float(w_i[r]), delay_ms=np.array([local_delay_ms])))
             if k_lr and far.size:  # a region without long-range input gets local input only
                 projections.append(Projection(tgt, 2 * far, prob[r, far] / prob[r, far].sum(), indegree=k_lr,
-                                              weight_mean=float(w_e[r]), delay_ms=lr_delay_ms[r, far]))
+                                              weight_mean=float(coupling * w_e[r]), delay_ms=lr_delay_ms[r, far]))
     return Recipe(model="wholebrain", populations=tuple(pops), projections=tuple(projections),
                   regions=tuple(con.labels), dt_ms=dt_ms)

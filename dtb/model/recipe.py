@@ -205,7 +205,13 @@ class Recipe:
         return out
 
     def replicate(self, members: int) -> "Recipe":
-        """``members`` disjoint copies of this network in one recipe (an assimilation ensemble).
+        """``members`` disjoint copies of this network in one recipe (an assimilation ensemble): `stack`."""
+        return Recipe.stack([self] * members)
+
+    @staticmethod
+    def stack(members: list["Recipe"]) -> "Recipe":
+        """Disjoint networks of the same layout (populations, regions, projections; their parameters may
+        differ) in one recipe: an ensemble whose members may differ in, say, the global coupling.
 
         Member ``e`` holds populations ``e * P .. (e + 1) * P - 1`` named ``m<e>/<name>``
         and regions ``e * R .. (e + 1) * R - 1``; its gids are offset by ``e`` times the
@@ -214,11 +220,21 @@ class Recipe:
         Returns
         -------
         Recipe
+
+        Raises
+        ------
+        ValueError
+            When the members differ in layout, model or time step.
         """
-        n_pop, n_reg = len(self.populations), len(self.regions)
+        first = members[0]
+        n_pop, n_reg = len(first.populations), len(first.regions)
+        for m in members[1:]:
+            if (m.model, m.dt_ms, m.regions, len(m.populations), len(m.projections)) != \
+                    (first.model, first.dt_ms, first.regions, n_pop, len(first.projections)):
+                raise ValueError("Recipe.stack: the members differ in model, time step, regions or layout")
         pops = tuple(replace(p, name=f"m{e}/{p.name}", region=e * n_reg + p.region)
-                     for e in range(members) for p in self.populations)
+                     for e, m in enumerate(members) for p in m.populations)
         projs = tuple(replace(q, target=q.target + e * n_pop, sources=q.sources + e * n_pop)
-                      for e in range(members) for q in self.projections)
-        return replace(self, populations=pops, projections=projs,
-                       regions=tuple(f"m{e}/{r}" for e in range(members) for r in self.regions))
+                      for e, m in enumerate(members) for q in m.projections)
+        return replace(first, populations=pops, projections=projs,
+                       regions=tuple(f"m{e}/{r}" for e in range(len(members)) for r in first.regions))

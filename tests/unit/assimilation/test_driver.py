@@ -116,6 +116,38 @@ def test_replay_size(tmp_path):
     assert not (tmp_path / "x.h5").exists()
 
 
+def test_the_sweep_keeps_the_pair_closest_to_the_fit_window_and_the_filter_runs_with_it(tmp_path, capsys):
+    """Members spread over the (coupling, w_i_trace) pairs run free on the fit window; the best pair by mean
+    fit-window FC r is kept, and the filter, the replay and the twin are then exactly the assimilation configured
+    with that pair, while the unfitted baseline stays the configured model."""
+    base = SMALL + ["assimilation.members=4", "validation.forecast_trs=0", "assimilation.forecast5_every=0"]
+    sweep = ["assimilation.sweep_coupling=[0.5, 3]", "assimilation.sweep_w_i_trace=[1.5, 2.5]"]
+    s = assimilate(load_config(overrides=base + sweep), tmp_path / "s.h5")["sweep"]
+    assert s["coupling"] == [0.5, 0.5, 3, 3] and s["w_i_trace"] == [1.5, 2.5, 1.5, 2.5] and s["fit_trs"] == [3, 12]
+    assert len(s["member_fc_r"]) == 4 and s["fc_r"] == s["member_fc_r"]  # one member per pair
+    assert s["best"] == int(np.argmax(s["fc_r"]))
+    kept = [f"wholebrain.coupling={s['coupling'][s['best']]}", f"wholebrain.w_i_trace={s['w_i_trace'][s['best']]}"]
+    assimilate(load_config(overrides=base + kept), tmp_path / "k.h5")
+    assimilate(load_config(overrides=base), tmp_path / "u.h5")
+    with h5py.File(tmp_path / "s.h5") as a, h5py.File(tmp_path / "k.h5") as b, h5py.File(tmp_path / "u.h5") as u:
+        for name in ("hyper_mean", "bold_prior", "bold_posterior", "bold_replay", "validation/bold_twin"):
+            np.testing.assert_array_equal(a[f"assimilation/{name}"][()], b[f"assimilation/{name}"][()], err_msg=name)
+        np.testing.assert_array_equal(a["assimilation/validation/bold_unfitted"][()],
+                                      u["assimilation/validation/bold_unfitted"][()])
+        g = a["assimilation/sweep"]
+        np.testing.assert_array_equal(g["fc_r"][()], s["fc_r"])
+        assert g.attrs["best"] == s["best"] and "in-sample" in g.attrs["about"]
+        assert a["assimilation"].attrs["metrics/sweep_fc_r"] == s["fc_r"][s["best"]]
+        # the run file keeps the configuration as given: the sweep's choice is its own record
+        assert "sweep_coupling = [" in a["config"][()].decode()
+    assert main(["inspect", str(tmp_path / "s.h5")]) == 0
+    assert "sweep      4 pairs" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="4 pairs of global parameters for 3 members"):
+        assimilate(load_config(overrides=SMALL + sweep), tmp_path / "x.h5")
+    with pytest.raises(ConfigError, match="without repeats"):
+        load_config(overrides=["assimilation.sweep_coupling=[1, 1]"])
+
+
 @pytest.mark.parametrize("baseline", ["model", "member"])
 def test_observation_on_the_model_baseline(tmp_path, baseline):
     """obs_baseline = 'model' or 'member': each region's observation keeps its shape and width, centred on the
@@ -190,7 +222,8 @@ def test_separate_hemodynamics_keep_the_members_own_bold(tmp_path):
 @pytest.mark.parametrize("options", [["assimilation.obs_baseline=range"],
                                      ["assimilation.obs_baseline=model", "assimilation.smoother_trs=4"],
                                      ["assimilation.obs_baseline=member", "assimilation.hemodynamics=separate",
-                                      "assimilation.smoother_trs=2"]])
+                                      "assimilation.smoother_trs=2"],
+                                     ["assimilation.sweep_coupling=[0.5, 2]"]])
 def test_a_stopped_assimilation_resumes_bitwise(tmp_path, capsys, options):
     """Checkpointed every 3 TRs and stopped after the first: --resume writes the uninterrupted file's group."""
     small = [o for o in SMALL if not o.startswith("assimilation.trs")] + ["assimilation.trs=8", *options]
