@@ -164,3 +164,35 @@ def test_pd14_weights_are_coded_on_a_fine_grid():
     assert len(coded.weight_table) <= 2**16
     # too few bits for a fine grid: no table, float32 weights
     assert recipe.weight_table(6) is None and recipe.weight_table(20)[1] is False
+
+
+def test_the_global_coupling_scales_the_long_range_weights_only(connectome):
+    """wholebrain.coupling G: a long-range synapse weighs G x w_e_trace, a local one w_e_trace; the synapses
+    themselves (sources, targets, delays) are the same draws at any G."""
+    nets = {g: build_local(Context(), r, contiguous(r, 1), seed=3)
+            for g, r in ((1.0, small_wholebrain(connectome)),
+                         (2.5, small_wholebrain(connectome, "wholebrain.coupling=2.5")))}
+    (s1, t1, w1, d1), (s2, t2, w2, d2) = (nets[g].edges() for g in (1.0, 2.5))
+    for a, b in ((s1, s2), (t1, t2), (d1, d2)):
+        np.testing.assert_array_equal(a, b)
+    recipe = small_wholebrain(connectome)
+    pop_of = lambda g: np.searchsorted(recipe.offsets, g, side="right") - 1  # noqa: E731
+    far = pop_of(s1) // 2 != pop_of(t1) // 2
+    assert far.any() and set(np.unique(w2[far])) == {np.float32(1.0)}
+    np.testing.assert_array_equal(w2[~far], w1[~far])
+    assert set(np.unique(w1[far])) == {np.float32(0.4)}
+
+
+def test_a_stack_of_brains_that_differ_in_parameters(connectome):
+    """Recipe.stack: members keep their own parameters, in one recipe laid out as replicate's; layouts must match."""
+    from dtb.model.recipe import Recipe
+
+    a, b = small_wholebrain(connectome), small_wholebrain(connectome, "wholebrain.coupling=3")
+    stacked = Recipe.stack([a, b])
+    assert stacked.fingerprint() != a.replicate(2).fingerprint()
+    n = len(a.projections)
+    assert [q.weight_mean for q in stacked.projections[:n]] == [q.weight_mean for q in a.projections]
+    assert [q.weight_mean for q in stacked.projections[n:]] == [q.weight_mean for q in b.projections]
+    assert Recipe.stack([a, a]).fingerprint() == a.replicate(2).fingerprint()
+    with pytest.raises(ValueError, match="differ in"):
+        Recipe.stack([a, small_pd14()])
