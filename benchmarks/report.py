@@ -170,6 +170,12 @@ def _dry_run(d: dict) -> list[str]:
 def _label(d: dict, toml: str | None) -> str:
     """An assimilation row's subject and overrides, marked when it ran with a TOML other than ``toml``."""
     label = " ".join([d["subject"], *(f"`{o}`" for o in d.get("overrides", []))])
+    if d.get("sweep"):
+        sw = d["sweep"]
+        b = sw["best"]
+        label += (f" (kept G {sw['coupling'][b]:g}" + ("" if sw["w_i_trace"][b] != sw["w_i_trace"][b] else
+                                                       f", w_i_trace {sw['w_i_trace'][b]:g}")
+                  + f"; its fit-window FC r {sw['fc_r'][b]:.3f}, in-sample)")
     if d["machine"].get("gpu"):
         label += f" (on an {d['machine']['gpu']})"
     if toml is not None and d.get("config") != toml:

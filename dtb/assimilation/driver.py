@@ -229,6 +229,9 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
             raise ConfigError(f"assimilation.sweep_*: {len(grid)} pairs of global parameters for {members} members "
                               "(each pair needs a member at least)")
         if resume:
+            if "sweep" not in ck.attrs:
+                raise DataError(f"{str(out)!r}: the checkpoint holds no sweep of global parameters; it cannot be "
+                                "resumed with assimilation.sweep_* set")
             sweep = json.loads(ck.attrs["sweep"])  # what the interrupted job measured and kept
         else:
             sweep, ctx = _sweep(cfg, grid, y, members, n_reg, calib + da.burn_in_trs, n_trs, obs.tr_s, ctx,
