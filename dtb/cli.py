@@ -139,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     slu.add_argument("--out", default="dtb_run.h5", help="run file the job writes (default %(default)s)")
     slu.add_argument("--script", "-o", "--output", dest="output", default=None,
                      help="write the sbatch script here instead of stdout")
+    slu.add_argument("--overwrite", action="store_true", help="replace an existing script")
     slu.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     cfg = sub.add_parser("config", help="print the resolved configuration as TOML (or every key with --keys)")
@@ -149,11 +150,19 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds >= 0 (argparse names the option when this refuses)."""
+    value = float(text)
+    if not 0 <= value < 1e9:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds, a number >= 0 and < 1e9")
+    return value
+
+
 def _compare_args(p) -> None:
     p.add_argument("--data", default=None, help="HDF5 file with the recorded BOLD (default: the bundled HCP file"
                                                 "; for dtb plot, no comparison without it)")
     p.add_argument("--subject", default=None, help="subject id in the data file (default: the run's)")
-    p.add_argument("--transient-s", type=float, default=10.0,
+    p.add_argument("--transient-s", type=_seconds, default=10.0,
                    help="seconds of the run's BOLD left out of its FC, the rise from rest (default 10)")
 
 
@@ -349,13 +358,25 @@ def _plot(args) -> int:
 
     if args.neurons < 1:
         raise ConfigError(f"--neurons {args.neurons}: must be >= 1")
-    out = args.out or str(Path(args.run_file).with_suffix(".png"))
-    if Path(out).resolve() == Path(args.run_file).resolve():
-        raise ConfigError(f"the picture {out!r} would replace the run file it draws: give another -o")
+    out = args.out if args.out is not None else str(Path(args.run_file).with_suffix(".png"))
+    _check_picture(out, args)
     data, subject = _compare_target(args) if args.data is not None or args.subject is not None else (None, None)
     panels = plot_run(args.run_file, out, args.neurons, data=data, subject=subject, transient_s=args.transient_s)
     print(f"{out}: {', '.join(panels)}")
     return 0
+
+
+def _check_picture(out: str, args) -> None:
+    """A `DTBError` unless ``out`` may receive a figure: not the run file or data file it draws, not a folder,
+    device or FIFO (an existing picture is replaced)."""
+    from pathlib import Path
+
+    from dtb.errors import ConfigError
+    from dtb.io.runfile import check_output
+
+    if out and Path(out).resolve() == Path(args.run_file).resolve():
+        raise ConfigError(f"the picture {out!r} would replace the run file it draws: give another -o")
+    check_output(out, True, inputs=[args.run_file, args.data])
 
 
 def _compare_target(args) -> tuple:
@@ -375,11 +396,10 @@ def _compare_target(args) -> tuple:
 def _compare(args) -> int:
     from pathlib import Path
 
-    from dtb.errors import ConfigError
     from dtb.io.analysis import compare_fc, open_run
 
-    if args.out and Path(args.out).resolve() == Path(args.run_file).resolve():
-        raise ConfigError(f"the picture {args.out!r} would replace the run file it draws: give another -o")
+    if args.out is not None:
+        _check_picture(args.out, args)
     data, subject = _compare_target(args)
     with open_run(args.run_file) as run:
         cmp = compare_fc(run, data, subject, args.transient_s)
@@ -412,8 +432,8 @@ def _partition(args) -> int:
     from dtb.partition import partition, quality
 
     cfg = load_config(args.config, args.overrides)
-    if args.ranks_per_node < 1:
-        raise ConfigError(f"--ranks-per-node {args.ranks_per_node}: must be >= 1")
+    if not 1 <= args.ranks_per_node <= 100_000:  # as simulation.ranks_per_node
+        raise ConfigError(f"--ranks-per-node {args.ranks_per_node}: must be >= 1 and <= 100,000")
     if not (args.rate_hz >= 0 and args.rate_hz < 1e4):  # NaN fails both
         raise ConfigError(f"--rate-hz {args.rate_hz}: must be a number >= 0 and < 10000")
     import time
@@ -525,14 +545,10 @@ def _slurm(args) -> int:
                     cpus_per_task=cpus, job_name=args.job_name, partition=args.partition,
                     account=args.account, mem=args.mem, setup=args.setup, sbatch=args.sbatch)
     if args.output:
-        from pathlib import Path
+        from dtb.io.runfile import check_output, write_replacing
 
-        try:
-            Path(args.output).write_text(script)
-        except OSError as err:
-            from dtb.errors import ResourceError
-
-            raise ResourceError(f"cannot write the script {args.output!r} ({err.strerror})") from None
+        path = check_output(args.output, args.overwrite, inputs=[args.config])
+        write_replacing(path, lambda tmp: tmp.write_text(script), "writing the script")
     else:
         print(script, end="")
     return 0
@@ -609,11 +625,28 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
         print(f"dtb: warning: {message}", file=sys.stderr)
 
 
+def _reading(command, args) -> int:
+    """Run a command that only reads a run file: a file that is HDF5 but not what dtb wrote (a dataset missing or
+    of another shape, an attribute that is no number) is one line, whatever the code meets first."""
+    from dtb.errors import DataError
+
+    try:
+        return command(args)
+    except (DTBError, BrokenPipeError):
+        raise
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError, ZeroDivisionError, RuntimeError,
+            OSError) as err:
+        what = repr(args.run_file) + (" (or the data file it is compared with)" if args.command != "inspect" else "")
+        raise DataError(f"{what} is not readable as dtb writes it ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:200]})") from err
+
+
 def _main(args) -> int:
     try:
         commands = {"run": _run, "assimilate": _assimilate, "inspect": _inspect, "plot": _plot, "compare": _compare,
                     "partition": _partition, "connectome": _connectome, "slurm": _slurm, "config": _config}
-        status = commands[args.command](args)
+        command = commands[args.command]
+        status = _reading(command, args) if args.command in ("inspect", "plot", "compare") else command(args)
         sys.stdout.flush()  # a closed pipe fails here, inside the handlers, not at the interpreter's exit
         return status
     except DTBError as err:
@@ -639,6 +672,14 @@ def _main(args) -> int:
     except KeyboardInterrupt:
         print("dtb: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        from dtb.context import abort_all, launcher_rank, mpi_running
+
+        print(f"dtb: error: rank {launcher_rank()}: out of memory (the preflight, simulation.memory_check, refuses "
+              "what it can foresee before anything is allocated)", file=sys.stderr)
+        if mpi_running():
+            abort_all(2)
+        return 2
     except BrokenPipeError:
         # the reader went away (``dtb inspect --json | head``): nothing more to say, and nowhere to say it
         devnull = os.open(os.devnull, os.O_WRONLY)

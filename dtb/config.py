@@ -162,7 +162,7 @@ class BoldConfig:
                         le=1e6)
     params: str = _key("dtb", "Balloon-Windkessel parameter set", choices=("dtb", "friston2003"))
     eps: float = _key(0.0, "neuronal efficacy: gain of the firing fraction per ms on the vasodilatory signal "
-                      "(1/s^2); 0 = the parameter set's (dtb 200, friston2003 32.8)", ge=0.0, le=1e6)
+                      "(1/s^2); 0 = the parameter set's (dtb 200, friston2003 32.8), else >= 0.001", ge=0.0, le=1e6)
 
 
 @dataclass(frozen=True)
@@ -298,6 +298,16 @@ class Config:
                 files += sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
         return files or [bundled_connectome_path()]
 
+    def region_value_files(self) -> list[Path]:
+        """The CSV/TSV files per-region values are read from (``w_e_trace = "we.csv"``, ...): inputs too."""
+        files = []
+        for section, kind in _SECTION_TYPES.items():
+            for f in dataclasses.fields(kind):
+                value = getattr(getattr(self, section), f.name)
+                if f.metadata.get("per_region") and isinstance(value, str):
+                    files.append(Path(value))
+        return sorted(set(files))
+
 
 #: most values of one swept key (assimilation.sweep_*)
 MAX_SWEEP = 64
@@ -325,6 +335,16 @@ def _allowed(meta, kind) -> str:
     return name + (" " + " and ".join(parts) if parts else "")
 
 
+def _number(x) -> float | None:
+    """``x`` as a float; None if it is no number (a bool, a string) or an integer too large for a float."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    try:
+        return float(x)
+    except OverflowError:
+        return None
+
+
 def _coerce(name: str, value: Any, f: dataclasses.Field, base_dir: Path | None = None) -> Any:
     kind = type(f.default)
     meta = f.metadata
@@ -344,20 +364,18 @@ def _coerce(name: str, value: Any, f: dataclasses.Field, base_dir: Path | None =
             value = int(value)
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
+        ok = _number(value) is not None
+        value = _number(value) if ok else value
     elif kind is tuple and meta.get("values"):
-        ok = (isinstance(value, (list, tuple)) and len(value) <= MAX_SWEEP
-              and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))
-        numbers = tuple(float(x) for x in value) if ok else ()
+        ok = isinstance(value, (list, tuple)) and len(value) <= MAX_SWEEP and all(_number(x) is not None for x in value)
+        numbers = tuple(_number(x) for x in value) if ok else ()
         if not ok or not all(meta["ge"] <= x <= meta["le"] for x in numbers) or len(set(numbers)) < len(numbers):
             raise ConfigError(f"{name} = {value!r}: must be {_allowed(meta, kind)}, without repeats")
         return numbers
     elif kind is tuple:
-        ok = (isinstance(value, (list, tuple)) and len(value) == 2
-              and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))
+        ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(_number(x) is not None for x in value)
         if ok:
-            value = (float(value[0]), float(value[1]))
+            value = (_number(value[0]), _number(value[1]))
             ok = meta["ge"] <= value[0] < value[1] <= meta["le"]
         if not ok:
             raise ConfigError(f"{name} = {value!r}: must be {_allowed(meta, kind)}")
@@ -431,8 +449,8 @@ def _coerce_stimuli(value) -> tuple:
         if not (isinstance(pops, list) and pops and all(isinstance(p, str) for p in pops)):
             raise ConfigError(f"{where}.populations = {pops!r}: a non-empty list of population or region names")
         nums = {k: stim[k] for k in ("amplitude", "start_ms", "stop_ms")}
-        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v != v for v in nums.values()):
-            raise ConfigError(f"{where}: amplitude, start_ms and stop_ms must be numbers")
+        if any(_number(v) is None or not abs(_number(v)) < float("inf") for v in nums.values()):
+            raise ConfigError(f"{where}: amplitude, start_ms and stop_ms must be finite numbers")
         if not 0 <= nums["start_ms"] < nums["stop_ms"]:
             raise ConfigError(f"{where}: need 0 <= start_ms < stop_ms")
         out.append(dict(populations=list(pops), **{k: float(v) for k, v in nums.items()}))
@@ -454,7 +472,7 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     key = key.strip()
     try:
         value = tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except ValueError:  # TOMLDecodeError, or an integer of over 4,300 digits
         value = text.strip()  # a bare word is a string: --set model=pd14
     return key.split("."), value
 
@@ -498,7 +516,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if text is not None:
         try:
             raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as err:
+        except ValueError as err:  # TOMLDecodeError, or an integer of over 4,300 digits
             raise ConfigError(f"stored config is not valid TOML: {err}") from None
         where = "stored config"
     elif path is not None:
@@ -510,14 +528,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
                 raise ConfigError(f"config file {str(path)!r} is {path.stat().st_size:,} bytes: not a dtb config "
                                   f"(at most {MAX_CONFIG_BYTES:,})")
-            raw = tomllib.loads(path.read_text())
+            content = path.read_text()
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        except UnicodeDecodeError as err:
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
         except (OSError, ValueError, RuntimeError) as err:  # a name too long, a NUL byte, a link loop
             why = getattr(err, "strerror", None) or err
             raise ConfigError(f"config file {str(path)[:200]!r} cannot be read ({why})") from None
+        try:
+            raw = tomllib.loads(content)
+        except ValueError as err:  # TOMLDecodeError, or an integer of over 4,300 digits
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
         where = str(path)
     values: dict[str, Any] = {}  # "section.key" -> value
 
@@ -580,6 +602,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if cfg.model == "wholebrain" and (abs(steps - round(steps)) > 1e-9 * max(1.0, steps) or round(steps) < 1):
         raise ConfigError(f"wholebrain.local_delay_ms = {wb.local_delay_ms:g}: must be a positive multiple of "
                           f"simulation.dt_ms = {cfg.simulation.dt_ms:g} (delays are whole steps)")
+    if 0 < cfg.bold.eps < 1e-3:  # a BOLD signal of almost nothing: every scale and variance of it underflows
+        raise ConfigError(f"bold.eps = {cfg.bold.eps:g}: must be 0 (the parameter set's) or >= 0.001")
     _check_assimilation(cfg)
     return cfg
 

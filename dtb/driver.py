@@ -20,8 +20,8 @@ def session_from_config(cfg: Config, out: str | Path | None, *, network: Network
     """A `Session` with the ``[simulation]``, ``[hyper]`` and ``[recording]`` settings of ``cfg``.
 
     ``network`` defaults to the one ``cfg.model`` builds (`dtb.model.registry.network_from_config`);
-    ``inputs`` (file paths) may not be the output, nor may the connectome; the checkpoints record the content of
-    ``digests`` and the connectome, which a resume must find unchanged.
+    ``inputs`` (file paths) may not be the output, nor may the connectome's and the per-region values' files; the
+    checkpoints record the content of ``digests`` and of those files, which a resume must find unchanged.
     """
     sim = cfg.simulation
     net = network if network is not None else network_from_config(cfg)
@@ -34,8 +34,9 @@ def session_from_config(cfg: Config, out: str | Path | None, *, network: Network
                 cuda_graphs=sim.cuda_graphs, progress=cfg.recording.progress,
                 region_gains=hyper.initial_theta(gains, recipe.regions) if recipe.neuron_model == "lif_cond" else None,
                 gain_spread=cfg.hyper.gamma_alpha, config=cfg, kind=kind, what=what,
-                inputs=[*inputs, *cfg.connectome_files()], stitch=cfg.recording.stitch,
-                digests=[*digests, *(cfg.connectome_files() if cfg.connectome_path() else [])])
+                inputs=[*inputs, *cfg.connectome_files(), *cfg.region_value_files()], stitch=cfg.recording.stitch,
+                digests=[*digests, *(cfg.connectome_files() if cfg.connectome_path() else []),
+                         *cfg.region_value_files()])
     if cfg.model == "wholebrain":
         from dtb.connectome.connectome import subject_of
 

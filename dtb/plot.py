@@ -54,9 +54,13 @@ def _save(fig, out) -> None:
     """Write ``fig`` to ``out`` (one line if that fails) and free it."""
     import matplotlib.pyplot as plt
 
+    from dtb.io.runfile import write_replacing
+
+    kind = Path(out).suffix[1:].lower() or "png"
     try:
-        fig.savefig(out, dpi=150)
-    except (OSError, ValueError) as err:
+        # written beside it and renamed: a failed write (a full disk) leaves no half picture under its name
+        write_replacing(out, lambda tmp: fig.savefig(tmp, dpi=150, format=kind), "writing the figure")
+    except ValueError as err:  # a format matplotlib does not write
         raise DataError(f"cannot write the figure {str(out)!r}: {err}") from None
     finally:
         plt.close(fig)
@@ -99,6 +103,9 @@ def plot_run(path: str | Path, out: str | Path, n_neurons: int = 500, data: str 
     """
     import h5py
 
+    from dtb.connectome.connectome import check_input_file
+
+    check_input_file(Path(path), "run file")  # a FIFO is refused, never opened
     try:
         with h5py.File(path, "r") as f:
             assimilation = "assimilation" in f

@@ -755,7 +755,7 @@ class Session:
                                    else None, spikes, rec.state_sources() if rec is not None else None,
                                    stitch=self.stitch)
                 if rec is not None and self.stitch == "virtual" and ctx.size > 1:
-                    rec.remove_segments()  # the ranks' sorted files stay: the run file's spikes point into them
+                    rec.remove_segments([part[0] for part in spikes])  # the run file's spikes point into these
                 else:
                     import shutil
 

@@ -78,6 +78,9 @@ def render(*, nodes: int, ntasks_per_node: int, time: str, out: str | Path, conf
         from dtb.context import mpi_library as installed
 
         mpi_library = installed()
+    if not Path(out).name or re.search(r"[\x00-\x20\x7f\"'\\]", str(out)):
+        # the log's name goes into an #SBATCH line, which Slurm does not parse as a shell would
+        raise ConfigError(f"--out {str(out)!r}: a file path without spaces, quotes, backslashes or control characters")
     out = Path(out).resolve()
     args = ([str(Path(config).resolve())] if config else []) + \
         [x for o in overrides for x in ("--set", o)] + \
@@ -99,7 +102,7 @@ def render(*, nodes: int, ntasks_per_node: int, time: str, out: str | Path, conf
     text = (resources.files("dtb") / "data" / "slurm" / template).read_text()
     return Template(text).substitute(
         job_name=job_name, nodes=nodes, ntasks_per_node=ntasks_per_node, cpus_per_task=cpus_per_task,
-        gpus_per_task=gpus_per_task, time=time, log=str(out.with_suffix(".%j.log")),
+        gpus_per_task=gpus_per_task, time=time, log=str(out.with_suffix("")).replace("%", "%%") + ".%j.log",
         extra_directives="\n".join(extra), workdir=shlex.quote(str(Path.cwd())),
         setup="".join(f"{line}\n" for line in setup),
         srun_mpi=srun_mpi_flavour(mpi_library), python=shlex.quote(python or sys.executable),

@@ -181,7 +181,7 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
             raise DataError(f"{str(out)!r}: the checkpoint is a simulation run's: resume it with dtb run --resume")
         check_resumable(load_config(text=ck.config_toml), cfg, 0)
     else:
-        check_output(out, overwrite, [*inputs, data])
+        check_output(out, overwrite, [*inputs, data, *cfg.connectome_files(), *cfg.region_value_files()])
     obs = load_observed_bold(data, subject)
     n_trs, members, calib = da.trs, da.members, da.calibration_trs
     n_rec = obs.bold.shape[1]

@@ -215,6 +215,12 @@ def subject_of(path: Path | None, subject: str) -> str:
     return path.name if path.is_dir() else path.name.split(".")[0]
 
 
+#: the largest fibre length (mm) and other value (a weight, a size, a streamline count) a connectome may hold: their
+#: sums and the neurons allotted stay finite, and a length in micrometres or a size in voxels of 1e-6 mm^3 is found
+MAX_LEN_MM = 1e4
+MAX_VALUE = 1e15
+
+
 def _validated(labels, data: dict, sizes, subject: str, name: str, where: str, keys: dict) -> Connectome:
     """A `Connectome` from read arrays (``sc``, ``len_mm`` or ``centres``, ``size`` or None, ``waytotal`` or None),
     every check made; ``keys`` names the file's datasets in messages."""
@@ -232,6 +238,9 @@ def _validated(labels, data: dict, sizes, subject: str, name: str, where: str, k
         raise DataError(f"{where}: {n} region labels for a {sc.shape[0]} x {sc.shape[0]} weights matrix")
     if n < 2:
         raise DataError(f"{name}: needs at least 2 regions, has {n}")
+    odd = next((lab for lab in labels if not lab or any(ord(c) < 32 or ord(c) == 127 for c in lab)), None)
+    if odd is not None:
+        raise DataError(f"{name}: region label {odd!r} is empty or holds a control character (a NUL, a tab)")
     if len(set(labels)) != n:
         dup = next(lab for lab in labels if labels.count(lab) > 1)
         raise DataError(f"{name}: {'/labels names' if keys else 'the region labels name'} region {dup!r} twice")
@@ -263,6 +272,10 @@ def _validated(labels, data: dict, sizes, subject: str, name: str, where: str, k
             raise DataError(f"{label} contains NaN or inf at {_first(~np.isfinite(arr))}")
         if np.any(arr < 0):
             raise DataError(f"{label} has negative values at {_first(arr < 0)}")
+        most = MAX_LEN_MM if key == "len_mm" else MAX_VALUE
+        if np.any(arr > most):
+            raise DataError(f"{label} has values over {most:g} at {_first(arr > most)}"
+                            f"{' (fibre lengths are in mm)' if key == 'len_mm' else ''}")
     size = arrays["size"]
     if np.any(size == 0):
         label = f"{where}/{keys.get('size', 'size')}" if keys else f"{where}: size"
@@ -388,9 +401,13 @@ def save_connectome(con: Connectome, path: str | Path, subject: str | None = Non
     """
     import os
 
+    from dtb.io.runfile import fresh_tmp
+
     path = Path(path)
     subject = str(subject or con.subject)
-    tmp = path.with_name(path.name + ".tmp")
+    if subject in (".", "..") or not subject.strip() or any(c in subject for c in "/\0") or not subject.isprintable():
+        raise DataError(f"subject {subject!r}: not a usable subject id (no '/', control characters, '.' or '..')")
+    tmp = fresh_tmp(path)
     whole = bool(np.all(con.nvoxel == np.round(con.nvoxel)))
     try:
         with h5py.File(tmp, "w") as f:

@@ -7,8 +7,8 @@ Each reader returns raw arrays; `dtb.connectome.connectome.load_connectome` vali
 from __future__ import annotations
 
 import bz2
-import gzip
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -159,19 +159,30 @@ def _tvb_files(path: Path) -> dict[str, bytes]:
                     raise DataError(f"{path}: unpacks to more than {MAX_UNPACKED_BYTES / 2**30:g} GiB: not a connectivity")
                 for i in infos:
                     raw.setdefault(PurePosixPath(i.filename).name, z.read(i))
-        except (zipfile.BadZipFile, OSError, EOFError) as err:
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as err:
+            # RuntimeError: encrypted; NotImplementedError: a compression method Python lacks
             raise DataError(f"{path}: cannot read the zip ({err})") from None
     files = {}
     for name, blob in raw.items():
         try:
             if name.endswith(".bz2"):
-                name, blob = name[:-4], bz2.decompress(blob)
+                name, blob = name[:-4], _decompressed(bz2.BZ2Decompressor(), blob, f"{path}:{name}")
             elif name.endswith(".gz"):
-                name, blob = name[:-3], gzip.decompress(blob)
-        except (OSError, ValueError, EOFError) as err:
+                name, blob = name[:-3], _decompressed(zlib.decompressobj(wbits=31), blob, f"{path}:{name}")
+        except (OSError, ValueError, EOFError, zlib.error) as err:
             raise DataError(f"{path}:{name}: cannot decompress ({err})") from None
         files[name] = blob
     return files
+
+
+def _decompressed(decompressor, blob: bytes, where: str) -> bytes:
+    """``blob`` decompressed (bz2 or gzip), refused once it would exceed `MAX_UNPACKED_BYTES` (a bomb)."""
+    out = decompressor.decompress(blob, MAX_UNPACKED_BYTES + 1)
+    if len(out) > MAX_UNPACKED_BYTES:
+        raise DataError(f"{where}: unpacks to more than {MAX_UNPACKED_BYTES / 2**30:g} GiB: not a connectivity")
+    if not getattr(decompressor, "eof", True):
+        raise DataError(f"{where}: cannot decompress (the data ends early)")
+    return out
 
 
 def _read_matrix(path: Path, what: str) -> tuple[np.ndarray, list[str] | None, dict]:
@@ -196,17 +207,19 @@ def _read_mat(path: Path, what: str) -> tuple[np.ndarray, list[str] | None, dict
     import h5py
     import scipy.io
 
-    if h5py.is_hdf5(path):  # MATLAB v7.3
-        with h5py.File(path, "r") as f:
-            mats = {k: np.asarray(f[k][()]).T for k in f if isinstance(f[k], h5py.Dataset) and f[k].ndim == 2}
-        names = None
-    else:
-        try:
+    try:
+        if h5py.is_hdf5(path):  # MATLAB v7.3
+            with h5py.File(path, "r") as f:
+                mats = {k: np.asarray(f[k][()]).T for k in f if isinstance(f[k], h5py.Dataset) and f[k].ndim == 2}
+            names = None
+        else:
             content = scipy.io.loadmat(path)
-        except (ValueError, OSError, NotImplementedError, TypeError) as err:
-            raise DataError(f"{what} file {str(path)!r} is not a readable MATLAB file ({err})") from None
-        mats = {k: v for k, v in content.items() if not k.startswith("__") and isinstance(v, np.ndarray)}
-        names = mats.pop("name", None)
+            mats = {k: v for k, v in content.items() if not k.startswith("__") and isinstance(v, np.ndarray)}
+            names = mats.pop("name", None)
+    except (ValueError, OSError, NotImplementedError, TypeError, KeyError, RuntimeError, EOFError,
+            scipy.io.matlab.MatReadError) as err:  # empty, text, truncated, a v7.3 file's broken links
+        raise DataError(f"{what} file {str(path)!r} is not a readable MATLAB file "
+                        f"({' '.join(str(err).split())[:200]})") from None
     square = {k: v for k, v in mats.items() if v.ndim == 2 and v.shape[0] == v.shape[1] and v.shape[0] > 1
               and v.dtype.kind in "iuf"}
     key = "connectivity" if "connectivity" in square else (next(iter(square)) if len(square) == 1 else None)

@@ -18,7 +18,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from dtb.errors import DataError
@@ -66,16 +65,23 @@ class Run:
     """
 
     def __init__(self, path: str | Path, chunk_spikes: int = CHUNK_SPIKES):
+        from dtb.connectome.connectome import open_data_file
+
         self.path = Path(path)
-        if not self.path.exists():
-            raise DataError(f"run file {str(self.path)!r} does not exist")
+        self.file = f = open_data_file(self.path, "run file")  # a FIFO is refused, never opened
         try:
-            self.file = h5py.File(self.path, "r")
-        except OSError as err:
-            raise DataError(f"{str(self.path)!r} is not a readable HDF5 file ({err})") from None
+            self._read_description(chunk_spikes)
+        except DataError:
+            f.close()
+            raise
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError, OSError) as err:
+            f.close()
+            raise DataError(f"{str(self.path)!r} is not a readable dtb run file ({type(err).__name__}: "
+                            f"{' '.join(str(err).split())[:200]})") from None
+
+    def _read_description(self, chunk_spikes: int) -> None:
         f = self.file
         if "summary" not in f or "network" not in f:
-            self.file.close()
             raise DataError(f"{str(self.path)!r} is not a dtb simulation run file (no /summary or /network)")
         self.chunk_spikes = int(chunk_spikes)
         self.metadata = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
@@ -89,6 +95,12 @@ class Run:
         self.regions = [s.decode() for s in net["regions"][()]]
         self.n_neurons = int(self.population_sizes.sum())
         self.t_ms = float(f.attrs["t_ms"])
+        sizes = {len(a) for a in (self.population_sizes, self.population_first_gid, self.population_region,
+                                  self.population_excitatory)}
+        if len(sizes) != 1 or not np.isfinite(self.t_ms) or self.t_ms <= 0 or np.any(self.population_sizes < 0) or \
+                np.any((self.population_region < 0) | (self.population_region >= len(self.regions))) or \
+                not np.array_equal(self.population_first_gid, np.cumsum(self.population_sizes) - self.population_sizes):
+            raise DataError(f"{str(self.path)!r} is not a consistent dtb run file (its /network tables or t_ms)")
         group = f"spikes/{f.attrs['spike_population']}"
         self._spike_sorting = get_sorting(f[group])
         # virtual datasets (checkpoints, stitch = 'virtual') read from beside the file, or fail naming what is missing

@@ -20,7 +20,7 @@ import numpy as np
 
 from dtb.config import Config
 from dtb.errors import ConfigError, DataError, ResourceError
-from dtb.io.runfile import arrays_digest, checked_write, fsync_path, partial_path
+from dtb.io.runfile import arrays_digest, checked_write, checkpoint_digest, fsync_path, partial_path
 
 #: keys a resumed run may change: they do not change the network or what is recorded
 RESUMABLE_CHANGES = ("simulation.t_ms", "simulation.threads", "simulation.checkpoint_ms", "recording.progress",
@@ -137,14 +137,13 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in g.attrs.items()}
             config = f["config"][()]
             config = config.decode() if isinstance(config, bytes) else str(config)
-        except (OSError, KeyError, RuntimeError, UnicodeDecodeError) as err:
+            intact = attrs.pop("sha256", None) == checkpoint_digest(f)
+        except (OSError, KeyError, RuntimeError, TypeError, ValueError) as err:
             raise DataError(f"{str(partial)!r}: the checkpoint is damaged ({' '.join(str(err).split())})") from None
-    ck = Checkpoint(final, config, attrs, arrays)
-    stored = attrs.pop("sha256", None)
-    group = {k: v for k, v in arrays.items() if k != "bold"}
-    if stored is not None and stored != arrays_digest(group):
+    if not intact:  # the attributes, the BOLD so far and the stored config included
         raise DataError(f"{str(partial)!r}: the checkpoint is damaged (its content does not match its digest); start "
                         "the run again with --overwrite")
+    ck = Checkpoint(final, config, attrs, arrays)
     _check_checkpoint(ck, partial)
     return ck
 

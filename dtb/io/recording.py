@@ -9,7 +9,8 @@ file that no later write can damage. At the end each rank sorts its spikes by
 
 from __future__ import annotations
 
-import shutil
+import re
+import secrets
 from pathlib import Path
 
 import h5py
@@ -22,6 +23,16 @@ from dtb.io.runfile import checked_write, close_checked, file_digest
 
 def segment_name(rank: int, k: int) -> str:
     return f"rank{rank}.seg{k}.h5"
+
+
+#: a rank's spikes sorted by gid at the end of a many-rank run: ``rank<r>.spikes-<token>.h5`` (``rank<r>.h5`` in earlier
+#: versions), the token new for each run, so that a new run never writes into the files an old one's spikes point to
+_SORTED = re.compile(r"rank\d+(\.spikes-[0-9a-f]+)?\.h5")
+
+
+def is_sorted_file(name: str) -> bool:
+    """Whether a file of ``<run>.parts`` is a rank's sorted spikes (a finished run's, with ``stitch`` 'virtual')."""
+    return bool(_SORTED.fullmatch(name))
 
 
 class RowSources:
@@ -325,14 +336,19 @@ class Recorder:
                 self._append(f["rates"], rates)
             f.flush()
 
-        error = None
+        self._written_everywhere(self.file.filename, write)
+
+    def _written_everywhere(self, path, write):
+        """Collective: ``checked_write(path, write)`` on every rank; a failure on any raises a `WriteError` on all."""
+        error = result = None
         try:
-            checked_write(self.file.filename, write)
+            result = checked_write(path, write)
         except WriteError as err:
             error = err
         if self.ctx.max(int(error is not None)):
             raise error or WriteError("another rank could not write its part of the run (see its message); the "
                                       "run stopped, its last checkpoint, if any, is kept")
+        return result
 
     def state(self) -> dict:
         """What a resumed run needs (after a `flush`): unfinished rate bins and spike totals."""
@@ -500,7 +516,7 @@ class Recorder:
         -------
         SortedSpikes, or list of (relative path, length, first, stop), or None
             On rank 0, what `RunWriter.finish` stores: a one-rank run's sorted spikes, or the
-            gid-ordered row ranges of the ranks' sorted files ``rank<r>.h5``; None on other ranks.
+            gid-ordered row ranges of the ranks' sorted files ``rank<r>.spikes-<token>.h5``; None on other ranks.
         """
         if max_spikes is None:
             from dtb.context import available_bytes, ranks_per_node
@@ -510,9 +526,16 @@ class Recorder:
                               lambda: self.sorted_spikes(gids, max_spikes))
         if self.ctx.size == 1:
             return spikes
-        name = f"rank{self.ctx.rank}.h5"
-        with h5py.File(self.folder / name, "w") as f:
-            per_gid = spikes.write(f)
+        token = self.ctx.bcast(secrets.token_hex(4) if self.ctx.is_root else None)
+        sorted_file = self.folder / f"rank{self.ctx.rank}.spikes-{token}.h5"
+
+        def write():
+            with h5py.File(sorted_file, "w") as f:
+                counts = spikes.write(f)
+                f.flush()  # raises on a failed write, which closing would ignore
+            return counts
+
+        per_gid = self._written_everywhere(sorted_file, write)
         # per range: (range start gid, first row, stop row, part length)
         first = np.searchsorted(per_gid[0], ranges.ravel()).reshape(-1, 2)
         rows = np.concatenate([[0], np.cumsum(per_gid[1])])[first]
@@ -520,15 +543,14 @@ class Recorder:
         gathered = self.ctx.gather_arrays(mine.ravel())
         if gathered is None:
             return None
-        rows = sorted((int(start), f"{self.folder.name}/rank{rank}.h5", int(length), int(first), int(stop))
+        rows = sorted((int(start), f"{self.folder.name}/rank{rank}.spikes-{token}.h5", int(length), int(first),
+                       int(stop))
                       for rank, arr in enumerate(gathered) for start, first, stop, length in arr.reshape(-1, 4))
         return [row[1:] for row in rows]
 
-    def remove_segments(self) -> None:
-        """Rank 0, once the final file is in place: delete the segments (the whole folder for one rank)."""
-        if self.ctx.size == 1:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            return
-        for pattern in ("rank*.seg*.h5", "rank*.state*.h5"):
-            for p in self.folder.glob(pattern):
+    def remove_segments(self, keep: list[str]) -> None:
+        """Rank 0, once the final file is in place: delete everything in the folder but the files ``keep`` names
+        (the sorted files the run file's spikes point to; those of an earlier run it replaced go too)."""
+        for p in self.folder.glob("*"):
+            if f"{self.folder.name}/{p.name}" not in keep:
                 p.unlink(missing_ok=True)

@@ -11,11 +11,13 @@ intact and never a file under the final name.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import h5py
@@ -106,6 +108,21 @@ def arrays_digest(arrays: dict) -> str:
     return h.hexdigest()
 
 
+def checkpoint_digest(f: h5py.File) -> str:
+    """sha256 of everything a resume reads from a checkpoint file: the ``/checkpoint`` datasets and attributes
+    (its own ``sha256`` aside), ``/bold`` (the BOLD so far) and ``/config``."""
+    g = f["checkpoint"]
+    arrays = {}
+    g.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    if "bold" in f:
+        arrays["/bold"] = f["bold"][()]
+    config = f["config"][()]
+    arrays["/config"] = np.frombuffer(config.encode() if isinstance(config, str) else config, np.uint8)
+    attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in g.attrs.items() if k != "sha256"}
+    arrays["/checkpoint.attrs"] = np.frombuffer(json.dumps(attrs, sort_keys=True, default=str).encode(), np.uint8)
+    return arrays_digest(arrays)
+
+
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes."""
     h = hashlib.sha256()
@@ -113,6 +130,43 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def fresh_tmp(path: Path) -> Path:
+    """``<path>.tmp``, with whatever was there (a crashed writer's file, a planted symbolic link) removed, so that
+    a write never follows a link out of the folder; a `ResourceError` if a folder is in the way."""
+    tmp = _tmp_path(path)
+    if tmp.is_dir() and not tmp.is_symlink():
+        raise ResourceError(f"{str(tmp)!r} is a folder, in the way of the file written there: remove it")
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError as err:
+        raise ResourceError(f"cannot remove {str(tmp)!r} ({err.strerror})") from None
+    return tmp
+
+
+def write_replacing(path: str | Path, write, what: str = "writing") -> Path:
+    """Write the file ``path`` (a script, a figure) whole or not at all: ``write(tmp)`` fills ``<path>.tmp``, which
+    is then synced and renamed over ``path``; on any failure ``path`` is as before and the temporary file is gone
+    (an `OSError` becomes a `WriteError`)."""
+    path = Path(path)
+    tmp = fresh_tmp(path)
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # a full disk that the writer's buffered close did not report shows here
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(f"{what} {str(path)!r} failed ({err.strerror or err})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
+    return path
 
 
 def partial_path(path: Path) -> Path:
@@ -149,9 +203,8 @@ def check_output(path: str | Path, overwrite: bool, inputs=()) -> Path:
     if path.exists() and not path.is_file():
         raise ResourceError(f"output {str(path)!r} exists and is not a regular file (a folder, device or FIFO): "
                             "refusing to replace it")
-    for source in inputs:
-        if source and Path(source).exists() and path.exists() and os.path.samefile(source, path) or \
-                source and Path(source).resolve() == path.resolve():
+    for source in _files_of(inputs):
+        if source.exists() and path.exists() and os.path.samefile(source, path) or source.resolve() == path.resolve():
             raise ResourceError(f"output {str(path)!r} is an input of this run ({str(source)!r}): choose another "
                                 "--out")
     if path.exists() and not overwrite:
@@ -162,6 +215,19 @@ def check_output(path: str | Path, overwrite: bool, inputs=()) -> Path:
     if not path.parent.is_dir():
         raise ResourceError(f"output folder {str(path.parent)!r} does not exist")
     return path
+
+
+def _files_of(inputs) -> list[Path]:
+    """The input paths, a folder (a TVB connectome) standing for every file in it."""
+    files = []
+    for source in inputs:
+        if source:
+            source = Path(source)
+            try:
+                files += sorted(p for p in source.iterdir()) if source.is_dir() else [source]
+            except OSError:
+                files.append(source)
+    return files
 
 
 class RunLock:
@@ -184,9 +250,14 @@ class RunLock:
 
         while True:
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                # never through a link, never blocking on a FIFO
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
             except OSError as err:
-                raise ResourceError(f"cannot create the run's lock {str(self.path)!r} ({err.strerror})") from None
+                why = "a symbolic link" if err.errno == errno.ELOOP else err.strerror
+                raise ResourceError(f"cannot create the run's lock {str(self.path)!r} ({why}): remove it") from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise ResourceError(f"the run's lock {str(self.path)!r} is not a regular file: remove it")
             try:
                 # flock, not lockf: it excludes a second open of the same file in this process too
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -202,10 +273,15 @@ class RunLock:
             if same:  # not a lock file that its last holder removed while we opened it
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-                 .encode())
         self.fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+                     .encode())
+        except OSError as err:  # a full disk: the lock holds, only its note of the holder is missing
+            if err.errno != errno.ENOSPC:
+                self.release()
+                raise ResourceError(f"cannot write the run's lock {str(self.path)!r} ({err.strerror})") from None
 
     def release(self) -> None:
         """Remove the lock file and let go (a job that finds it gone while opening it tries again)."""
@@ -219,7 +295,22 @@ def remove_run_leftovers(path: Path) -> None:
     """Delete an unfinished run's checkpoint, segments and temporary files (before starting it afresh)."""
     for p in (partial_path(path), _tmp_path(path), _tmp_path(partial_path(path))):
         p.unlink(missing_ok=True)
-    shutil.rmtree(parts_dir(path), ignore_errors=True)
+    clear_parts(path)
+
+
+def clear_parts(path: Path) -> None:
+    """Delete what an unfinished job left in ``<run>.parts``: everything, unless a finished run is at ``path``,
+    whose spikes may be virtual datasets over its ranks' sorted files there (`dtb.io.recording.is_sorted_file`):
+    those stay until a new run file replaces it."""
+    from dtb.io.recording import is_sorted_file
+
+    folder = parts_dir(path)
+    if not path.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for p in folder.glob("*") if folder.is_dir() else ():
+        if not is_sorted_file(p.name):
+            p.unlink(missing_ok=True)
 
 
 class RunWriter:
@@ -295,7 +386,7 @@ class RunWriter:
         g.attrs.update(attrs)
 
     def _open(self, target: Path) -> h5py.File:
-        f = h5py.File(_tmp_path(target), "w")
+        f = h5py.File(fresh_tmp(target), "w")
         f.attrs.update(dict(self.meta.attrs))
         for key in self.meta:
             self.meta.copy(self.meta[key], f, name=key)
@@ -364,7 +455,7 @@ class RunWriter:
         for key, val in state.items():
             g.create_dataset(key, data=val)
         g.attrs.update(state_attrs)
-        g.attrs["sha256"] = arrays_digest(state)
+        g.attrs["sha256"] = checkpoint_digest(f)
         expect = {}
         if rates is not None:
             expect["rates/population_hz"] = rates.n_rows
@@ -498,7 +589,7 @@ class RunWriter:
         _tmp_path(self.path).unlink(missing_ok=True)
         _tmp_path(partial_path(self.path)).unlink(missing_ok=True)
         if not partial_path(self.path).exists():
-            shutil.rmtree(parts_dir(self.path), ignore_errors=True)
+            clear_parts(self.path)
 
 
 def _verify(path: Path, expect: dict) -> None:
@@ -531,14 +622,10 @@ def read_summary(path: str | Path) -> dict:
     DataError
         Not a readable dtb run file.
     """
+    from dtb.connectome.connectome import open_data_file
+
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"run file {str(path)!r} does not exist")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise DataError(f"{str(path)!r} is not a readable HDF5 file ({err})") from None
-    with f:
+    with open_data_file(path, "run file") as f:  # a FIFO is refused, never opened
         if "summary" not in f or not ({"network", "assimilation", "checkpoint"} & set(f)):
             raise DataError(f"{str(path)!r} is not a complete dtb run file (no /summary, or none of /network, "
                             "/assimilation, /checkpoint)")

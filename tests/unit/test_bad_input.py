@@ -83,6 +83,49 @@ def _labels_not_utf8(f):
     f["labels"] = np.array([b"R0", b"\xc4\xff", b"R2", b"R3"])
 
 
+def _control_label(f):
+    f["labels"][1] = b"R\x01"  # the labels are 2-byte strings, where a NUL would end the name
+
+
+def setup_mat(blob):
+    return lambda d: (d / "w.mat").write_bytes(blob)
+
+
+def setup_truncated_mat73(d):
+    with h5py.File(d / "w.mat", "w") as f:
+        f["connectivity"] = np.ones((4, 4))
+    data = (d / "w.mat").read_bytes()
+    (d / "w.mat").write_bytes(data[: len(data) // 2])
+
+
+def setup_tvb_zip(patch):
+    """A TVB zip whose every file header is patched by ``patch(bytearray, offset of a header's flags)``: the
+    general-purpose flags sit 6 bytes into a local header and 8 into a central one, the method 2 bytes after."""
+    def make(d):
+        import zipfile
+
+        n = 4
+        with zipfile.ZipFile(d / "tvb.zip", "w") as z:
+            z.writestr("weights.txt", "\n".join(" ".join("1" for _ in range(n)) for _ in range(n)))
+            z.writestr("tract_lengths.txt", "\n".join(" ".join("20" for _ in range(n)) for _ in range(n)))
+        raw = bytearray((d / "tvb.zip").read_bytes())
+        for magic, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            i = raw.find(magic)
+            while i >= 0:
+                patch(raw, i + at)
+                i = raw.find(magic, i + 4)
+        (d / "tvb.zip").write_bytes(bytes(raw))
+    return make
+
+
+def _encrypted(raw, flags):
+    raw[flags] |= 1
+
+
+def _unknown_method(raw, flags):
+    raw[flags + 2] = 99
+
+
 def setup_bad_summary(d):
     with h5py.File(d / "r.h5", "w") as f:
         f.create_group("network")
@@ -96,6 +139,7 @@ def setup_unfinished_run(d):
 
 
 RUN = ["run", "--quiet", "--out", "out.h5"]
+BIG = "1" + "0" * 400  # an integer too large for a float
 WITH_CONNECTOME = RUN + ["--set", 'wholebrain.connectome="c.h5"', "--set", "wholebrain.subject=s1"]
 
 CASES = {
@@ -180,7 +224,8 @@ CASES = {
     "a local delay under one step": (RUN + ["--set", "wholebrain.local_delay_ms=1e-12"], "positive multiple", None),
     "inspect a foreign summary": (["inspect", "r.h5"], "its /summary is not dtb's JSON", setup_bad_summary),
     "slurm script in a missing folder": (["slurm", "--nodes", "1", "--ntasks-per-node", "1", "-o",
-                                          "missing/dir/job.sbatch"], "cannot write the script", None),
+                                          "missing/dir/job.sbatch"], "output folder 'missing/dir' does not exist",
+                                         None),
     "partition rate nan": (["partition", "--ranks", "4", "--rate-hz", "nan"], "--rate-hz nan", None),
     "partition rate negative": (["partition", "--ranks", "4", "--rate-hz", "-5"], "--rate-hz -5", None),
     "an HDF5 error is one line": (WITH_CONNECTOME, "is not a readable HDF5 file", setup_truncated),
@@ -199,7 +244,61 @@ CASES = {
                                  setup_text("mu.csv", "region,mu\nPrecentral_L,nan\n")),
     "per-region file is a folder": (RUN + ["--set", 'hyper.i_bg="mu"'], "is not a regular file",
                                     lambda d: (d / "mu").mkdir()),
+    # a fresh attack (issue 17): numbers too large for a float, infinities, damaged foreign files, odd outputs
+    "an integer too large for a float": (RUN + ["--set", f"simulation.t_ms={BIG}"], "must be a number", None),
+    "an integer of 5,000 digits": (RUN + ["--set", "simulation.dt_ms=1" + "0" * 5000], "must be a number", None),
+    "a per-region list with a huge integer": (RUN + ["--set", f"wholebrain.w_e_trace=[1, {BIG}]"],
+                                              "must be a number", None),
+    "a sweep with a huge integer": (["assimilate", "--quiet", "--out", "out.h5", "--set",
+                                     f"assimilation.sweep_coupling=[{BIG}]"], "assimilation.sweep_coupling", None),
+    "a stimulus with a huge integer": (["run", "s.toml", "--out", "out.h5"], "must be finite numbers",
+                                       setup_text("s.toml", "[[stimulus]]\npopulations = ['R0']\namplitude = "
+                                                  f"{BIG}\nstart_ms = 0\nstop_ms = 5\n")),
+    "a stimulus without end": (["run", "s.toml", "--out", "out.h5"], "must be finite numbers",
+                               setup_text("s.toml", "[[stimulus]]\npopulations = ['R0']\namplitude = 1.0\n"
+                                          "start_ms = 0\nstop_ms = inf\n")),
+    "partition with a huge node": (["partition", "--ranks", "4", "--ranks-per-node", BIG], "--ranks-per-node", None),
+    "fibre lengths too long": (WITH_CONNECTOME, "len_mm has values over 10000",
+                               setup_connectome(len_mm=np.full((N, N), 1e300))),
+    "sizes too large": (WITH_CONNECTOME, "nvoxel has values over 1e+15",
+                        setup_connectome(nvoxel=np.array([100, 1e300, 100, 100]))),
+    "a NUL in a label": (WITH_CONNECTOME, "holds a control character", setup_h5(_control_label)),
+    "an empty .mat": (RUN + ["--set", 'wholebrain.connectome="w.mat"'], "is not a readable MATLAB file",
+                      setup_mat(b"")),
+    "a text .mat": (RUN + ["--set", 'wholebrain.connectome="w.mat"'], "is not a readable MATLAB file",
+                    setup_mat(b"MATLAB 5.0 MAT-file, but not really\n" * 10)),
+    "a truncated v7.3 .mat": (RUN + ["--set", 'wholebrain.connectome="w.mat"'], "w.mat", setup_truncated_mat73),
+    "an encrypted TVB zip": (RUN + ["--set", 'wholebrain.connectome="tvb.zip"'], "cannot read the zip",
+                             setup_tvb_zip(_encrypted)),
+    "a TVB zip of an unknown compression": (RUN + ["--set", 'wholebrain.connectome="tvb.zip"'],
+                                            "cannot read the zip", setup_tvb_zip(_unknown_method)),
+    "import under subject '.'": (["connectome", "import", "c.h5", "--subject", "s1", "-o", "x.h5"], None, None),
+    "a tiny BOLD efficacy": (RUN + ["--set", "bold.eps=1e-320"], "must be 0 (the parameter set's) or >= 0.001", None),
+    "inspect a FIFO": (["inspect", "r.h5"], "is not a regular file", lambda d: __import__("os").mkfifo(d / "r.h5")),
+    "plot a FIFO": (["plot", "r.h5", "-o", "r.png"], "is not a regular file",
+                    lambda d: __import__("os").mkfifo(d / "r.h5")),
+    "compare a FIFO": (["compare", "r.h5"], "is not a regular file", lambda d: __import__("os").mkfifo(d / "r.h5")),
+    "a picture onto a device": (["plot", "r.h5", "-o", "/dev/full"], "is not a regular file", None),
+    "a picture with no name": (["plot", "r.h5", "-o", ""], "the output path is empty", None),
+    "a picture onto the data": (["plot", "r.h5", "--data", "d.png", "-o", "d.png"], "is an input",
+                                setup_text("d.png", "data")),
+    "slurm over an existing script": (["slurm", "--nodes", "1", "--ntasks-per-node", "1", "--script", "job.sbatch"],
+                                      "exists (use --overwrite", setup_text("job.sbatch", "keep")),
+    "slurm script onto its config": (["slurm", "run.toml", "--nodes", "1", "--ntasks-per-node", "1", "--script",
+                                      "run.toml", "--overwrite"], "is an input", setup_text("run.toml", "")),
+    "slurm script onto a FIFO": (["slurm", "--nodes", "1", "--ntasks-per-node", "1", "--script", "fifo"],
+                                 "is not a regular file", lambda d: __import__("os").mkfifo(d / "fifo")),
+    "slurm --out with a newline": (["slurm", "--nodes", "1", "--ntasks-per-node", "1", "--out",
+                                    "r.h5\n#SBATCH --x\necho hi"], "a file path without spaces", None),
+    "slurm --out with a space": (["slurm", "--nodes", "1", "--ntasks-per-node", "1", "--out", "a b.h5"],
+                                 "a file path without spaces", None),
+    "slurm --out empty": (["slurm", "--nodes", "1", "--ntasks-per-node", "1", "--out", ""],
+                          "a file path without spaces", None),
+    "slurm --out a folder": (["slurm", "--nodes", "1", "--ntasks-per-node", "1", "--out", "/"],
+                             "a file path without spaces", None),
 }
+CASES["import under subject '.'"] = (["connectome", "import", "c.h5", "--subject", ".", "-o", "x.h5"],
+                                     "subject '.'", setup_connectome())
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

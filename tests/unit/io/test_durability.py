@@ -312,15 +312,26 @@ def test_a_damaged_checkpoint_or_segment_is_refused_before_anything_runs(tmp_pat
         with pytest.raises(DataError, match=msg):
             driver.run(cfg, out, resume=True)
         path.write_bytes(raw)
-    for damage, msg in ((lambda f: f["checkpoint"].attrs.__setitem__("step", -5), "attribute step = -5"),
-                        (lambda f: f["checkpoint"].attrs.__delitem__("segments"), "attribute segments = None"),
-                        (lambda f: f["checkpoint"].__delitem__("spike_rows"), "the checkpoint is damaged"),
-                        (lambda f: f["checkpoint"].attrs.__setitem__("n_ranks", 3), r"expected \(3, 2\)")):
+    # whatever a resume reads, edited: the attributes, the arrays, the BOLD so far, the stored config, the digest
+    def edit(f, name, fn):
+        f[name][...] = fn(f[name][()])
+
+    for damage in (lambda f: f["checkpoint"].attrs.__setitem__("step", -5),
+                   lambda f: f["checkpoint"].attrs.__setitem__("step", 0),
+                   lambda f: f["checkpoint"].attrs.__delitem__("segments"),
+                   lambda f: f["checkpoint"].attrs.__setitem__("n_ranks", 3),
+                   lambda f: f["checkpoint"].__delitem__("spike_rows"),
+                   lambda f: edit(f, "checkpoint/rate_rows", lambda a: a + 1),
+                   lambda f: edit(f, "bold", lambda a: a * 2),
+                   lambda f: edit(f, "config", lambda a: a.replace(b"eps = ", b"eps = 1")),
+                   lambda f: f["checkpoint"].attrs.__delitem__("sha256")):
         partial.write_bytes(good)
         with h5py.File(partial, "r+") as f:
             damage(f)
-        with pytest.raises(DataError, match=msg):
+        with pytest.raises(DataError, match="the checkpoint is damaged"):
             read_checkpoint(out)
+        with pytest.raises(DataError, match="the checkpoint is damaged"):
+            driver.run(cfg, out, resume=True)
     partial.write_bytes(b"garbage" * 100)
     with pytest.raises(DataError, match="is not a readable HDF5 file"):
         driver.run(cfg, out, resume=True)
