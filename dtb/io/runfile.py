@@ -214,6 +214,9 @@ def check_output(path: str | Path, overwrite: bool, inputs=()) -> Path:
                             f"with --resume {str(path)!r}, or use --overwrite to start again")
     if not path.parent.is_dir():
         raise ResourceError(f"output folder {str(path.parent)!r} does not exist")
+    for tmp in (_tmp_path(path), _tmp_path(partial_path(path))):
+        if tmp.is_dir() and not tmp.is_symlink():
+            raise ResourceError(f"{str(tmp)!r} is a folder, in the way of the file written there: remove it")
     return path
 
 
@@ -293,8 +296,9 @@ class RunLock:
 
 def remove_run_leftovers(path: Path) -> None:
     """Delete an unfinished run's checkpoint, segments and temporary files (before starting it afresh)."""
-    for p in (partial_path(path), _tmp_path(path), _tmp_path(partial_path(path))):
-        p.unlink(missing_ok=True)
+    partial_path(path).unlink(missing_ok=True)
+    for p in (path, partial_path(path)):
+        fresh_tmp(p)
     clear_parts(path)
 
 
@@ -309,7 +313,9 @@ def clear_parts(path: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
         return
     for p in folder.glob("*") if folder.is_dir() else ():
-        if not is_sorted_file(p.name):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif not is_sorted_file(p.name):
             p.unlink(missing_ok=True)
 
 

@@ -230,3 +230,61 @@ def test_sonata_readers_read_a_many_rank_file_as_dtb_does(tmp_path, stitch):
         keys.append(mine)
     for a, b in zip(*keys):  # the two files hold the same spikes (rank invariance, through every reader)
         np.testing.assert_array_equal(np.sort(a), np.sort(b))
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
+def test_an_overwrite_keeps_an_old_virtual_run_readable_until_it_commits(tmp_path):
+    """A 2-rank run stitched as virtual datasets over its ranks' sorted files in run.h5.parts; an --overwrite of
+    it (another seed) killed after its first checkpoint, and one that fails: the old file still reads its own
+    spikes. A completed overwrite reads the new spikes, and only its own sorted files are left in the folder."""
+    out = tmp_path / "run.h5"
+    args = KILL_RUN + ["--set", "recording.stitch=virtual", "--set", "simulation.checkpoint_ms=100", "--out", str(out)]
+    assert subprocess.run(dtb_under_mpiexec(2, "run", *args), capture_output=True, timeout=300).returncode == 0
+
+    def spikes():
+        with h5py.File(out) as f:
+            return f["spikes/wholebrain/node_ids"][()], f["spikes/wholebrain/timestamps"][()]
+
+    old = spikes()
+    assert len(old[0]) > 0
+    parts = out.with_name("run.h5.parts")
+    old_files = sorted(p.name for p in parts.iterdir())
+    # killed after its first checkpoint: nothing of the old run is touched
+    job = subprocess.Popen(dtb_under_mpiexec(2, "run", *args, "--overwrite", "--set", "simulation.seed=7"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(out.with_name("run.h5.partial").exists, 120)
+        os.kill(wait_for(lambda: rank_pid(1, str(out)), 10), signal.SIGKILL)
+        job.wait(timeout=30)
+    finally:
+        job.kill()
+    for a, b in zip(old, spikes()):
+        np.testing.assert_array_equal(a, b)
+    # one without checkpoints that is stopped (SIGTERM to rank 0, which cleans up what it wrote): the old run's
+    # sorted files stay
+    out.with_name("run.h5.partial").unlink()
+    for p in parts.iterdir():
+        if p.name not in old_files:
+            p.unlink()  # the killed run's segments
+    job = subprocess.Popen(dtb_under_mpiexec(2, "run", *args, "--overwrite", "--set", "simulation.seed=7",
+                                             "--set", "simulation.checkpoint_ms=0"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for((parts / "rank0.seg0.h5").exists, 120)
+        os.kill(wait_for(lambda: rank_pid(0, str(out)), 10), signal.SIGTERM)
+        err = job.communicate(timeout=30)[1]
+    finally:
+        job.kill()
+    assert job.returncode != 0 and "terminated (SIGTERM)" in err, err[-2000:]
+    assert not (parts / "rank0.seg0.h5").exists()  # rank 0 removed its own
+    for a, b in zip(old, spikes()):
+        np.testing.assert_array_equal(a, b)
+    assert set(old_files) <= {p.name for p in parts.iterdir()}
+    # a completed overwrite: the new spikes, and no file of the old run left
+    p = subprocess.run(dtb_under_mpiexec(2, "run", *args, "--overwrite", "--set", "simulation.seed=7"),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    new = spikes()
+    assert not np.array_equal(new[1][: min(len(new[1]), len(old[1]))], old[1][: min(len(new[1]), len(old[1]))])
+    left = sorted(p.name for p in parts.iterdir())
+    assert len(left) == 2 and not set(left) & set(old_files), left

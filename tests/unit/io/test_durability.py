@@ -438,3 +438,138 @@ def test_a_read_only_output_folder_is_one_line(small_disk, capsys):
                      "--set", "simulation.t_ms=10"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot create the run's lock" in err and "Read-only file system" in err, err
+
+
+def test_every_file_a_run_reads_is_an_input(tmp_path, capsys):
+    """A per-region values file and each file of a TVB folder may not be the output (--overwrite would destroy
+    it); a per-region file changed between a kill and the resume is refused by its digest."""
+    values = tmp_path / "we.csv"
+    values.write_text("".join(f"R{i},{1.0 + 0.1 * i}\n" for i in range(4)))
+    from helpers import write_connectome
+
+    con = write_connectome(tmp_path / "con.h5")
+    base = ["--quiet", "--set", f"wholebrain.connectome={con}", "--set", "wholebrain.subject=s1",
+            "--set", "wholebrain.n_neurons=400", "--set", f'wholebrain.w_e_trace="{values}"']
+    before = values.read_bytes()
+    assert cli.main(["run", *base, "--out", str(values), "--overwrite"]) == 2
+    assert "is an input of this run" in capsys.readouterr().err and values.read_bytes() == before
+    tvb = tmp_path / "tvb"
+    tvb.mkdir()
+    (tvb / "weights.txt").write_text("0 1 1\n1 0 1\n1 1 0\n")
+    (tvb / "tract_lengths.txt").write_text("0 20 20\n20 0 20\n20 20 0\n")
+    kept = (tvb / "weights.txt").read_bytes()
+    assert cli.main(["connectome", "import", str(tvb), "-o", str(tvb / "weights.txt"), "--overwrite"]) == 2
+    assert "is an input of this run" in capsys.readouterr().err and (tvb / "weights.txt").read_bytes() == kept
+    gains = tmp_path / "g_ampa.csv"
+    gains.write_text("".join(f"R{i},1.0\n" for i in range(4)))
+    cfg = load_config(overrides=[f"wholebrain.connectome={con}", "wholebrain.subject=s1", "wholebrain.n_neurons=400",
+                                 f'wholebrain.w_e_trace="{values}"', f'hyper.g_ampa="{gains}"', "simulation.t_ms=200",
+                                 "simulation.checkpoint_ms=50", "recording.progress=false"])
+
+    class Stop(Exception):
+        pass
+
+    def stop(step):
+        raise Stop
+
+    out = tmp_path / "run.h5"
+    with pytest.raises(Stop):
+        driver.run(cfg, out, on_checkpoint=stop)
+    for path, change in ((values, lambda text: text.replace("R0,1.0", "R0,1.00")), (gains, lambda text: text.replace("R0,1.0", "R0,2.0"))):
+        kept = path.read_text()
+        path.write_text(change(kept))
+        with pytest.raises(DataError, match="changed since the checkpoint"):
+            driver.run(cfg, out, resume=True)
+        path.write_text(kept)
+    assert driver.run(cfg, out, resume=True)["resumed_at_ms"] == 50.0
+
+
+@pytest.mark.parametrize("planted", ["lock link", "tmp link", "partial tmp link", "lock fifo", "tmp folder"])
+def test_no_write_follows_what_is_planted_beside_the_run(tmp_path, planted):
+    """A symbolic link at <out>.lock, <out>.tmp or <out>.partial.tmp pointing at a precious file is never
+    written through; a FIFO as the lock and a folder at .tmp are one-line refusals."""
+    precious = tmp_path / "precious"
+    precious.write_bytes(b"keep")
+    out = tmp_path / "run.h5"
+    at = {"lock link": "run.h5.lock", "tmp link": "run.h5.tmp", "partial tmp link": "run.h5.partial.tmp",
+          "lock fifo": "run.h5.lock", "tmp folder": "run.h5.tmp"}[planted]
+    if "link" in planted:
+        (tmp_path / at).symlink_to(precious)
+    elif "fifo" in planted:
+        os.mkfifo(tmp_path / at)
+    else:
+        (tmp_path / at).mkdir()
+    cfg = load_config(overrides=SMALL + ["simulation.t_ms=200", "simulation.checkpoint_ms=100"])
+    if planted in ("tmp link", "partial tmp link"):
+        driver.run(cfg, out)  # the link is replaced, not followed
+        assert h5py.is_hdf5(out)
+    else:
+        with pytest.raises(ResourceError, match="remove it"):
+            driver.run(cfg, out)
+        assert not out.exists()
+    assert precious.read_bytes() == b"keep"
+
+
+def test_a_run_file_that_dtb_did_not_write_is_one_line(tmp_path, capsys, small_run):
+    """inspect, plot and compare on a run file damaged in structure (a dataset missing or of another shape, an
+    attribute that is no number, a /summary that is a group): one line and status 2, never a traceback."""
+    good = small_run("wholebrain.n_neurons=2000", "wholebrain.in_degree=20", "simulation.t_ms=3000",
+                     "recording.bold=true", "bold.tr_ms=100")[0]
+
+    def drop(name):
+        return lambda f: f.__delitem__(name)
+
+    def attr(name, value, where="/"):
+        return lambda f: f[where].attrs.__setitem__(name, value)
+
+    def summary_group(f):
+        del f["summary"]
+        f.create_group("summary")
+
+    def reshape(name):
+        def change(f):
+            data = f[name][()]
+            del f[name]
+            f[name] = data[:-1]
+        return change
+
+    damages = [drop("network/populations/size"), drop("network/regions"), drop("spikes"), drop("bold"),
+               drop("rates/population_hz"), attr("t_ms", "soon"), attr("t_ms", np.nan), attr("tr_ms", 0.0, "bold"),
+               attr("tr_ms", np.nan, "bold"), attr("spike_population", "nobody"), summary_group,
+               reshape("network/populations/first_gid"), reshape("network/populations/region")]
+    for i, damage in enumerate(damages):
+        run = tmp_path / f"run{i}.h5"
+        shutil.copy(good, run)
+        with h5py.File(run, "r+") as f:
+            damage(f)
+        for argv in (["inspect", str(run)], ["plot", str(run), "-o", str(tmp_path / "p.png")],
+                     ["compare", str(run)]):
+            status = cli.main(argv)
+            err = capsys.readouterr().err
+            assert status in (0, 2) and "Traceback" not in err, (i, argv, err)
+            assert status == 0 or (err.count("\n") == 1 and err.startswith("dtb: error: ")), (i, argv, err)
+
+
+def test_a_compressed_bomb_in_a_tvb_zip_is_refused_unpacking(tmp_path, monkeypatch):
+    """A TVB file that decompresses beyond the limit is refused as it unpacks, not first unpacked whole."""
+    import bz2
+    import zipfile
+
+    from dtb.connectome import formats
+
+    monkeypatch.setattr(formats, "MAX_UNPACKED_BYTES", 1 << 20)
+    with zipfile.ZipFile(tmp_path / "tvb.zip", "w") as z:
+        z.writestr("weights.txt.bz2", bz2.compress(b"0 " * (4 << 20)))
+    with pytest.raises(DataError, match="unpacks to more than"):
+        formats.read_foreign(tmp_path / "tvb.zip")
+
+
+def test_out_of_memory_is_one_line(monkeypatch, capsys):
+    """A MemoryError (the preflight turned off, or a need it could not foresee) is one line and status 2."""
+    def exhausted(args):
+        raise MemoryError
+
+    monkeypatch.setattr(cli, "_inspect", exhausted)
+    assert cli.main(["inspect", "x.h5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out of memory" in err
