@@ -364,18 +364,20 @@ def _coerce(name: str, value: Any, f: dataclasses.Field, base_dir: Path | None =
             value = int(value)
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind is float:
-        ok = _number(value) is not None
-        value = _number(value) if ok else value
+        number = _number(value)
+        ok = number is not None
+        value = number if ok else value
     elif kind is tuple and meta.get("values"):
-        ok = isinstance(value, (list, tuple)) and len(value) <= MAX_SWEEP and all(_number(x) is not None for x in value)
-        numbers = tuple(_number(x) for x in value) if ok else ()
+        numbers = tuple(_number(x) for x in value) if isinstance(value, (list, tuple)) else (None,)
+        ok = len(numbers) <= MAX_SWEEP and None not in numbers
         if not ok or not all(meta["ge"] <= x <= meta["le"] for x in numbers) or len(set(numbers)) < len(numbers):
             raise ConfigError(f"{name} = {value!r}: must be {_allowed(meta, kind)}, without repeats")
         return numbers
     elif kind is tuple:
-        ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(_number(x) is not None for x in value)
+        pair = tuple(_number(x) for x in value) if isinstance(value, (list, tuple)) else ()
+        ok = len(pair) == 2 and None not in pair
         if ok:
-            value = (_number(value[0]), _number(value[1]))
+            value = pair
             ok = meta["ge"] <= value[0] < value[1] <= meta["le"]
         if not ok:
             raise ConfigError(f"{name} = {value!r}: must be {_allowed(meta, kind)}")
@@ -448,8 +450,8 @@ def _coerce_stimuli(value) -> tuple:
         pops = stim["populations"]
         if not (isinstance(pops, list) and pops and all(isinstance(p, str) for p in pops)):
             raise ConfigError(f"{where}.populations = {pops!r}: a non-empty list of population or region names")
-        nums = {k: stim[k] for k in ("amplitude", "start_ms", "stop_ms")}
-        if any(_number(v) is None or not abs(_number(v)) < float("inf") for v in nums.values()):
+        nums = {k: _number(stim[k]) for k in ("amplitude", "start_ms", "stop_ms")}
+        if any(v is None or not abs(v) < float("inf") for v in nums.values()):  # NaN fails too
             raise ConfigError(f"{where}: amplitude, start_ms and stop_ms must be finite numbers")
         if not 0 <= nums["start_ms"] < nums["stop_ms"]:
             raise ConfigError(f"{where}: need 0 <= start_ms < stop_ms")

@@ -26,6 +26,7 @@ def session_from_config(cfg: Config, out: str | Path | None, *, network: Network
     sim = cfg.simulation
     net = network if network is not None else network_from_config(cfg)
     recipe = net.recipe()
+    value_files = cfg.region_value_files()
     gains = {name: getattr(cfg.hyper, name) for name in hyper.LIF_GAINS}
     s = Session(net, out, backend=sim.backend, ctx=ctx, seed=sim.seed, overwrite=overwrite, resume=resume,
                 partition=sim.partition, exchange=sim.exchange, ranks_per_node=sim.ranks_per_node,
@@ -34,9 +35,8 @@ def session_from_config(cfg: Config, out: str | Path | None, *, network: Network
                 cuda_graphs=sim.cuda_graphs, progress=cfg.recording.progress,
                 region_gains=hyper.initial_theta(gains, recipe.regions) if recipe.neuron_model == "lif_cond" else None,
                 gain_spread=cfg.hyper.gamma_alpha, config=cfg, kind=kind, what=what,
-                inputs=[*inputs, *cfg.connectome_files(), *cfg.region_value_files()], stitch=cfg.recording.stitch,
-                digests=[*digests, *(cfg.connectome_files() if cfg.connectome_path() else []),
-                         *cfg.region_value_files()])
+                inputs=[*inputs, *cfg.connectome_files(), *value_files], stitch=cfg.recording.stitch,
+                digests=[*digests, *(cfg.connectome_files() if cfg.connectome_path() else []), *value_files])
     if cfg.model == "wholebrain":
         from dtb.connectome.connectome import subject_of
 

@@ -61,3 +61,12 @@ def collect(sim, n_steps):
     if not steps:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(steps), np.concatenate(gids)
+
+
+class Stop(Exception):
+    """What `stop_at_checkpoint` raises: a run stopped after a checkpoint, as a kill would stop it."""
+
+
+def stop_at_checkpoint(step):
+    """An ``on_checkpoint`` callback that stops the run at its first checkpoint (its ``.partial`` stays)."""
+    raise Stop

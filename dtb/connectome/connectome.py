@@ -405,7 +405,7 @@ def save_connectome(con: Connectome, path: str | Path, subject: str | None = Non
 
     path = Path(path)
     subject = str(subject or con.subject)
-    if subject in (".", "..") or not subject.strip() or any(c in subject for c in "/\0") or not subject.isprintable():
+    if subject in (".", "..") or not subject.strip() or "/" in subject or not subject.isprintable():
         raise DataError(f"subject {subject!r}: not a usable subject id (no '/', control characters, '.' or '..')")
     tmp = fresh_tmp(path)
     whole = bool(np.all(con.nvoxel == np.round(con.nvoxel)))

@@ -180,7 +180,7 @@ def _decompressed(decompressor, blob: bytes, where: str) -> bytes:
     out = decompressor.decompress(blob, MAX_UNPACKED_BYTES + 1)
     if len(out) > MAX_UNPACKED_BYTES:
         raise DataError(f"{where}: unpacks to more than {MAX_UNPACKED_BYTES / 2**30:g} GiB: not a connectivity")
-    if not getattr(decompressor, "eof", True):
+    if not decompressor.eof:
         raise DataError(f"{where}: cannot decompress (the data ends early)")
     return out
 

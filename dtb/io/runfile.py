@@ -136,13 +136,17 @@ def fresh_tmp(path: Path) -> Path:
     """``<path>.tmp``, with whatever was there (a crashed writer's file, a planted symbolic link) removed, so that
     a write never follows a link out of the folder; a `ResourceError` if a folder is in the way."""
     tmp = _tmp_path(path)
-    if tmp.is_dir() and not tmp.is_symlink():
-        raise ResourceError(f"{str(tmp)!r} is a folder, in the way of the file written there: remove it")
+    _no_folder_at(tmp)
     try:
         tmp.unlink(missing_ok=True)
     except OSError as err:
         raise ResourceError(f"cannot remove {str(tmp)!r} ({err.strerror})") from None
     return tmp
+
+
+def _no_folder_at(tmp: Path) -> None:
+    if tmp.is_dir() and not tmp.is_symlink():
+        raise ResourceError(f"{str(tmp)!r} is a folder, in the way of the file written there: remove it")
 
 
 def write_replacing(path: str | Path, write, what: str = "writing") -> Path:
@@ -215,8 +219,7 @@ def check_output(path: str | Path, overwrite: bool, inputs=()) -> Path:
     if not path.parent.is_dir():
         raise ResourceError(f"output folder {str(path.parent)!r} does not exist")
     for tmp in (_tmp_path(path), _tmp_path(partial_path(path))):
-        if tmp.is_dir() and not tmp.is_symlink():
-            raise ResourceError(f"{str(tmp)!r} is a folder, in the way of the file written there: remove it")
+        _no_folder_at(tmp)
     return path
 
 
@@ -227,7 +230,7 @@ def _files_of(inputs) -> list[Path]:
         if source:
             source = Path(source)
             try:
-                files += sorted(p for p in source.iterdir()) if source.is_dir() else [source]
+                files += sorted(source.iterdir()) if source.is_dir() else [source]
             except OSError:
                 files.append(source)
     return files

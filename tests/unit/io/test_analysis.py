@@ -13,6 +13,7 @@ from dtb.config import load_config
 from dtb.errors import DataError
 from dtb.io import open_run
 from dtb.io.analysis import bold_fc, isi_cv, rate_histograms, spike_count_correlation, spike_counts
+from helpers import Stop, stop_at_checkpoint
 
 RUN = ["wholebrain.n_neurons=2000", "wholebrain.in_degree=30", "simulation.t_ms=2500", "recording.progress=false",
        "recording.bold=true", "bold.tr_ms=100", "recording.rate_bin_ms=5"]
@@ -101,15 +102,10 @@ def test_helpers_stream_spikes_larger_than_their_memory(run_path):
 def test_checkpoint_files_read_alike(tmp_path, run_path, spikes):
     """An unfinished run's checkpoint (virtual datasets over segment files, not sorted) reads like a run file."""
 
-    class Stop(Exception):
-        pass
-
-    def stop(step):
-        raise Stop
-
     out = tmp_path / "stopped.h5"
     with pytest.raises(Stop):
-        driver.run(load_config(overrides=RUN + ["simulation.checkpoint_ms=1000"]), out, on_checkpoint=stop)
+        driver.run(load_config(overrides=RUN + ["simulation.checkpoint_ms=1000"]), out,
+                   on_checkpoint=stop_at_checkpoint)
     times, ids = spikes
     early = times <= 1000.0
     with open_run(out.with_name("stopped.h5.partial"), chunk_spikes=999) as run:

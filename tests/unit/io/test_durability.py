@@ -16,6 +16,7 @@ from dtb import cli, driver
 from dtb.config import load_config
 from dtb.errors import ConfigError, DataError, ResourceError, WriteError
 from dtb.io.runfile import RunLock, RunWriter
+from helpers import Stop, stop_at_checkpoint
 
 SMALL = ["wholebrain.n_neurons=2000", "wholebrain.in_degree=20", "simulation.t_ms=1500", "recording.progress=false",
          "recording.flush_ms=50", "recording.bold=true", "bold.tr_ms=100"]
@@ -129,15 +130,9 @@ def test_an_overwrite_keeps_the_old_run_until_the_new_one_commits(tmp_path):
     driver.run(cfg, out)
     before = spikes_and_rates(out)
 
-    class Stop(Exception):
-        pass
-
-    def stop(step):
-        raise Stop
-
     with pytest.raises(Stop):
         driver.run(load_config(overrides=SMALL + ["simulation.checkpoint_ms=500", "simulation.seed=9"]), out,
-                   overwrite=True, on_checkpoint=stop)
+                   overwrite=True, on_checkpoint=stop_at_checkpoint)
     for a, b in zip(before, spikes_and_rates(out)):
         np.testing.assert_array_equal(a, b)
 
@@ -284,10 +279,7 @@ def test_a_damaged_checkpoint_or_segment_is_refused_before_anything_runs(tmp_pat
     out = tmp_path / "run.h5"
     cfg = load_config(overrides=SMALL + ["simulation.checkpoint_ms=500"])
 
-    class Stop(Exception):
-        pass
-
-    def stop(step):
+    def stop(step):  # at the second checkpoint
         if step >= 10000:
             raise Stop
 
@@ -361,14 +353,8 @@ def test_a_resume_refuses_changed_inputs(tmp_path):
                                  "simulation.t_ms=200", "simulation.checkpoint_ms=50", "recording.progress=false"])
     out = tmp_path / "run.h5"
 
-    class Stop(Exception):
-        pass
-
-    def stop(step):
-        raise Stop
-
     with pytest.raises(Stop):
-        driver.run(cfg, out, on_checkpoint=stop)
+        driver.run(cfg, out, on_checkpoint=stop_at_checkpoint)
     with h5py.File(con, "r+") as f:
         f["subjects/s1/waytotal"][0] += 1  # not used by the network: only the digest sees it
     with pytest.raises(DataError, match="changed since the checkpoint"):
@@ -390,19 +376,13 @@ def test_virtual_sources_are_found_beside_the_file_or_named_when_missing(tmp_pat
     from dtb.io.analysis import open_run
     from helpers import write_connectome
 
-    class Stop(Exception):
-        pass
-
-    def stop(step):
-        raise Stop
-
     runs = {}
     for seed in (1, 2):
         d = tmp_path / f"seed{seed}"
         d.mkdir()
         with pytest.raises(Stop):
             driver.run(load_config(overrides=SMALL + ["simulation.checkpoint_ms=500", f"simulation.seed={seed}"]),
-                       d / "run.h5", on_checkpoint=stop)
+                       d / "run.h5", on_checkpoint=stop_at_checkpoint)
         runs[seed] = d / "run.h5.partial"
     with open_run(runs[1]) as r:
         want = r.spikes.node_ids.compute()
@@ -466,16 +446,12 @@ def test_every_file_a_run_reads_is_an_input(tmp_path, capsys):
                                  f'wholebrain.w_e_trace="{values}"', f'hyper.g_ampa="{gains}"', "simulation.t_ms=200",
                                  "simulation.checkpoint_ms=50", "recording.progress=false"])
 
-    class Stop(Exception):
-        pass
-
-    def stop(step):
-        raise Stop
-
     out = tmp_path / "run.h5"
     with pytest.raises(Stop):
-        driver.run(cfg, out, on_checkpoint=stop)
-    for path, change in ((values, lambda text: text.replace("R0,1.0", "R0,1.00")), (gains, lambda text: text.replace("R0,1.0", "R0,2.0"))):
+        driver.run(cfg, out, on_checkpoint=stop_at_checkpoint)
+    # the same values written otherwise (only the digest sees it), and a changed gain
+    for path, change in ((values, lambda text: text.replace("R0,1.0", "R0,1.00")),
+                         (gains, lambda text: text.replace("R0,1.0", "R0,2.0"))):
         kept = path.read_text()
         path.write_text(change(kept))
         with pytest.raises(DataError, match="changed since the checkpoint"):
