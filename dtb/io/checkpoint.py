@@ -20,7 +20,8 @@ import numpy as np
 
 from dtb.config import Config
 from dtb.errors import ConfigError, DataError, ResourceError
-from dtb.io.runfile import arrays_digest, checked_write, checkpoint_digest, fsync_path, partial_path
+from dtb.io.runfile import (arrays_digest, checked_write, checkpoint_content, checkpoint_digest, fsync_path,
+                            partial_path)
 
 #: keys a resumed run may change: they do not change the network or what is recorded
 RESUMABLE_CHANGES = ("simulation.t_ms", "simulation.threads", "simulation.checkpoint_ms", "recording.progress",
@@ -128,17 +129,10 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         if not isinstance(f.get("checkpoint"), h5py.Group) or not isinstance(f.get("config"), h5py.Dataset):
             raise DataError(f"{str(partial)!r} holds no checkpoint")
         try:
-            g = f["checkpoint"]
-            arrays = {}
-            g.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset)
-                         else None)
-            if "bold" in f:
-                arrays["bold"] = f["bold"][()]
-            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in g.attrs.items()}
-            config = f["config"][()]
-            config = config.decode() if isinstance(config, bytes) else str(config)
-            intact = attrs.pop("sha256", None) == checkpoint_digest(f)
-        except (OSError, KeyError, RuntimeError, TypeError, ValueError) as err:
+            arrays, attrs, config = checkpoint_content(f)
+            intact = attrs.pop("sha256", None) == checkpoint_digest(arrays, attrs, config)
+            config = config.decode()
+        except (OSError, KeyError, RuntimeError, TypeError, ValueError) as err:  # ValueError: a config that is no UTF-8 too
             raise DataError(f"{str(partial)!r}: the checkpoint is damaged ({' '.join(str(err).split())})") from None
     if not intact:  # the attributes, the BOLD so far and the stored config included
         raise DataError(f"{str(partial)!r}: the checkpoint is damaged (its content does not match its digest); start "

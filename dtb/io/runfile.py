@@ -108,19 +108,33 @@ def arrays_digest(arrays: dict) -> str:
     return h.hexdigest()
 
 
-def checkpoint_digest(f: h5py.File) -> str:
-    """sha256 of everything a resume reads from a checkpoint file: the ``/checkpoint`` datasets and attributes
-    (its own ``sha256`` aside), ``/bold`` (the BOLD so far) and ``/config``."""
+def checkpoint_content(f: h5py.File) -> tuple[dict, dict, bytes]:
+    """What a resume reads from a checkpoint file, read once.
+
+    Returns
+    -------
+    (arrays, attrs, config)
+        The ``/checkpoint`` datasets by name, and ``bold`` (the BOLD so far) where the file has ``/bold``; the
+        ``/checkpoint`` attributes as Python values (its ``sha256`` included); ``/config`` as bytes (UTF-8 TOML).
+    """
     g = f["checkpoint"]
     arrays = {}
     g.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
     if "bold" in f:
-        arrays["/bold"] = f["bold"][()]
+        arrays["bold"] = f["bold"][()]
+    attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in g.attrs.items()}
     config = f["config"][()]
-    arrays["/config"] = np.frombuffer(config.encode() if isinstance(config, str) else config, np.uint8)
-    attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in g.attrs.items() if k != "sha256"}
-    arrays["/checkpoint.attrs"] = np.frombuffer(json.dumps(attrs, sort_keys=True, default=str).encode(), np.uint8)
-    return arrays_digest(arrays)
+    return arrays, attrs, config.encode() if isinstance(config, str) else bytes(config)
+
+
+def checkpoint_digest(arrays: dict, attrs: dict, config: bytes) -> str:
+    """sha256 of a checkpoint's content (`checkpoint_content`): its arrays, its attributes (``sha256`` aside), the
+    BOLD so far and the stored config."""
+    named = {("/bold" if k == "bold" else k): v for k, v in arrays.items()}
+    named["/config"] = np.frombuffer(config, np.uint8)
+    rest = {k: v for k, v in attrs.items() if k != "sha256"}
+    named["/checkpoint.attrs"] = np.frombuffer(json.dumps(rest, sort_keys=True, default=str).encode(), np.uint8)
+    return arrays_digest(named)
 
 
 def file_digest(path: Path) -> str:
@@ -464,7 +478,7 @@ class RunWriter:
         for key, val in state.items():
             g.create_dataset(key, data=val)
         g.attrs.update(state_attrs)
-        g.attrs["sha256"] = checkpoint_digest(f)
+        g.attrs["sha256"] = checkpoint_digest(*checkpoint_content(f))
         expect = {}
         if rates is not None:
             expect["rates/population_hz"] = rates.n_rows
