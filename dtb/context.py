@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dtb.errors import ResourceError
+from dtb.errors import DTBError, ResourceError
 
 #: seconds an aborting rank waits after flushing its output
 _ABORT_DRAIN_S = 0.5
@@ -209,6 +209,21 @@ class Context:
         """Collective: wait for every rank."""
         if self.comm is not None:
             self.comm.Barrier()
+
+    def raise_if_any(self, err: BaseException | None) -> None:
+        """Collective: end a step that some ranks may have failed alone (rank 0's file writes) on every rank.
+
+        Each rank passes the exception it caught there, or None. The ranks that failed raise theirs; if
+        any did, the others raise a `DTBError` naming the first of them, instead of waiting for it in
+        their next collective.
+        """
+        if self.comm is not None:
+            notes = self.comm.allgather(None if err is None else (str(err).splitlines() or [type(err).__name__])[0])
+            failed = [r for r, note in enumerate(notes) if note is not None]
+            if err is None and failed:
+                raise DTBError(f"rank {failed[0]} failed: {notes[failed[0]]}")
+        if err is not None:
+            raise err
 
     def sum(self, value):
         """Collective: the sum over ranks of a number or array, on every rank."""

@@ -396,20 +396,17 @@ class Session:
             self.progress.note(notice)
         self.writer = None
         if self.out is not None:
-            # one writer per run, before anything of it is created or removed; every rank learns the outcome
-            refused = None
+            # one writer per run, taken before anything of it is created or removed; every rank learns the outcome
+            failed = None
             if ctx.is_root:
-                self.lock = RunLock(self.out)
                 try:
-                    self.lock.acquire()
-                except ResourceError as err:
-                    self.lock, refused = None, str(err)
-            refused = ctx.bcast(refused)
-            if refused is not None:
-                raise ResourceError(refused)
-            if ctx.is_root:
-                self.writer = RunWriter(self.out, overwrite=self.overwrite, resume=self.resume)
-        ctx.barrier()  # rank 0 has cleared an old run's leftovers
+                    self.lock = RunLock(self.out)
+                    self.lock.acquire()  # a refusal leaves the holder's lock alone: release() needs our own
+                    self.writer = RunWriter(self.out, overwrite=self.overwrite, resume=self.resume)
+                except BaseException as err:
+                    failed = err
+                    self._unlock()
+            ctx.raise_if_any(failed)  # rank 0 has cleared an old run's leftovers, or every rank stops
         self.prepared = True
         try:
             self._build(part, t0, ck)
@@ -645,6 +642,7 @@ class Session:
         if summary is None:
             summary = self.summary()
         summary["unfinished"] = True
+        failed = None
         if self.writer is not None:
             ck_arrays = dict(arrays or {})
             if self.recorder is not None:
@@ -659,11 +657,14 @@ class Session:
                             inputs=self._input_digests(), n_synapses=int(self.synapse_counts.sum()),
                             max_delay_steps=int(self.max_delay_steps), **(attrs or {}))
             rec = self.recorder
-            self.writer.write_checkpoint(summary, ck_arrays, ck_attrs,
-                                         rec.rate_sources(self.rate_bin_ms) if rec is not None else None,
-                                         rec.spike_sources(table) if rec is not None else None,
-                                         rec.state_sources() if rec is not None else None)
-        ctx.barrier()  # <out>.partial names checkpoint k: the states of k - 1 are no longer needed
+            try:
+                self.writer.write_checkpoint(summary, ck_arrays, ck_attrs,
+                                             rec.rate_sources(self.rate_bin_ms) if rec is not None else None,
+                                             rec.spike_sources(table) if rec is not None else None,
+                                             rec.state_sources() if rec is not None else None)
+            except BaseException as err:
+                failed = err
+        ctx.raise_if_any(failed)  # <out>.partial names checkpoint k: the states of k - 1 are no longer needed
         ckpt_io.state_path(folder, ctx.rank, k - 1).unlink(missing_ok=True)
         if self.on_checkpoint is not None:
             self.on_checkpoint(sim.step)
@@ -745,28 +746,36 @@ class Session:
                     summary["mpi_cuda_aware"] = cuda_aware_mpi()
             else:
                 spikes = None
+            failed = None
             if self.writer is not None:
-                if self.balloon is not None:
-                    self._write_bold()
-                for name, (arrays, attrs) in (groups or {}).items():
-                    self.writer.write_group(name, arrays, attrs)
-                rec = self.recorder
-                self.writer.finish(summary, rec.rate_sources(self.rate_bin_ms) if rec is not None and rec.rates
-                                   else None, spikes, rec.state_sources() if rec is not None else None,
-                                   stitch=self.stitch)
-                if rec is not None and self.stitch == "virtual" and ctx.size > 1:
-                    rec.remove_segments([part[0] for part in spikes])  # the run file's spikes point into these
-                else:
-                    import shutil
-
-                    shutil.rmtree(parts_dir(self.out), ignore_errors=True)
-            ctx.barrier()  # no rank returns before the run file is complete
+                try:
+                    self._finish_file(summary, groups, spikes)
+                except BaseException as err:
+                    failed = err
+            ctx.raise_if_any(failed)  # no rank returns before the run file is complete
             self._unlock()
         except BaseException:
             self.abandon()
             raise
         self.closed = True
         return summary
+
+    def _finish_file(self, summary: dict, groups: dict | None, spikes) -> None:
+        """Rank 0: write the run file's last parts and commit it under its name."""
+        if self.balloon is not None:
+            self._write_bold()
+        for name, (arrays, attrs) in (groups or {}).items():
+            self.writer.write_group(name, arrays, attrs)
+        rec = self.recorder
+        self.writer.finish(summary, rec.rate_sources(self.rate_bin_ms) if rec is not None and rec.rates
+                           else None, spikes, rec.state_sources() if rec is not None else None,
+                           stitch=self.stitch)
+        if rec is not None and self.stitch == "virtual" and self.ctx.size > 1:
+            rec.remove_segments([part[0] for part in spikes])  # the run file's spikes point into these
+        else:
+            import shutil
+
+            shutil.rmtree(parts_dir(self.out), ignore_errors=True)
 
     def abandon(self) -> None:
         """After a failure: close the progress bars and drop what was written, keeping the last checkpoint."""

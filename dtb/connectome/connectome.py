@@ -399,17 +399,15 @@ def save_connectome(con: Connectome, path: str | Path, subject: str | None = Non
     -------
     Path
     """
-    import os
-
-    from dtb.io.runfile import fresh_tmp
+    from dtb.io.runfile import write_replacing
 
     path = Path(path)
     subject = str(subject or con.subject)
     if subject in (".", "..") or not subject.strip() or "/" in subject or not subject.isprintable():
         raise DataError(f"subject {subject!r}: not a usable subject id (no '/', control characters, '.' or '..')")
-    tmp = fresh_tmp(path)
     whole = bool(np.all(con.nvoxel == np.round(con.nvoxel)))
-    try:
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
             f["labels"] = np.array([lab.encode() for lab in con.labels])
             g = f.create_group(f"subjects/{subject}")
@@ -422,15 +420,8 @@ def save_connectome(con: Connectome, path: str | Path, subject: str | None = Non
             if con.waytotal is not None:
                 g["waytotal"] = con.waytotal
             f.attrs["source"] = con.source
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        from dtb.errors import ResourceError
 
-        raise ResourceError(f"cannot write {str(path)!r} ({getattr(err, 'strerror', None) or err})") from None
-    return path
+    return write_replacing(path, write, "writing the connectome")
 
 
 def _first(mask: np.ndarray) -> str:

@@ -166,24 +166,30 @@ def _no_folder_at(tmp: Path) -> None:
 def write_replacing(path: str | Path, write, what: str = "writing") -> Path:
     """Write the file ``path`` (a script, a figure) whole or not at all: ``write(tmp)`` fills ``<path>.tmp``, which
     is then synced and renamed over ``path``; on any failure ``path`` is as before and the temporary file is gone
-    (an `OSError` becomes a `WriteError`)."""
+    (an `OSError` becomes a `WriteError`). A second writer of the same ``path`` meanwhile is refused (`RunLock`):
+    both share ``<path>.tmp``, so one would rename the other's half-written file into place."""
     path = Path(path)
-    tmp = fresh_tmp(path)
+    lock = RunLock(path)
+    lock.acquire()
     try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
+        tmp = fresh_tmp(path)
         try:
-            os.fsync(fd)  # a full disk that the writer's buffered close did not report shows here
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise WriteError(f"{what} {str(path)!r} failed ({err.strerror or err})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_path(path.parent)
+            write(tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # a full disk that the writer's buffered close did not report shows here
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise WriteError(f"{what} {str(path)!r} failed ({err.strerror or err})") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_path(path.parent)
+    finally:
+        lock.release()
     return path
 
 
@@ -251,7 +257,8 @@ def _files_of(inputs) -> list[Path]:
 
 
 class RunLock:
-    """One writer per run: an exclusive lock (``flock``) on ``<run>.lock``, held while a job writes the run.
+    """One writer per run: an exclusive lock (``flock``) on ``<run>.lock``, held while a job writes the run (and
+    while `write_replacing` writes a figure, a script or a connectome).
 
     Taken before anything of the run is created or removed; a second job on the same run (a requeued
     Slurm job, two ``--resume``s, two runs with the same ``--out``) is refused at once with one line
@@ -284,8 +291,8 @@ class RunLock:
             except OSError:
                 holder = os.read(fd, 512).decode(errors="replace").strip() or "another process"
                 os.close(fd)
-                raise ResourceError(f"{str(self.path.with_suffix(''))!r} is being written by {holder}: one job per "
-                                    "run (wait for it, or choose another --out)") from None
+                raise ResourceError(f"{str(self.path.with_suffix(''))!r} is being written by {holder}: one writer "
+                                    "at a time (wait for it, or choose another output)") from None
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:

@@ -288,3 +288,42 @@ def test_an_overwrite_keeps_an_old_virtual_run_readable_until_it_commits(tmp_pat
     assert not np.array_equal(new[1][: min(len(new[1]), len(old[1]))], old[1][: min(len(new[1]), len(old[1]))])
     left = sorted(p.name for p in parts.iterdir())
     assert len(left) == 2 and not set(left) & set(old_files), left
+
+
+ROOT_WRITE_FAILS = """
+import sys
+import dtb
+from dtb.errors import DTBError, WriteError
+from dtb.io import runfile
+
+where, out = sys.argv[1], sys.argv[2]
+ctx = dtb.Context.world()
+if ctx.rank == 0:  # rank 0 alone writes the run file: its write fails while the other ranks wait for it
+    def fail(*args, **kwargs):
+        raise WriteError("an injected write failure on rank 0")
+    setattr(runfile.RunWriter, where, fail)
+net = dtb.wholebrain(n_neurons=2000, in_degree=20)
+s = dtb.Session(net, out=out, ctx=ctx, checkpoint_ms=20.0, progress=False)
+try:
+    with s:
+        s.run(40.0)
+except DTBError as err:
+    print(f"rank {ctx.rank} raised {type(err).__name__}: {err}", flush=True)
+    sys.exit(3)
+print(f"rank {ctx.rank} finished", flush=True)
+"""
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
+@pytest.mark.parametrize("where", ["write_checkpoint", "finish"])
+def test_a_failed_write_on_rank_0_ends_every_rank_of_a_python_api_job(tmp_path, where):
+    """Under the Python API and a plain ``mpiexec`` (nothing aborts the job for it), a write that fails on rank 0
+    alone raises on every rank, the others naming rank 0, instead of leaving them waiting in a collective; the
+    run file never appears."""
+    out = tmp_path / "run.h5"
+    p = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", ROOT_WRITE_FAILS, where, str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0, p.stdout + p.stderr[-2000:]
+    assert "rank 0 raised WriteError: an injected write failure on rank 0" in p.stdout, p.stdout + p.stderr[-2000:]
+    assert "rank 1 raised DTBError: rank 0 failed: an injected write failure on rank 0" in p.stdout
+    assert not out.exists() and not (tmp_path / "run.h5.lock").exists()

@@ -206,6 +206,26 @@ def test_import_writes_what_loads_the_same(tmp_path, capsys):
     assert q["delay_ms_min"] == pytest.approx(q["len_mm_min"] / 5.0)
 
 
+def test_import_while_another_writes_the_same_file_is_refused(tmp_path, capsys):
+    """Two imports to one file share its temporary file: the second is refused while the first holds the lock,
+    and what was there before stays as it was."""
+    from dtb.io.runfile import RunLock
+
+    out = tmp_path / "brain.h5"
+    out.write_bytes(b"old")
+    lock = RunLock(out)
+    lock.acquire()
+    try:
+        assert main(["connectome", "import", str(TVB / "connectivity_76.zip"), "-o", str(out), "--overwrite"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after the importer's warnings
+        assert "is being written by pid" in err and "one writer at a time" in err
+        assert out.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["brain.h5", "brain.h5.lock"]
+    finally:
+        lock.release()
+    assert main(["connectome", "import", str(TVB / "connectivity_76.zip"), "-o", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["brain.h5"]
+
+
 def test_a_matrix_connectome_runs_with_one_command_and_one_line_warnings(tmp_path):
     sc, ln = _full(5)
     np.savetxt(tmp_path / "sc.csv", np.triu(sc), delimiter=",")
