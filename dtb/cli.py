@@ -641,6 +641,15 @@ def _reading(command, args) -> int:
                         f"{' '.join(str(err).split())[:200]})") from err
 
 
+def _end_every_rank(status: int) -> int:
+    """``status``, after ending every rank of an MPI job with it: a signal may have reached this rank alone (Slurm
+    signals every task, a user one), and the others would wait for it in their next collective."""
+    from dtb.context import abort_all
+
+    abort_all(status)
+    return status
+
+
 def _main(args) -> int:
     try:
         commands = {"run": _run, "assimilate": _assimilate, "inspect": _inspect, "plot": _plot, "compare": _compare,
@@ -671,7 +680,7 @@ def _main(args) -> int:
         return 2
     except KeyboardInterrupt:
         print("dtb: interrupted", file=sys.stderr)
-        return 130
+        return _end_every_rank(130)
     except MemoryError:
         from dtb.context import abort_all, launcher_rank, mpi_running
 
@@ -688,7 +697,7 @@ def _main(args) -> int:
     except _Terminated:
         print("dtb: terminated (SIGTERM): nothing under the final name; the last checkpoint, if any, is kept for "
               "--resume", file=sys.stderr)
-        return 143
+        return _end_every_rank(143)
     except BaseException:
         from dtb.context import abort_all, mpi_running
 

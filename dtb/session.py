@@ -36,7 +36,7 @@ from dtb.errors import ConfigError, DataError, ResourceError, UsageError
 from dtb.exchange import DryRunExchange, make_exchange
 from dtb.io import checkpoint as ckpt_io
 from dtb.io.recording import Recorder, StateProbe
-from dtb.io.runfile import RunLock, RunWriter, check_output, file_digest, parts_dir
+from dtb.io.runfile import RunLock, RunWriter, check_output, file_digest, output_path, parts_dir
 from dtb.memory import preflight
 from dtb.model import hyper
 from dtb.model.builder import Network, PopulationView, as_recipe
@@ -207,9 +207,7 @@ class Session:
         self.recipe, net_seed = as_recipe(network)
         self.seed = int(net_seed if seed is None else seed)
         self.dt_ms = self.recipe.dt_ms
-        if out is not None and str(out) == "":
-            raise ResourceError("the output path is empty")
-        self.out = Path(out) if out is not None else None
+        self.out = output_path(out) if out is not None else None
         self.backend_name = backend
         self.ctx = ctx
         self.overwrite, self.resume = overwrite, resume

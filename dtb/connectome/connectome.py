@@ -339,8 +339,10 @@ def _read_subject(f: h5py.File, name: str, subject: str) -> tuple[list[str], dic
 
             ds = open_dataset(f, ds.name)  # a source file that is missing would read as zeros
         data[key] = np.asarray(ds[()], dtype=np.float64)
+    if f["labels"].ndim != 1:
+        raise DataError(f"{name}: '/labels' has shape {f['labels'].shape}: one name per region, a 1-d dataset")
     try:
-        labels = [lab.decode() if isinstance(lab, bytes) else str(lab) for lab in np.atleast_1d(f["labels"][()])]
+        labels = [lab.decode() if isinstance(lab, bytes) else str(lab) for lab in f["labels"][()]]
     except UnicodeDecodeError as err:
         raise DataError(f"{name}: '/labels' is not UTF-8 text ({err})") from None
     return labels, data

@@ -207,17 +207,27 @@ def _tmp_path(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
+def output_path(path: str | Path) -> Path:
+    """``path`` as a Path, or a `ResourceError` for an empty one or one that ends in a separator (a folder's:
+    ``Path`` would drop the separator and write a file of the folder's name)."""
+    if str(path) == "":
+        raise ResourceError("the output path is empty")
+    if str(path).endswith(os.sep):
+        raise ResourceError(f"output {str(path)[:200]!r} names a folder: give the run file's name")
+    return Path(path)
+
+
 def check_output(path: str | Path, overwrite: bool, inputs=()) -> Path:
     """The run file's path, or a `ResourceError` if it (or an unfinished run's checkpoint) exists, is not a
     regular file, is one of ``inputs`` (paths of the run's input files), or has no folder.
 
     Every rank calls this, so that all of them fail alike before anything is written.
     """
-    if str(path) == "":
-        raise ResourceError("the output path is empty")
-    path = Path(path)
+    path = output_path(path)
     try:
-        path.exists()
+        # the longest of the names written beside it must fit too
+        for name in (path, _tmp_path(partial_path(path)), RunLock(path).path, parts_dir(path)):
+            name.exists()
         os.fspath(path).encode()
     except (OSError, ValueError, UnicodeError) as err:  # a name over 255 bytes or PATH_MAX, a NUL byte
         raise ResourceError(f"output {str(path)[:200]!r} is not a usable path "

@@ -78,6 +78,12 @@ def _complex_sc(f):
     f["subjects/s1/sc"] = sc.astype(np.complex128) + 1j
 
 
+def _labels_2d(f):
+    labels = f["labels"][()]
+    del f["labels"]
+    f["labels"] = labels[:, None]
+
+
 def _labels_not_utf8(f):
     del f["labels"]
     f["labels"] = np.array([b"R0", b"\xc4\xff", b"R2", b"R3"])
@@ -213,6 +219,11 @@ CASES = {
     "config path with a NUL": (["run", "a\0b.toml", "--out", "out.h5"], "cannot be read", None),
     "output name too long": (RUN[:2] + ["--out", "y" * 300 + ".h5"], "is not a usable path", None),
     "an empty output path": (RUN[:2] + ["--out", ""], "the output path is empty", None),
+    # the name fits, but not its checkpoint's temporary file beside it (".partial.tmp")
+    "output name too long for its companions": (RUN[:2] + ["--out", "y" * 248 + ".h5"], "is not a usable path",
+                                                None),
+    "output naming a folder": (RUN[:2] + ["--out", "newdir/"], "names a folder", None),
+    "labels of two dimensions": (WITH_CONNECTOME, "'/labels' has shape (4, 1)", setup_h5(_labels_2d)),
     "a tiny time step": (RUN + ["--set", "simulation.dt_ms=1e-320"], "must be a number >= 0.0001", None),
     "a tiny conduction velocity": (RUN + ["--set", "wholebrain.conduction_velocity_m_s=1e-320"],
                                    "must be a number >= 0.01", None),

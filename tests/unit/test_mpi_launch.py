@@ -327,3 +327,26 @@ def test_a_failed_write_on_rank_0_ends_every_rank_of_a_python_api_job(tmp_path, 
     assert "rank 0 raised WriteError: an injected write failure on rank 0" in p.stdout, p.stdout + p.stderr[-2000:]
     assert "rank 1 raised DTBError: rank 0 failed: an injected write failure on rank 0" in p.stdout
     assert not out.exists() and not (tmp_path / "run.h5.lock").exists()
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
+@pytest.mark.parametrize("rank, sig, said", [(1, signal.SIGTERM, "dtb: terminated (SIGTERM)"),
+                                             (0, signal.SIGINT, "dtb: interrupted")])
+def test_a_signal_to_one_rank_ends_a_plain_mpiexec_job(tmp_path, rank, sig, said):
+    """The console script under a plain ``mpiexec`` (no ``-m mpi4py``): SIGTERM or SIGINT to one rank ends every
+    rank promptly with its message, instead of leaving the others waiting for it; the checkpoint stays."""
+    out = tmp_path / "run.h5"
+    console = str(Path(sys.executable).with_name("dtb"))
+    job = subprocess.Popen([MPIEXEC, "-n", "2", console, "run", *KILL_RUN, "--set", "simulation.t_ms=20000",
+                            "--set", "simulation.checkpoint_ms=100", "--out", str(out)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(out.with_name("run.h5.partial").exists, 120)
+        os.kill(wait_for(lambda: rank_pid(rank, str(out)), 10), sig)
+        t0 = time.monotonic()
+        _, err = job.communicate(timeout=60)
+        assert time.monotonic() - t0 < 30
+    finally:
+        job.kill()
+    assert job.returncode != 0 and said in err, err[-2000:]
+    assert not out.exists() and read_summary(out.with_name("run.h5.partial"))["t_ms"] >= 100.0
