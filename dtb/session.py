@@ -36,7 +36,7 @@ from dtb.errors import ConfigError, DataError, ResourceError, UsageError
 from dtb.exchange import DryRunExchange, make_exchange
 from dtb.io import checkpoint as ckpt_io
 from dtb.io.recording import Recorder, StateProbe
-from dtb.io.runfile import RunLock, RunWriter, check_output, file_digest, output_path, parts_dir
+from dtb.io.runfile import RunLock, RunWriter, check_output, check_parts, file_digest, output_path, parts_dir
 from dtb.memory import preflight
 from dtb.model import hyper
 from dtb.model.builder import Network, PopulationView, as_recipe
@@ -359,6 +359,7 @@ class Session:
         if self.out is not None:
             if self.resume:
                 ck = ckpt_io.read_checkpoint(self.out)
+                check_parts(self.out)
                 self._check_resumable(ck)
             else:
                 check_output(self.out, self.overwrite, self.inputs)

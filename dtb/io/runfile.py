@@ -229,7 +229,9 @@ def check_output(path: str | Path, overwrite: bool, inputs=()) -> Path:
         for name in (path, _tmp_path(partial_path(path)), RunLock(path).path, parts_dir(path)):
             name.exists()
         os.fspath(path).encode()
-    except (OSError, ValueError, UnicodeError) as err:  # a name over 255 bytes or PATH_MAX, a NUL byte
+        path.resolve()
+    except (OSError, ValueError, UnicodeError, RuntimeError) as err:  # a name over 255 bytes or PATH_MAX, a NUL
+        # byte, a loop of symbolic links (RuntimeError before Python 3.13)
         raise ResourceError(f"output {str(path)[:200]!r} is not a usable path "
                             f"({getattr(err, 'strerror', None) or err})") from None
     if path.is_symlink() and not path.exists() and not overwrite:
@@ -238,11 +240,20 @@ def check_output(path: str | Path, overwrite: bool, inputs=()) -> Path:
         raise ResourceError(f"output {str(path)!r} exists and is not a regular file (a folder, device or FIFO): "
                             "refusing to replace it")
     for source in _files_of(inputs):
-        if source.exists() and path.exists() and os.path.samefile(source, path) or source.resolve() == path.resolve():
+        try:
+            same = source.exists() and path.exists() and os.path.samefile(source, path) or \
+                source.resolve() == path.resolve()
+        except (OSError, RuntimeError):  # an input that is a loop of links: its own check names it
+            same = False
+        if same:
             raise ResourceError(f"output {str(path)!r} is an input of this run ({str(source)!r}): choose another "
                                 "--out")
     if path.exists() and not overwrite:
         raise ResourceError(f"output {str(path)!r} exists (use --overwrite to replace it)")
+    if partial_path(path).exists() and not partial_path(path).is_file():
+        raise ResourceError(f"{str(partial_path(path))!r} is not a regular file (the place of the run's checkpoint): "
+                            "remove it")
+    check_parts(path)
     if partial_path(path).exists() and not overwrite:
         raise ResourceError(f"{str(partial_path(path))!r} holds the checkpoint of an unfinished run: continue it "
                             f"with --resume {str(path)!r}, or use --overwrite to start again")
@@ -251,6 +262,15 @@ def check_output(path: str | Path, overwrite: bool, inputs=()) -> Path:
     for tmp in (_tmp_path(path), _tmp_path(partial_path(path))):
         _no_folder_at(tmp)
     return path
+
+
+def check_parts(path: Path) -> None:
+    """A `ResourceError` if ``<run>.parts`` is anything but a folder of its own or absent: the run writes its
+    segments into it and clears it, which through a symbolic link would be another folder's files."""
+    parts = parts_dir(path)
+    if parts.is_symlink() or parts.exists() and not parts.is_dir():
+        raise ResourceError(f"{str(parts)!r} is {'a symbolic link' if parts.is_symlink() else 'not a folder'}, in the "
+                            "place of the run's parts folder: remove it")
 
 
 def _files_of(inputs) -> list[Path]:

@@ -78,6 +78,12 @@ def _complex_sc(f):
     f["subjects/s1/sc"] = sc.astype(np.complex128) + 1j
 
 
+def _planted_parts_link(d):
+    (d / "victim").mkdir()
+    (d / "victim" / "rank0.seg0.h5").write_bytes(b"someone else's")
+    (d / "out.h5.parts").symlink_to(d / "victim")
+
+
 def _labels_2d(f):
     labels = f["labels"][()]
     del f["labels"]
@@ -223,6 +229,14 @@ CASES = {
     "output name too long for its companions": (RUN[:2] + ["--out", "y" * 248 + ".h5"], "is not a usable path",
                                                 None),
     "output naming a folder": (RUN[:2] + ["--out", "newdir/"], "names a folder", None),
+    "output a loop of links": (RUN[:2] + ["--out", "out.h5", "--overwrite"], "is not a usable path",
+                               lambda d: (d / "out.h5").symlink_to(d / "out.h5")),
+    "a folder at the checkpoint's place": (RUN[:2] + ["--out", "out.h5", "--overwrite"],
+                                           "out.h5.partial' is not a regular file",
+                                           lambda d: (d / "out.h5.partial").mkdir()),
+    # the run would write its segments into, and clear, another folder
+    "parts a link to another folder": (RUN[:2] + ["--out", "out.h5", "--overwrite"],
+                                       "out.h5.parts' is a symbolic link", _planted_parts_link),
     "labels of two dimensions": (WITH_CONNECTOME, "'/labels' has shape (4, 1)", setup_h5(_labels_2d)),
     "a tiny time step": (RUN + ["--set", "simulation.dt_ms=1e-320"], "must be a number >= 0.0001", None),
     "a tiny conduction velocity": (RUN + ["--set", "wholebrain.conduction_velocity_m_s=1e-320"],
