@@ -122,11 +122,13 @@ def _partitions(d: dict) -> list[str]:
            f"Spike traffic at a nominal {d['rate_hz']:g} Hz; two-level exchange with {d['ranks_per_node']} ranks per "
            "node. Imbalance = max / mean; messages = non-empty sends per rank per epoch (mean).", "",
            "| neurons | P | strategy | imbalance neurons / synapses / input spikes | cut fraction | records sent / rank "
-           "/ epoch (worst rank) | cross-node records / rank / epoch | messages flat | messages two-level | "
+           "/ epoch (worst rank) | cross-node records / rank / epoch (floor of any partition) | messages flat | messages two-level | "
            "partitioning (s, MiB) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
         spikes = f"{r['imbalance_input_spikes']:.3f}" if "imbalance_input_spikes" in r else "-"
         cross = f"{r['cross_node_spikes_per_rank_epoch']:,.1f}" if "cross_node_spikes_per_rank_epoch" in r else "-"
+        if "cross_node_spikes_lower_bound" in r:
+            cross += f" ({r['cross_node_spikes_lower_bound']:,.1f})"
         mib = f", {r['partition_peak_mib']:.0f}" if "partition_peak_mib" in r else ""
         out.append(f"| {r['n_neurons']:.0e} | {r['n_ranks']:,} | {r['strategy']} | {r['imbalance_neurons']:.3f} / "
                    f"{r['imbalance_synapses']:.3f} / {spikes} | {r['cut_fraction']:.3f} | "

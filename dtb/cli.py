@@ -429,7 +429,7 @@ def _partition(args) -> int:
     from dtb.config import load_config
     from dtb.errors import ConfigError
     from dtb.model.registry import network_from_config
-    from dtb.partition import partition, quality
+    from dtb.partition import cross_node_lower_bound, partition, quality
 
     cfg = load_config(args.config, args.overrides)
     if not 1 <= args.ranks_per_node <= 100_000:  # as simulation.ranks_per_node
@@ -449,7 +449,9 @@ def _partition(args) -> int:
     tracemalloc.stop()
     q = quality(recipe, part, rate_hz=args.rate_hz, ranks_per_node=args.ranks_per_node)
     q.update(model=recipe.model, n_neurons=recipe.n_neurons, n_synapses=float(recipe.incoming_synapses().sum()),
-             partition_s=seconds, partition_peak_mib=peak / 2**20)
+             partition_s=seconds, partition_peak_mib=peak / 2**20,
+             cross_node_spikes_lower_bound=cross_node_lower_bound(recipe, args.ranks, rate_hz=args.rate_hz,
+                                                                  ranks_per_node=args.ranks_per_node))
     base = q if part.strategy == "contiguous" else \
         quality(recipe, partition(recipe, args.ranks, "contiguous"), rate_hz=args.rate_hz,
                 ranks_per_node=args.ranks_per_node)
@@ -474,7 +476,8 @@ def _partition(args) -> int:
           f"{q['imbalance_input_spikes']:.3f}); received {q['spikes_received_per_rank_epoch']:,.1f} records "
           f"(max {q['spikes_received_per_rank_epoch_max']:,.1f})")
     print(f"cross-node          {q['cross_node_spikes_per_rank_epoch']:,.1f} spike records per rank-epoch (max "
-          f"{q['cross_node_spikes_per_rank_epoch_max']:,.1f}), {q['messages_cross_node']:,.1f} messages")
+          f"{q['cross_node_spikes_per_rank_epoch_max']:,.1f}), {q['messages_cross_node']:,.1f} messages; no "
+          f"partition within 3 % of balance goes below {q['cross_node_spikes_lower_bound']:,.1f}")
     print(f"partitioning        {q['partition_s']:.2f} s, {q['partition_peak_mib']:,.1f} MiB peak (Python and NumPy "
           "allocations)")
     if part.strategy != "contiguous":

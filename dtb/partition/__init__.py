@@ -7,6 +7,6 @@
 
 from dtb.partition.balance import STRATEGIES, partition
 from dtb.partition.partition import Partition, contiguous
-from dtb.partition.report import quality
+from dtb.partition.report import cross_node_lower_bound, quality
 
-__all__ = ["Partition", "contiguous", "partition", "quality", "STRATEGIES"]
+__all__ = ["Partition", "contiguous", "cross_node_lower_bound", "partition", "quality", "STRATEGIES"]

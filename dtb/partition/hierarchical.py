@@ -17,6 +17,16 @@ ways), as a domain decomposition does on a mesh:
    own order) are cut into ``n_ranks`` consecutive pieces of equal compute load, a
    population split only where a cut falls inside it. Consecutive ranks share a node
    (``simulation.ranks_per_node``, and the two-level exchange's layout).
+3. **Send balance.** A neuron's spike costs one record per rank that holds one of its
+   targets, so a rank full of a widely projecting population (a hub such as the posterior
+   cingulate: three times the mean) sends three times the mean. From the layout's expected
+   records per spike (`dtb.partition.report.destination_probabilities`), every population
+   whose records per unit of load exceed ``SEND_LIMIT`` times the mean is joined by just
+   enough of its lighter neighbour in the order (its region's inhibitory population first,
+   as a rule) to come down to the limit, and the group is striped: each of its ranks holds
+   the same fraction of every population in it. The estimate depends on the layout, so
+   this is repeated (``SEND_ROUNDS``). Only the few hubs move, so the total traffic and the
+   messages stay where step 2 put them.
 
 Compute load = neurons / all neurons + expected incoming synapses / all synapses (the
 expected incoming spikes at a uniform rate are proportional to the synapses). With the
@@ -31,6 +41,7 @@ import numpy as np
 
 from dtb.model.recipe import Recipe
 from dtb.partition.partition import Partition
+from dtb.partition.report import destination_probabilities
 
 #: METIS wants integer vertex weights: loads are scaled to this total
 WEIGHT_SCALE = 1_000_000
@@ -111,7 +122,15 @@ def _bisect(w: np.ndarray, load: np.ndarray, frac: float, seed: int) -> tuple[np
     return np.arange(cut), np.arange(cut, n)
 
 
-def hierarchical(recipe: Recipe, n_ranks: int, ranks_per_node: int = 8, seed: int = 0) -> Partition:
+#: a piece of the region order striped over its ranks sends at most this times the mean spike records per unit
+#: of compute load (the worst rank's send volume, relative to the mean, stays near it)
+SEND_LIMIT = 1.4
+#: rounds of "estimate each region's send, then dilute the heavy ones" (the estimate depends on the layout)
+SEND_ROUNDS = 3
+
+
+def hierarchical(recipe: Recipe, n_ranks: int, ranks_per_node: int = 8, seed: int = 0,
+                 send_limit: float = SEND_LIMIT) -> Partition:
     """The hierarchical partition of ``recipe`` over ``n_ranks`` ranks (see the module text).
 
     Parameters
@@ -122,47 +141,112 @@ def hierarchical(recipe: Recipe, n_ranks: int, ranks_per_node: int = 8, seed: in
         Consecutive ranks per node, as the exchange lays them out.
     seed : int
         METIS's seed.
+    send_limit : float
+        Regions whose neurons send more spike records per unit of load than this times the mean share
+        their ranks with just enough of a neighbour in the order to come down to it.
 
     Returns
     -------
     Partition
-        Gid ranges in gid order; rank k holds the k-th piece of the ordered populations.
+        Rank k holds the k-th of ``n_ranks`` equal-load pieces of the ordered groups.
     """
     weights, load = region_graph(recipe)
     order = region_order(weights, load, n_ranks, ranks_per_node, seed)
     region = np.array([p.region for p in recipe.populations], dtype=np.int64)
     # populations in region order, a region's own in their order
-    pops = np.concatenate([np.flatnonzero(region == r) for r in order]) if len(order) else np.arange(0)
-    sizes = np.array([recipe.populations[p].size for p in pops], dtype=np.int64)
-    per_neuron = population_load(recipe)[pops] / sizes
-    # cumulative load at each population's start, in the new order; cuts at equal load
-    cum = np.concatenate([[0.0], np.cumsum(per_neuron * sizes)])
-    cuts = np.arange(1, n_ranks) * cum[-1] / n_ranks
-    k = np.searchsorted(cum, cuts, side="right") - 1  # the population each cut falls in
-    at = np.minimum(sizes[k], np.rint((cuts - cum[k]) / per_neuron[k]).astype(np.int64))
-    # neuron positions of the cuts in the concatenated order, kept non-decreasing
-    pos = np.maximum.accumulate(np.concatenate([[0], np.cumsum(sizes)[:-1]])[k] + at) if n_ranks > 1 else \
-        np.zeros(0, np.int64)
-    bounds = np.concatenate([[0], pos, [int(sizes.sum())]])
-    # every population piece between consecutive bounds -> (gid start, stop, rank)
-    pop_first = np.concatenate([[0], np.cumsum(sizes)])  # in the new order
-    offsets = recipe.offsets
-    starts, stops, ranks = [], [], []
-    for i, p in enumerate(pops):
-        lo, hi = pop_first[i], pop_first[i + 1]
-        r0 = int(np.searchsorted(bounds, lo, side="right")) - 1
-        r1 = int(np.searchsorted(bounds, hi, side="left"))
-        for r in range(r0, max(r0 + 1, r1)):
-            a, b = max(lo, bounds[r]), min(hi, bounds[r + 1])
-            if b > a:
-                starts.append(offsets[p] + a - lo)
-                stops.append(offsets[p] + b - lo)
-                ranks.append(min(r, n_ranks - 1))
-    starts, stops, ranks = (np.array(x, dtype=np.int64) for x in (starts, stops, ranks))
-    by_gid = np.argsort(starts, kind="stable")
-    starts, stops, ranks = starts[by_gid], stops[by_gid], ranks[by_gid]
-    # adjacent ranges of one rank merge
-    new = np.concatenate([[True], (ranks[1:] != ranks[:-1]) | (starts[1:] != stops[:-1])])
+    pops = np.concatenate([np.flatnonzero(region == r) for r in order])
+    pop_load = population_load(recipe)
+    sizes = np.diff(recipe.offsets).astype(np.float64)
+    groups = [[(int(p), 0.0, 1.0)] for p in pops]
+    bounds = _stripes(sizes, pop_load, groups, n_ranks)
+    for _ in range(SEND_ROUNDS if n_ranks > 1 else 0):
+        frac = np.diff(bounds, axis=1) / sizes[:, None]
+        p_dest = destination_probabilities(recipe, frac)
+        # records one spike of a neuron of j costs: every rank holding a target, its own excepted
+        send = (p_dest.sum(axis=1) - (p_dest * frac).sum(axis=1)) * sizes
+        new = _diluted(pops, send, pop_load, send_limit)
+        if new == groups:
+            break
+        groups = new
+        bounds = _stripes(sizes, pop_load, groups, n_ranks)
+    return _from_bounds(recipe, bounds)
+
+
+def _diluted(pops: np.ndarray, send: np.ndarray, load: np.ndarray, limit: float) -> list:
+    """Groups of pieces ``(population, lo, hi)`` (fractions of it) covering the population order: each population
+    alone, except those whose send per load is above ``limit`` x the mean, each joined by the piece of the lighter
+    of its nearest light single-population neighbours (its region's next population, as a rule) that brings the
+    group's send per load down to the limit, and by more neighbours if one is not enough. A piece is always the
+    end of its population that faces the group, so that a population's pieces lie in the order of its neurons
+    along the line."""
+    density = send / np.maximum(load, 1e-300)
+    cap = limit * send.sum() / load.sum()
+    groups = [[(int(p), 0.0, 1.0)] for p in pops]
+    for p in sorted((int(p) for p in pops if density[p] > cap), key=lambda p: -density[p]):
+        i = next(k for k, g in enumerate(groups) if any(piece[0] == p for piece in g))
+        if len(groups[i]) > 1:
+            continue  # already diluting another population
+        s, w = send[p], load[p]
+        while s > cap * w * (1 + 1e-9):
+            # the nearest light, undivided neighbour on either side (past groups already diluting others)
+            options = [next((k for k in side if len(groups[k]) == 1 and density[groups[k][0][0]] < cap), None)
+                       for side in (range(i - 1, -1, -1), range(i + 1, len(groups)))]
+            options = [k for k in options if k is not None]
+            if not options:
+                break
+            k = min(options, key=lambda k: density[groups[k][0][0]])
+            n, lo, hi = groups[k][0]
+            need = (s - cap * w) / (cap - density[n])  # load of the neighbour that brings the group to the cap
+            take = min(1.0, need / ((hi - lo) * load[n])) * (hi - lo)  # fraction of the neighbour
+            if take <= 1e-12:
+                break
+            if k < i:  # the neighbour's end next to the group joins it
+                piece, rest = (n, hi - take, hi), (n, lo, hi - take)
+                groups[i].insert(0, piece)
+            else:
+                piece, rest = (n, lo, lo + take), (n, lo + take, hi)
+                groups[i].append(piece)
+            s, w = s + send[n] * take, w + load[n] * take
+            if rest[2] - rest[1] > 1e-12:
+                groups[k] = [rest]
+            else:
+                del groups[k]
+                i -= k < i
+    return groups
+
+
+def _stripes(sizes: np.ndarray, pop_load: np.ndarray, groups: list, n_ranks: int) -> np.ndarray:
+    """Neuron bounds of every population's rank slices: ``bounds[p, k]`` to ``bounds[p, k + 1]`` of population p
+    (offsets inside it) are on rank k; shape (n_pop, n_ranks + 1), int64.
+
+    The groups lie one after another on a line of compute load, cut into ``n_ranks`` equal pieces; a rank's piece
+    of a group holds the same fraction of every population piece in it (striped), so that its send per load is
+    the group's.
+    """
+    group_load = np.array([sum(pop_load[p] * (hi - lo) for p, lo, hi in g) for g in groups])
+    start = np.concatenate([[0.0], np.cumsum(group_load)])
+    cuts = np.arange(n_ranks + 1) * (start[-1] / n_ranks)
+    cuts[-1] = start[-1]
+    bounds = np.zeros((len(sizes), n_ranks + 1), np.int64)
+    for g, pieces in enumerate(groups):
+        x = np.clip((cuts - start[g]) / max(group_load[g], 1e-300), 0.0, 1.0)  # the group's fraction below each cut
+        for p, lo, hi in pieces:
+            # population p's neurons [a, b) in this piece, striped by x; a population's pieces lie in the order of
+            # its neurons along the line, so their rank slices add up to every neuron once
+            a, b = np.rint(lo * sizes[p]), np.rint(hi * sizes[p])
+            bounds[p] += np.rint(x * (b - a)).astype(np.int64)
+    return bounds
+
+
+def _from_bounds(recipe: Recipe, bounds: np.ndarray) -> Partition:
+    """The Partition of per-population rank slices (`_stripes`), adjacent ranges of one rank merged."""
+    n_ranks = bounds.shape[1] - 1
+    lo, hi = bounds[:, :-1], bounds[:, 1:]
+    keep = hi > lo
+    pop, rank = np.nonzero(keep)  # population-major: gid order
+    starts = recipe.offsets[pop] + lo[keep]
+    stops = recipe.offsets[pop] + hi[keep]
+    new = np.concatenate([[True], (rank[1:] != rank[:-1]) | (starts[1:] != stops[:-1])])
     idx = np.flatnonzero(new)
-    return Partition(starts=starts[idx], stops=np.append(starts[idx][1:], stops[-1]), ranks=ranks[idx].astype(np.int32),
-                     n_ranks=n_ranks, strategy="hierarchical")
+    return Partition(starts=starts[idx].astype(np.int64), stops=np.append(starts[idx][1:], stops[-1]).astype(np.int64),
+                     ranks=rank[idx].astype(np.int32), n_ranks=n_ranks, strategy="hierarchical")

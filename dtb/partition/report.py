@@ -40,6 +40,61 @@ def population_fractions(recipe: Recipe, partition: Partition) -> np.ndarray:
     return frac / np.diff(offsets)[:, None]
 
 
+def destination_probabilities(recipe: Recipe, frac: np.ndarray) -> np.ndarray:
+    """``p_dest[j, r]``: probability that rank r holds at least one target of a neuron of population j (Poisson
+    approximation of the out-degree; connectivity is uniform inside a population pair), shape (n_pop, n_ranks),
+    float64; ``frac`` as `population_fractions` gives it."""
+    sizes = np.diff(recipe.offsets).astype(np.float64)
+    lam = (recipe.expected_synapses() / sizes[None, :]).T @ frac  # [j, r]: expected targets on r of one neuron of j
+    return -np.expm1(-lam)
+
+
+def cross_node_lower_bound(recipe: Recipe, n_ranks: int, *, rate_hz: float = 5.0, ranks_per_node: int = 8,
+                           imbalance: float = 1.03) -> float:
+    """A floor under the cross-node spike records per rank-epoch of *every* partition whose ranks hold at most
+    ``imbalance`` x the mean number of neurons (the model of `quality`; no partition is made).
+
+    One spike of a neuron of population j costs, on the ranks off its node, ``sum_r f(lam_r)`` records with
+    ``f(x) = 1 - exp(-x)`` and ``lam_r`` its expected targets on rank r. Split ``lam_r = a_r + b_r`` into targets in
+    its own region and in the others: ``f(a + b) = f(a) + exp(-a) f(b)``. For either part, a rank holds at most
+    ``c = imbalance x N / P`` neurons, so ``x <= A = c x`` (the part's densest target population), and below that
+    chord ``f(x) >= x f(A) / A``; the part's targets off the node are at least its out-degree less what
+    ``ranks_per_node x c`` neurons of its densest target populations can hold. Both orders of the split give a
+    bound; the larger counts. Nothing here is partition-specific: a partitioner cannot go below it.
+
+    Returns
+    -------
+    float
+        Records per rank per epoch, at ``rate_hz`` (Hz, a number or one per population).
+    """
+    if n_ranks <= ranks_per_node:
+        return 0.0  # one node: nothing crosses
+    sizes = np.diff(recipe.offsets).astype(np.float64)
+    rho = recipe.expected_synapses() / sizes[None, :] / sizes[:, None]  # [i, j]: targets in i per neuron pair
+    region = np.array([p.region for p in recipe.populations], dtype=np.int64)
+    cap = imbalance * sizes.sum() / n_ranks
+    room = ranks_per_node * cap
+    epoch_s = min(recipe.min_delay_steps, 64) * recipe.dt_ms * 1e-3
+    rates = np.broadcast_to(np.asarray(rate_hz, dtype=np.float64), sizes.shape)
+
+    def chord(r: np.ndarray, n: np.ndarray) -> tuple[float, float]:
+        if not r.size or r.max() <= 0:
+            return 0.0, 0.0
+        order = np.argsort(-r, kind="stable")
+        held = np.clip(room - np.concatenate([[0.0], np.cumsum(n[order])[:-1]]), 0.0, n[order])
+        off_node = (r * n).sum() - (r[order] * held).sum()
+        top = cap * r.max()
+        return -np.expm1(-top) / top * max(off_node, 0.0), top
+
+    total = 0.0
+    for j in range(len(sizes)):
+        same = region == region[j]
+        own, a = chord(rho[same, j], sizes[same])
+        other, b = chord(rho[~same, j], sizes[~same])
+        total += sizes[j] * rates[j] * epoch_s * max(own + np.exp(-a) * other, other + np.exp(-b) * own)
+    return float(total / n_ranks)
+
+
 def quality(recipe: Recipe, partition: Partition, *, rate_hz: float = 5.0, ranks_per_node: int = 8,
             block: int = 256) -> dict:
     """Balance and traffic figures of a partition.
@@ -77,9 +132,7 @@ def quality(recipe: Recipe, partition: Partition, *, rate_hz: float = 5.0, ranks
     rates = np.broadcast_to(np.asarray(rate_hz, dtype=np.float64), sizes.shape)  # Hz per population
     # synaptic events a rank's neurons receive per epoch: every synapse carries its source's spikes
     input_spikes = (syn @ rates) @ frac * epoch_s
-    # lam[j, r]: expected targets on rank r of one neuron of population j
-    lam = (syn / sizes[None, :]).T @ frac
-    p_dest = -np.expm1(-lam)  # P(rank r needs the spike of a neuron of j)
+    p_dest = destination_probabilities(recipe, frac)  # P(rank r needs the spike of a neuron of j)
     spikes_out = (frac * sizes[:, None]) * rates[:, None] * epoch_s  # [j, r]: spikes population j emits on rank r
     node_of = np.arange(n_ranks) // ranks_per_node
     n_nodes = int(node_of[-1]) + 1
