@@ -26,8 +26,19 @@ def _version() -> str:
         return "0+unknown"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line as every other error (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        from dtb.context import launcher_rank
+
+        if launcher_rank() == 0:  # every rank of a job meets it
+            print(f"dtb: error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="dtb", description="Digital twin brain: spiking whole-brain simulation.")
+    ap = _Parser(prog="dtb", description="Digital twin brain: spiking whole-brain simulation.")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     ap.add_argument("--version", action="version", version=f"dtb {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -434,16 +445,16 @@ def _partition(args) -> int:
     cfg = load_config(args.config, args.overrides)
     if not 1 <= args.ranks_per_node <= 100_000:  # as simulation.ranks_per_node
         raise ConfigError(f"--ranks-per-node {args.ranks_per_node}: must be >= 1 and <= 100,000")
-    if not (args.rate_hz >= 0 and args.rate_hz < 1e4):  # NaN fails both
-        raise ConfigError(f"--rate-hz {args.rate_hz}: must be a number >= 0 and < 10000")
+    if not (args.rate_hz > 0 and args.rate_hz < 1e4):  # NaN fails both; at 0 Hz there is no traffic to weigh
+        raise ConfigError(f"--rate-hz {args.rate_hz:g}: must be a number > 0 and < 10000")
     import time
     import tracemalloc
 
     recipe = network_from_config(cfg).recipe()
     tracemalloc.start()
     t0 = time.perf_counter()
-    part = partition(recipe, args.ranks, args.strategy or cfg.simulation.partition, seed=cfg.simulation.seed,
-                     ranks_per_node=args.ranks_per_node)
+    part = partition(recipe, args.ranks, cfg.simulation.partition if args.strategy is None else args.strategy,
+                     seed=cfg.simulation.seed, ranks_per_node=args.ranks_per_node)
     seconds = time.perf_counter() - t0
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -547,7 +558,7 @@ def _slurm(args) -> int:
                     config=args.config, overrides=args.overrides, gpus_per_task=args.gpus_per_task,
                     cpus_per_task=cpus, job_name=args.job_name, partition=args.partition,
                     account=args.account, mem=args.mem, setup=args.setup, sbatch=args.sbatch)
-    if args.output:
+    if args.output is not None:  # "" is refused as an empty path, not taken for stdout
         from dtb.io.runfile import check_output, write_replacing
 
         path = check_output(args.output, args.overwrite, inputs=[args.config])
@@ -662,7 +673,7 @@ def _main(args) -> int:
         sys.stdout.flush()  # a closed pipe fails here, inside the handlers, not at the interpreter's exit
         return status
     except DTBError as err:
-        from dtb.context import abort_all, launcher_rank, launcher_size, mpi_running
+        from dtb.context import abort_all, launcher_rank, launcher_size, mpi_running, mpi_world_size
 
         if args.debug:
             traceback.print_exc()
@@ -670,9 +681,10 @@ def _main(args) -> int:
             # the error may be this rank's alone: say which, and end every rank
             print(f"dtb: error: rank {launcher_rank()}: {err}", file=sys.stderr)
             abort_all(2)
-        elif launcher_rank() == 0 or launcher_size() == 1:
+        elif launcher_rank() == 0 or launcher_size() == 1 or mpi_world_size() == 1:
             # before MPI starts every rank meets the same error: one line is enough (a job of one rank, or
-            # a launcher's variables left in a shell without one, is its own rank 0)
+            # a launcher's variables left in a shell without one, is its own rank 0; so is a process that MPI
+            # started alone)
             print(f"dtb: error: {err}", file=sys.stderr)
         if isinstance(err, WriteError):
             # HDF5 would retry the failed writes of the open files at exit, print a page and may crash:

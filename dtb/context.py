@@ -46,7 +46,7 @@ def mpi_library() -> str:
 def launcher_rank() -> int:
     """This process's rank as the launcher announced it (0 when not launched by MPI)."""
     for var in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK"):
-        if var in os.environ:
+        if os.environ.get(var, "").isdigit():  # a launcher writes digits; anything else is no launcher's
             return int(os.environ[var])
     return 0
 
@@ -97,11 +97,17 @@ def launcher_local_rank() -> int:
     return 0
 
 
+def mpi_world_size() -> int:
+    """The ranks of MPI_COMM_WORLD, or 0 while MPI is not running in this process."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized():
+        return 0
+    return mpi.COMM_WORLD.Get_size()
+
+
 def mpi_running() -> bool:
     """Whether MPI was initialised in this process (and not finalised) with more than one rank."""
-    mpi = sys.modules.get("mpi4py.MPI")
-    return bool(mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized()
-                and mpi.COMM_WORLD.Get_size() > 1)
+    return mpi_world_size() > 1
 
 
 def cuda_aware_mpi() -> bool:

@@ -12,6 +12,7 @@ from scipy.signal import butter, sosfilt, sosfilt_zi
 
 from dtb.connectome.connectome import open_data_file
 from dtb.errors import DataError
+from dtb.io.hdf5 import read_numbers
 
 #: the longest repetition time accepted (s); fMRI scans use 0.4 to about 4 s
 MAX_TR_S = 30.0
@@ -101,10 +102,7 @@ def load_observed_bold(path: str | Path, subject: str) -> ObservedBold:
                 raise DataError(f"{name}: subject {subject!r} not in file (has: {', '.join(known) or 'none'})")
             if "bold" not in f["subjects"][subject]:
                 raise DataError(f"{name}: missing dataset '{dset}'")
-            try:
-                bold = np.asarray(f[dset][()], dtype=np.float64)
-            except (TypeError, ValueError) as err:
-                raise DataError(f"{name}: '{dset}' is not numeric ({err})") from None
+            bold = read_numbers(f, dset)
         except OSError as err:  # h5py opens some truncated files and fails on reading
             raise DataError(f"{name}: cannot read '{dset}' (truncated or corrupt file? {err})") from None
     if not (np.isfinite(tr_s) and tr_s > 0):

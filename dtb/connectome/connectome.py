@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 
 from dtb.errors import DataError
+from dtb.io.hdf5 import read_numbers
 
 
 def bundled_connectome_path() -> Path:
@@ -331,14 +332,7 @@ def _read_subject(f: h5py.File, name: str, subject: str) -> tuple[list[str], dic
         raise DataError(f"{name}: missing dataset{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
     data = {}
     for key in sorted(present - ({"size"} if "nvoxel" in present else set())):
-        ds = grp[key]
-        if ds.dtype.kind not in "iuf":  # complex, strings, compounds
-            raise DataError(f"{name}: '/subjects/{subject}/{key}' is not numeric (dtype {ds.dtype})")
-        if ds.is_virtual:
-            from dtb.io.hdf5 import open_dataset
-
-            ds = open_dataset(f, ds.name)  # a source file that is missing would read as zeros
-        data[key] = np.asarray(ds[()], dtype=np.float64)
+        data[key] = read_numbers(f, grp[key].name)
     if f["labels"].ndim != 1:
         raise DataError(f"{name}: '/labels' has shape {f['labels'].shape}: one name per region, a 1-d dataset")
     try:

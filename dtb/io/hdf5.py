@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from dtb.errors import DataError
 
@@ -19,9 +20,29 @@ def open_dataset(f: h5py.File, name: str) -> h5py.Dataset:
     missing = sorted({m.file_name for m in ds.virtual_sources()
                       if m.file_name != "." and not (folder / m.file_name).is_file()})
     if missing:
+        hint = " (a checkpoint or a recording.stitch = 'virtual' run needs its <run>.parts folder beside it)" \
+            if "schema_version" in f.attrs else ""  # a run file of dtb's
         raise DataError(f"{f.filename}: {name} is stored in other files that are missing: "
-                        f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} (a checkpoint or a "
-                        "recording.stitch = 'virtual' run needs its <run>.parts folder beside it)")
+                        f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}{hint}")
     dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
     dapl.set_virtual_prefix(str(folder).encode())
     return h5py.Dataset(h5py.h5d.open(f.id, name.encode(), dapl))
+
+
+def read_numbers(f: h5py.File, name: str) -> np.ndarray:
+    """The dataset ``name`` of ``f`` read whole as float64, or a `DataError` naming it: a link that leads nowhere
+    (a missing external file, a loop of soft links), no dataset, a dtype that is not integer or real (complex,
+    strings, compounds, booleans), a virtual dataset whose sources are missing (`open_dataset`)."""
+    where = f"{f.filename}: '{name}'"
+    try:
+        ds = f[name]
+    except (KeyError, RuntimeError, OSError) as err:
+        raise DataError(f"{where} cannot be opened ({' '.join(str(err).split())})") from None
+    if not isinstance(ds, h5py.Dataset):
+        raise DataError(f"{where} is not a dataset")
+    if ds.dtype.kind not in "iuf":
+        raise DataError(f"{where} is not numeric (dtype {ds.dtype})")
+    try:
+        return np.asarray(open_dataset(f, name)[()], dtype=np.float64)
+    except (RuntimeError, OSError) as err:
+        raise DataError(f"{where} cannot be read (truncated or corrupt file? {' '.join(str(err).split())})") from None

@@ -253,6 +253,11 @@ CASES = {
                                          None),
     "partition rate nan": (["partition", "--ranks", "4", "--rate-hz", "nan"], "--rate-hz nan", None),
     "partition rate negative": (["partition", "--ranks", "4", "--rate-hz", "-5"], "--rate-hz -5", None),
+    "partition rate zero": (["partition", "--ranks", "4", "--rate-hz", "0"], "--rate-hz 0: must be a number > 0",
+                            None),
+    "partition strategy empty": (["partition", "--ranks", "4", "--strategy", ""], "partition strategy ''", None),
+    "slurm script path empty": (["slurm", "--nodes", "1", "--ntasks-per-node", "1", "--script", ""],
+                                "the output path is empty", None),
     "an HDF5 error is one line": (WITH_CONNECTOME, "is not a readable HDF5 file", setup_truncated),
     "connectome symlink loop": (RUN + ["--set", 'wholebrain.connectome="loop.h5"'], "not a usable path",
                                 lambda d: (d / "loop.h5").symlink_to(d / "loop.h5")),
@@ -339,6 +344,20 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, monkeypatch, 
     assert needle in err, err
     after = {p: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
     assert after == before  # nothing written, nothing removed
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["partition", "--ranks", "nan"], "dtb partition: argument --ranks: invalid int value: 'nan'"),
+    (["partition"], "dtb partition: the following arguments are required: --ranks"),
+    (["frobnicate"], "argument command: invalid choice: 'frobnicate'"),
+    (["connectome", "import"], "dtb connectome import: the following arguments are required"),
+])
+def test_a_usage_error_is_one_line_too(capsys, argv, needle):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith("dtb: error: ") and needle in err, err
+    assert "--help)" in err
 
 
 def test_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):

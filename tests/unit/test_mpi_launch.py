@@ -53,13 +53,16 @@ def test_existing_output_under_mpiexec(tmp_path):
     assert out.read_bytes() == b"keep me"
 
 
-def test_a_launcher_of_another_mpi_is_refused(tmp_path):
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_launcher_of_another_mpi_is_refused(tmp_path, rank):
     """Launched as one of 2 ranks (PMI_SIZE) while MPI starts this process alone, as when mpiexec and mpi4py's
-    libmpi differ: one clear error, nothing written."""
-    env = dict(os.environ, PMI_SIZE="2", PMI_RANK="0")
+    libmpi differ (or a shell keeps a launcher's variables): one clear error on every such process, rank 1's
+    too (it is alone), nothing written."""
+    env = dict(os.environ, PMI_SIZE="2", PMI_RANK=rank)
     p = subprocess.run([sys.executable, "-m", "dtb", "run", "--quiet", "--set", "wholebrain.n_neurons=2000",
                         "--out", str(tmp_path / "x.h5")], capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 2 and "the launcher started 2 ranks, but MPI sees only this one" in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
 
 

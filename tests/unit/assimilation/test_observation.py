@@ -63,6 +63,7 @@ def _bad_bold(kind):
     (dict(tr_s=None), "s1", "missing root attribute 'tr_s'"),
     (dict(tr_s=0.0), "s1", "'tr_s' must be a positive"),
     (dict(tr_s=-1.0), "s1", "'tr_s' must be a positive"),
+    (dict(bold=_bad_bold("complex") + 1j), "s1", "'/subjects/s1/bold' is not numeric"),
 ])
 def test_data_errors(tmp_path, kwargs, subject, match):
     path = _write(tmp_path / "b.h5", **kwargs)
@@ -169,3 +170,31 @@ def test_describe_preprocessing():
     assert "first 50 TRs" in text and "about [0.02, 0.05]" in text
     assert "no filter" in describe_preprocessing(50, 0, (0.0, 0.0), 0.0, 1.0)
     assert "high-pass 0.01 Hz" in describe_preprocessing(50, 0, (0.01, 0.0), 0.0, 1.0)
+
+
+@pytest.mark.parametrize("link, match", [
+    (lambda f: f.__setitem__("subjects/s1/bold", h5py.ExternalLink("gone.h5", "/bold")), "cannot be opened"),
+    (lambda f: f.__setitem__("subjects/s1/bold", h5py.SoftLink("/subjects/s1/bold")), "cannot be opened"),
+])
+def test_a_bold_link_that_leads_nowhere_is_one_line(tmp_path, link, match):
+    path = _write(tmp_path / "b.h5", bold=None)
+    with h5py.File(path, "a") as f:
+        link(f)
+    with pytest.raises(DataError, match=match) as err:
+        load_observed_bold(path, "s1")
+    assert "\n" not in str(err.value)
+
+
+def test_a_virtual_bold_with_a_missing_source_is_refused(tmp_path):
+    """HDF5 would read the missing source's part as fill values: a silent gap in the recording."""
+    src = tmp_path / "half.h5"
+    with h5py.File(src, "w") as f:
+        f["bold"] = np.random.default_rng(0).normal(100, 5, size=(3, 20))
+    path = _write(tmp_path / "b.h5", bold=None)
+    layout = h5py.VirtualLayout(shape=(3, 40), dtype="f8")
+    layout[:, :20] = h5py.VirtualSource(str(src), "bold", shape=(3, 20))
+    layout[:, 20:] = h5py.VirtualSource(str(tmp_path / "gone.h5"), "bold", shape=(3, 20))
+    with h5py.File(path, "a") as f:
+        f["subjects/s1"].create_virtual_dataset("bold", layout, fillvalue=np.nan)
+    with pytest.raises(DataError, match="stored in other files that are missing: .*gone.h5"):
+        load_observed_bold(path, "s1")
