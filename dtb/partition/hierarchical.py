@@ -14,7 +14,8 @@ ways), as a domain decomposition does on a mesh:
    spikes stay inside a node (or a rank) where they can. The leaves, concatenated, are
    an order of the regions.
 2. **Ranks.** The populations in that order (a region's populations together, in their
-   own order) are cut into ``n_ranks`` consecutive pieces of equal compute load, a
+   own order, reversed in every other region so that inhibitory populations, which reach
+   few ranks, pair up: fewer ranks send to many nodes) are cut into ``n_ranks`` consecutive pieces of equal compute load, a
    population split only where a cut falls inside it. Consecutive ranks share a node
    (``simulation.ranks_per_node``, and the two-level exchange's layout).
 3. **Send balance.** A neuron's spike costs one record per rank that holds one of its
@@ -22,10 +23,10 @@ ways), as a domain decomposition does on a mesh:
    cingulate: three times the mean) sends three times the mean. From the layout's expected
    records per spike (`dtb.partition.report.destination_probabilities`), every population
    whose records per unit of load exceed ``SEND_LIMIT`` times the mean is joined by just
-   enough of its lighter neighbour in the order (its region's inhibitory population first,
+   enough of its nearest light neighbour in the order (its region's inhibitory population,
    as a rule) to come down to the limit, and the group is striped: each of its ranks holds
    the same fraction of every population in it. The estimate depends on the layout, so
-   this is repeated (``SEND_ROUNDS``). Only the few hubs move, so the total traffic and the
+   this is repeated (``SEND_ROUNDS``, the estimates only growing, until the groups settle). Only the few hubs move, so the total traffic and the
    messages stay where step 2 put them.
 
 Compute load = neurons / all neurons + expected incoming synapses / all synapses (the
@@ -122,11 +123,11 @@ def _bisect(w: np.ndarray, load: np.ndarray, frac: float, seed: int) -> tuple[np
     return np.arange(cut), np.arange(cut, n)
 
 
-#: a piece of the region order striped over its ranks sends at most this times the mean spike records per unit
-#: of compute load (the worst rank's send volume, relative to the mean, stays near it)
+#: a group of populations striped over its ranks sends at most this times the mean spike records per unit of
+#: compute load (so the worst rank's send volume, relative to the mean, stays near it)
 SEND_LIMIT = 1.4
-#: rounds of "estimate each region's send, then dilute the heavy ones" (the estimate depends on the layout)
-SEND_ROUNDS = 3
+#: rounds of "estimate each population's send, then dilute the heavy ones" (the estimate depends on the layout)
+SEND_ROUNDS = 8
 
 
 def hierarchical(recipe: Recipe, n_ranks: int, ranks_per_node: int = 8, seed: int = 0,
@@ -142,8 +143,8 @@ def hierarchical(recipe: Recipe, n_ranks: int, ranks_per_node: int = 8, seed: in
     seed : int
         METIS's seed.
     send_limit : float
-        Regions whose neurons send more spike records per unit of load than this times the mean share
-        their ranks with just enough of a neighbour in the order to come down to it.
+        Populations whose neurons send more spike records per unit of load than this times the mean share
+        their ranks with just enough of a light neighbour in the order to come down to it (inf: none do).
 
     Returns
     -------
@@ -153,17 +154,21 @@ def hierarchical(recipe: Recipe, n_ranks: int, ranks_per_node: int = 8, seed: in
     weights, load = region_graph(recipe)
     order = region_order(weights, load, n_ranks, ranks_per_node, seed)
     region = np.array([p.region for p in recipe.populations], dtype=np.int64)
-    # populations in region order, a region's own in their order
-    pops = np.concatenate([np.flatnonzero(region == r) for r in order])
+    # populations in region order, a region's own together, in their order and reversed in every other region
+    # (E I, I E, E I, ...): inhibitory populations, which reach few ranks, pair up, and so do the excitatory ones
+    pops = np.concatenate([np.flatnonzero(region == r)[::1 - 2 * (k % 2)] for k, r in enumerate(order)])
     pop_load = population_load(recipe)
     sizes = np.diff(recipe.offsets).astype(np.float64)
     groups = [[(int(p), 0.0, 1.0)] for p in pops]
     bounds = _stripes(sizes, pop_load, groups, n_ranks)
+    send = np.zeros(len(sizes))
     for _ in range(SEND_ROUNDS if n_ranks > 1 else 0):
         frac = np.diff(bounds, axis=1) / sizes[:, None]
         p_dest = destination_probabilities(recipe, frac)
         # records one spike of a neuron of j costs: every rank holding a target, its own excepted
-        send = (p_dest.sum(axis=1) - (p_dest * frac).sum(axis=1)) * sizes
+        # the estimate only grows: spreading a hub over more ranks raises its own records per spike, and an
+        # estimate that fell back would undo the spreading and oscillate
+        send = np.maximum(send, (p_dest.sum(axis=1) - (p_dest * frac).sum(axis=1)) * sizes)
         new = _diluted(pops, send, pop_load, send_limit)
         if new == groups:
             break

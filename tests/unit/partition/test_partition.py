@@ -69,7 +69,7 @@ def test_hierarchical_keeps_coupled_regions_on_a_node(brain):
 @pytest.mark.parametrize("n_ranks", [64, 1000])
 def test_hierarchical_balances_the_worst_rank_s_sends(brain, n_ranks):
     """Hub populations send up to three times the mean records per neuron: the hierarchical layout dilutes them,
-    so that no rank sends much over SEND_LIMIT (1.4) x the mean, where the order alone leaves 1.7 to 3 x; the
+    so that no rank sends much over SEND_LIMIT (1.4) x the mean, where the order alone leaves 1.5 to 3 x; the
     total traffic and the messages stay those of the undiluted order (within 2 %)."""
     from dtb.partition.hierarchical import hierarchical
 
@@ -77,7 +77,7 @@ def test_hierarchical_balances_the_worst_rank_s_sends(brain, n_ranks):
     plain = quality(brain, hierarchical(brain, n_ranks, send_limit=np.inf))  # the order alone, cut evenly
     cont = quality(brain, partition(brain, n_ranks, "contiguous"))
     assert cont["spikes_sent_per_rank_epoch_max"] > 1.8 * cont["spikes_sent_per_rank_epoch"]
-    assert plain["spikes_sent_per_rank_epoch_max"] > 1.7 * plain["spikes_sent_per_rank_epoch"]
+    assert plain["spikes_sent_per_rank_epoch_max"] > 1.5 * plain["spikes_sent_per_rank_epoch"]
     assert hier["spikes_sent_per_rank_epoch_max"] <= 1.45 * hier["spikes_sent_per_rank_epoch"]
     for key in ("spikes_sent_per_rank_epoch", "cross_node_spikes_per_rank_epoch", "messages_two_level"):
         assert hier[key] <= 1.02 * plain[key], key
