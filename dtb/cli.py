@@ -623,12 +623,22 @@ def main(argv: list[str] | None = None) -> int:
     import threading
 
     args = _parser().parse_args(argv)
+    if sys.stdout is None:  # started with standard output closed (>&-): what it prints goes nowhere
+        sys.stdout = open(os.devnull, "w")
     # signal handlers belong to the main thread (a caller may run main() from another)
     guard = _terminate_on_sigterm() if threading.current_thread() is threading.main_thread() else \
         contextlib.nullcontext()
-    with guard, warnings.catch_warnings():
-        warnings.showwarning = _one_line_warning
-        return _main(args)
+    for stream in (sys.stdout, sys.stderr):  # a label the terminal's encoding lacks is escaped, not a traceback
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    stdout = sys.stdout
+    sys.stdout = _Output(stdout)
+    try:
+        with guard, warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return _main(args)
+    finally:
+        sys.stdout = stdout
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -655,6 +665,43 @@ def _reading(command, args) -> int:
                         f"{' '.join(str(err).split())[:200]})") from err
 
 
+class _OutputError(Exception):
+    """Standard output failed (not a closed pipe): its strerror."""
+
+
+class _Output:
+    """Standard output whose write errors (a full disk, an I/O error) are told apart from every other OSError."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise _OutputError(err.strerror or str(err)) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise _OutputError(err.strerror or str(err)) from None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _drop_stdout() -> None:
+    """Point standard output at /dev/null, so that nothing more (the interpreter's last flush included) fails."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _end_every_rank(status: int) -> int:
     """``status``, after ending every rank of an MPI job with it: a signal may have reached this rank alone (Slurm
     signals every task, a user one), and the others would wait for it in their next collective."""
@@ -664,8 +711,19 @@ def _end_every_rank(status: int) -> int:
     return status
 
 
+def _check_environment() -> None:
+    """Variables that the libraries would meet with a traceback (numba reads its own at import)."""
+    from dtb.errors import ConfigError
+
+    threads = os.environ.get("NUMBA_NUM_THREADS")
+    if threads is not None and not (threads.strip().isdigit() and int(threads) > 0):
+        raise ConfigError(f"NUMBA_NUM_THREADS={threads[:50]!r}: must be a whole number > 0, or unset "
+                          "(simulation.threads sets the threads of a run)")
+
+
 def _main(args) -> int:
     try:
+        _check_environment()
         commands = {"run": _run, "assimilate": _assimilate, "inspect": _inspect, "plot": _plot, "compare": _compare,
                     "partition": _partition, "connectome": _connectome, "slurm": _slurm, "config": _config}
         command = commands[args.command]
@@ -706,9 +764,13 @@ def _main(args) -> int:
         return 2
     except BrokenPipeError:
         # the reader went away (``dtb inspect --json | head``): nothing more to say, and nowhere to say it
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _drop_stdout()
         return 141
+    except _OutputError as err:
+        # a full disk or an I/O error under ``> file``: the output is incomplete, say so once
+        _drop_stdout()
+        print(f"dtb: error: cannot write the output ({err})", file=sys.stderr)
+        return 2
     except _Terminated:
         print("dtb: terminated (SIGTERM): nothing under the final name; the last checkpoint, if any, is kept for "
               "--resume", file=sys.stderr)

@@ -473,10 +473,15 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     key, text = item.split("=", 1)
     key = key.strip()
     try:
-        value = tomllib.loads(f"v = {text.strip()}")["v"]
+        doc = tomllib.loads(f"v = {text.strip()}")
     except ValueError:  # TOMLDecodeError, or an integer of over 4,300 digits
-        value = text.strip()  # a bare word is a string: --set model=pd14
-    return key.split("."), value
+        doc = {"v": text.strip()}  # a bare word is a string: --set model=pd14
+        if not doc["v"].isprintable():
+            raise ConfigError(f"--set {item[:200]!r}: a bare value may not hold control characters (quote it as "
+                              "a TOML string)") from None
+    if list(doc) != ["v"]:  # "a"\nmodel = "pd14" would set a second key unseen
+        raise ConfigError(f"--set {item[:200]!r}: the value must be one TOML value")
+    return key.split("."), doc["v"]
 
 
 #: the settings ``dtb assimilate`` starts from (benchmarks/assimilation.py validates them)

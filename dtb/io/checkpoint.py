@@ -114,6 +114,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     """The last checkpoint of the unfinished run ``path`` (a `DataError` if there is none)."""
     final = resume_target(path)
     if final.exists():
+        if not (final.is_file() and h5py.is_hdf5(final)):  # a config given where the run belongs
+            raise DataError(f"--resume {str(final)!r}: not a run file (--resume takes the run's path: dtb run "
+                            "[CONFIG] --resume RUN)")
         raise ResourceError(f"{str(final)!r} is a finished run: nothing to resume")
     partial = partial_path(final)
     if not partial.exists():

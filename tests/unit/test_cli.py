@@ -81,3 +81,46 @@ def test_version_and_a_closed_pipe():
     p = subprocess.run([sys.executable, "-m", "dtb", "config", "--keys"], stdout=w, stderr=subprocess.PIPE, text=True)
     os.close(w)
     assert p.returncode == 141 and p.stderr == "", p.stderr
+
+
+def _dtb(*args, env=None, **kwargs):
+    import os
+
+    return subprocess.run([sys.executable, "-m", "dtb", *args], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, **(env or {})), **kwargs)
+
+
+def test_a_full_output_is_one_line_not_a_traceback():
+    """``dtb config --keys > /dev/full``: the output cannot be written; one line says so, exit 2."""
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([sys.executable, "-m", "dtb", "config", "--keys"], stdout=full, stderr=subprocess.PIPE,
+                           text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr == "dtb: error: cannot write the output (No space left on device)\n"
+
+
+def test_a_closed_output_discards_what_is_printed():
+    p = subprocess.run(f"{sys.executable} -m dtb config --keys >&-", shell=True, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and p.stderr == ""
+
+
+@pytest.mark.parametrize("value", ["0", "abc", "-2"])
+def test_a_bad_numba_thread_count_is_one_line(value):
+    p = _dtb("config", env={"NUMBA_NUM_THREADS": value})
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith(f"dtb: error: NUMBA_NUM_THREADS='{value}': must be a whole number > 0")
+
+
+def test_labels_the_terminal_cannot_encode_are_escaped(tmp_path):
+    import h5py
+    import numpy as np
+
+    path = tmp_path / "c.h5"
+    sc = np.ones((3, 3)) - np.eye(3)
+    with h5py.File(path, "w") as f:
+        f["labels"] = np.array(["Ünïcødé".encode(), b"B", b"C"])
+        f["subjects/s1/sc"] = sc
+        f["subjects/s1/len_mm"] = sc * 50.0
+        f["subjects/s1/nvoxel"] = np.array([100, 200, 300])
+    p = _dtb("connectome", "show", str(path), "--subject", "s1", env={"PYTHONIOENCODING": "ascii"})
+    assert p.returncode == 0 and "\\xdcn\\xefc\\xf8d\\xe9" in p.stdout and "Traceback" not in p.stderr, p.stderr
