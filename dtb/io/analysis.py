@@ -22,7 +22,7 @@ import numpy as np
 
 from dtb.errors import DataError
 from dtb.io.hdf5 import open_dataset
-from dtb.io.runfile import get_sorting
+from dtb.io.runfile import check_structure, get_sorting
 
 #: spikes per block when streaming (16 bytes each: 16 MiB)
 CHUNK_SPIKES = 1 << 20
@@ -83,6 +83,7 @@ class Run:
         f = self.file
         if "summary" not in f or "network" not in f:
             raise DataError(f"{str(self.path)!r} is not a dtb simulation run file (no /summary or /network)")
+        check_structure(f, self.path)
         self.chunk_spikes = int(chunk_spikes)
         self.metadata = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
         self.metadata.update(json.loads(f["summary"][()]))

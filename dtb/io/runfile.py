@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from dtb.errors import DataError, ResourceError, WriteError
+from dtb.io.hdf5 import open_dataset
 
 SCHEMA_VERSION = 1
 _STR = h5py.string_dtype()
@@ -668,6 +669,50 @@ def _verify(path: Path, expect: dict) -> None:
         raise WriteError(f"{str(path)!r} does not read back ({' '.join(str(err).split())}): not committed") from None
 
 
+def check_structure(f: h5py.File, path: str | Path) -> None:
+    """A `DataError` unless the parts of the run file ``f`` agree with each other and with this dtb: its schema
+    version, and the shapes and kinds of its network tables, spikes, rates and BOLD (cheap: no data is read, so a
+    value damaged in place is not found here).
+    """
+    name = repr(str(path))
+    version = f.attrs.get("schema_version")
+    if version is None or not np.isscalar(version) or not float(version).is_integer():
+        raise DataError(f"{name} has no schema_version: not a file dtb wrote")
+    if int(version) > SCHEMA_VERSION:
+        raise DataError(f"{name} has schema version {int(version)}: written by a newer dtb (this one reads up to "
+                        f"{SCHEMA_VERSION})")
+    t_ms = f.attrs.get("t_ms")
+    if t_ms is not None and not (np.isscalar(t_ms) and np.isfinite(float(t_ms)) and float(t_ms) > 0):
+        raise DataError(f"{name}: its t_ms ({t_ms}) is not a positive time")
+
+    def ds(key: str):
+        obj = f.get(key)
+        return obj if isinstance(obj, h5py.Dataset) else None
+
+    n_pop = n_reg = None
+    if "network" in f:
+        names, regions = ds("network/populations/name"), ds("network/regions")
+        if names is None or regions is None or names.ndim != 1 or regions.ndim != 1:
+            raise DataError(f"{name}: its /network lacks the populations' names or the regions")
+        n_pop, n_reg = len(names), len(regions)
+    for key, axis, n, what in (("rates/population_hz", 1, n_pop, "populations"),
+                               ("rates/region_hz", 1, n_reg, "regions"), ("bold", 0, n_reg, "regions")):
+        d = ds(key)
+        if key in f and (d is None or d.ndim != 2 or (n is not None and d.shape[axis] != n)
+                         or d.dtype.kind != "f"):
+            raise DataError(f"{name}: /{key} is not a table of {n if n is not None else 'the'} {what} (shape "
+                            f"{getattr(d, 'shape', None)})")
+    population = f.attrs.get("spike_population")
+    if isinstance(population, str) and f"spikes/{population}" in f:
+        times, ids = ds(f"spikes/{population}/timestamps"), ds(f"spikes/{population}/node_ids")
+        if times is None or ids is None or times.ndim != 1 or ids.shape != times.shape or \
+                times.dtype.kind != "f" or ids.dtype.kind not in "iu":
+            raise DataError(f"{name}: /spikes/{population} is not one time (float) and one node id (integer) per "
+                            "spike")
+        for d in (times, ids):
+            open_dataset(f, d.name)  # a virtual one whose source files are missing would read as zeros
+
+
 def read_summary(path: str | Path) -> dict:
     """The facts ``dtb inspect`` prints, read from a run file.
 
@@ -689,6 +734,7 @@ def read_summary(path: str | Path) -> dict:
         if "summary" not in f or not ({"network", "assimilation", "checkpoint"} & set(f)):
             raise DataError(f"{str(path)!r} is not a complete dtb run file (no /summary, or none of /network, "
                             "/assimilation, /checkpoint)")
+        check_structure(f, path)
         raw = f["summary"][()]
         try:
             facts = json.loads(raw.decode() if isinstance(raw, bytes) else raw)

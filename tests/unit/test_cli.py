@@ -124,3 +124,65 @@ def test_labels_the_terminal_cannot_encode_are_escaped(tmp_path):
         f["subjects/s1/nvoxel"] = np.array([100, 200, 300])
     p = _dtb("connectome", "show", str(path), "--subject", "s1", env={"PYTHONIOENCODING": "ascii"})
     assert p.returncode == 0 and "\\xdcn\\xefc\\xf8d\\xe9" in p.stdout and "Traceback" not in p.stderr, p.stderr
+
+
+def _damage(name):
+    import h5py
+    import numpy as np
+
+    def apply(path):
+        with h5py.File(path, "a") as f:
+            if name == "newer schema":
+                f.attrs["schema_version"] = 99
+            elif name == "no schema":
+                del f.attrs["schema_version"]
+            elif name == "t_ms nan":
+                f.attrs["t_ms"] = np.nan
+            elif name == "rates flat":
+                rates = f["rates/population_hz"][()]
+                del f["rates/population_hz"]
+                f["rates/population_hz"] = rates.ravel()
+            elif name == "bold of other regions":
+                del f["bold"]
+                f["bold"] = np.zeros((10, 3))
+            elif name == "node ids as text":
+                n = f["spikes/wholebrain/node_ids"].shape[0]
+                del f["spikes/wholebrain/node_ids"]
+                f["spikes/wholebrain/node_ids"] = np.array([b"x"] * n)
+            elif name == "spikes in a missing file":
+                n = f["spikes/wholebrain/timestamps"].shape[0]
+                del f["spikes/wholebrain/timestamps"]
+                layout = h5py.VirtualLayout(shape=(n,), dtype="f8")
+                layout[:] = h5py.VirtualSource("gone.h5", "t", shape=(n,))
+                f["spikes/wholebrain"].create_virtual_dataset("timestamps", layout)
+    return apply
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r.h5"
+    p = _dtb("run", "--quiet", "--out", str(out), "--set", "wholebrain.n_neurons=2000", "--set", "simulation.t_ms=50",
+             "--set", "recording.bold=true", "--set", "bold.tr_ms=10")
+    assert p.returncode == 0, p.stderr
+    return out
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("newer schema", "schema version 99: written by a newer dtb"), ("no schema", "has no schema_version"),
+    ("t_ms nan", "its t_ms (nan) is not a positive time"),
+    ("rates flat", "/rates/population_hz is not a table of 188 populations"),
+    ("bold of other regions", "/bold is not a table of 94 regions"),
+    ("node ids as text", "is not one time (float) and one node id (integer) per spike"),
+    ("spikes in a missing file", "stored in other files that are missing: gone.h5"),
+])
+@pytest.mark.parametrize("command", ["inspect", "plot"])
+def test_a_run_file_whose_parts_disagree_is_refused(small_run, tmp_path, damage, needle, command):
+    """Damaged after it was written: inspect and plot say what is wrong in one line instead of showing it."""
+    import shutil
+
+    path = tmp_path / "r.h5"
+    shutil.copy(small_run, path)
+    _damage(damage)(path)
+    p = _dtb(command, str(path), *(["-o", str(tmp_path / "r.png")] if command == "plot" else []))
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and needle in p.stderr, p.stderr
+    assert not (tmp_path / "r.png").exists()

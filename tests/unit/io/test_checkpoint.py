@@ -124,9 +124,12 @@ def test_a_stopped_run_blocks_a_fresh_start_without_overwrite(tmp_path):
 def test_nothing_to_resume(tmp_path):
     with pytest.raises(DataError, match="no checkpoint to resume"):
         read_checkpoint(tmp_path / "never.h5")
-    (tmp_path / "done.h5").write_bytes(b"")
+    h5py.File(tmp_path / "done.h5", "w").close()
     with pytest.raises(ResourceError, match="finished run"):
         read_checkpoint(tmp_path / "done.h5")
+    (tmp_path / "run.toml").write_text("[simulation]\nt_ms = 10.0\n")  # a config given as the run
+    with pytest.raises(DataError, match="not a run file"):
+        read_checkpoint(tmp_path / "run.toml")
 
 
 def test_cli_resume_uses_the_stored_config_and_may_extend_the_run(tmp_path, capsys):
