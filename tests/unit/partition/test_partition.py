@@ -183,3 +183,29 @@ def test_cli_json():
     assert q["n_ranks"] == 1024
     bad = subprocess.run([sys.executable, "-m", "dtb", "partition", "--ranks", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("dtb: error: 0 ranks")
+
+
+def test_a_striped_group_is_rounded_once():
+    """Each cut takes exactly its share of the group's neurons, rounded once, and every piece's count only grows
+    from the first cut to the last, ending at the piece's size (so the slices tile every population)."""
+    from dtb.partition.hierarchical import _apportion
+
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        n = rng.integers(1, 400, size=rng.integers(2, 7))
+        x = np.sort(np.concatenate([[0.0, 1.0], rng.random(rng.integers(1, 40))]))
+        out = _apportion(x, n)
+        np.testing.assert_array_equal(out.sum(axis=0), np.rint(x * n.sum()).astype(np.int64))
+        assert (np.diff(out, axis=1) >= 0).all() and (out[:, 0] == 0).all()
+        np.testing.assert_array_equal(out[:, -1], n)
+        # and each piece stays within a neuron of its exact share
+        assert np.abs(out - x[None, :] * n[:, None]).max() <= 1.0 + 1e-9
+
+
+def test_hierarchical_balances_to_a_neuron_at_61_neurons_a_rank(connectome):
+    """At 1e6 neurons over 16,384 ranks the hub groups hold several population pieces: still no rank holds more
+    than one neuron over the mean, as contiguous ranges."""
+    recipe = network_from_config(load_config(overrides=["wholebrain.n_neurons=1000000"])).recipe()
+    part = partition(recipe, 16384, "hierarchical")
+    owned = np.bincount(part.ranks, weights=part.stops - part.starts, minlength=16384)
+    assert owned.max() - owned.min() <= 1 and owned.sum() == recipe.n_neurons
