@@ -508,6 +508,8 @@ def _connectome(args) -> int:
     from dtb.connectome.connectome import load_connectome, save_connectome, summarize
     from dtb.errors import ConfigError
 
+    if args.subject is not None and not args.subject.strip():
+        raise ConfigError("--subject '': give a subject id, or leave --subject out")
     con = load_connectome(args.source, args.subject or "101309", lengths=args.lengths, labels=args.labels,
                           sizes=args.sizes, sc_rows=args.sc_rows)
     if args.action == "import":

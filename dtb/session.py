@@ -465,6 +465,8 @@ class Session:
         self.segment = int(ck.attrs["segments"]) if ck is not None else 0  # closed checkpoint segments
         if ck is not None:
             self._restore(ck)
+        if self.recorder is not None:
+            self.recorder.start()
         self._apply_stimulus()
 
     def _write_description(self) -> None:

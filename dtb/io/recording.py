@@ -258,6 +258,10 @@ class Recorder:
         self.spike_rows: list[int] = []
         self.rate_rows: list[int] = []
         checked_write(folder, lambda: folder.mkdir(exist_ok=True), "creating")  # every rank: none waits for another
+        self.file = None  # until `start`: a resume that is refused leaves the segments as they were
+
+    def start(self) -> None:
+        """Open the first segment to write (``segment``; after `restore` when resuming)."""
         self.file = self._open_segment()
 
     def _open_segment(self) -> h5py.File:

@@ -184,7 +184,7 @@ def write_replacing(path: str | Path, write, what: str = "writing") -> Path:
             os.replace(tmp, path)
         except OSError as err:
             tmp.unlink(missing_ok=True)
-            raise WriteError(f"{what} {str(path)!r} failed ({err.strerror or err})") from None
+            raise WriteError(f"{what} {str(path)!r} failed ({' '.join(str(err.strerror or err).split())})") from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

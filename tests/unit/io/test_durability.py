@@ -369,6 +369,36 @@ def test_a_resume_refuses_changed_inputs(tmp_path):
     assert driver.run(cfg, out, resume=True)["resumed_at_ms"] == 50.0
 
 
+def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path):
+    """A resume refused for a missing checkpoint state changes nothing of the run (the segment that the killed job
+    had open included): the state put back, the run resumes."""
+    import hashlib
+
+    cfg = load_config(overrides=SMALL[:2] + ["simulation.t_ms=200", "simulation.checkpoint_ms=50",
+                                             "recording.progress=false"])
+    out = tmp_path / "run.h5"
+    with pytest.raises(Stop):
+        driver.run(cfg, out, on_checkpoint=stop_at_checkpoint)
+
+    def files():
+        return {p.relative_to(tmp_path): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(tmp_path.rglob("*")) if p.is_file() and p.suffix != ".lock"}
+
+    parts = out.with_name("run.h5.parts")
+    with h5py.File(parts / "rank0.seg1.h5", "a") as f:  # what the killed job flushed after its checkpoint
+        f["node_ids"].resize((3,))
+        f["node_ids"][:] = [1, 2, 3]
+    state = next(parts.glob("rank0.state*.h5"))
+    kept = state.read_bytes()
+    state.unlink()
+    before = files()
+    with pytest.raises(DataError, match="checkpoint state .* is missing or unreadable"):
+        driver.run(cfg, out, resume=True)
+    assert files() == before
+    state.write_bytes(kept)
+    assert driver.run(cfg, out, resume=True)["resumed_at_ms"] == 50.0
+
+
 def test_virtual_sources_are_found_beside_the_file_or_named_when_missing(tmp_path, monkeypatch):
     """A checkpoint links its spikes and rates to the segments in <run>.parts: read from any working directory
     (even one holding another run's parts of the same name) it reads its own; without its parts it is an

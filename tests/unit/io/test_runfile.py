@@ -115,6 +115,7 @@ def test_spikes_sort_in_bounded_memory(tmp_path):
     from dtb.io.recording import Recorder
 
     rec = Recorder(Context.serial(threads=1), tmp_path / "parts", np.array([0, 500, 1200]), 0.1, 10)
+    rec.start()
     r = np.random.default_rng(0)
     for epoch in range(40):
         steps = r.integers(epoch * 10, epoch * 10 + 10, 300)
