@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import traceback
@@ -246,7 +247,8 @@ def format_assimilation(s: dict) -> str:
         lines.append(f"held out   (TRs {s['trs']} to {s['trs'] + s['heldout_trs'] - 1}: never seen by the fit)")
         lines.append(f"  FC r, the twin           {m['heldout_fc_r']:.3f}   beside: SC {m['baseline_sc_fc_r']:.3f}, "
                      f"log SC {m['baseline_log_sc_fc_r']:.3f}, unfitted model {m['baseline_unfitted_fc_r']:.3f}, "
-                     f"group mean {m['baseline_group_fc_r']:.3f}, own fit window (ceiling) {m['retest_fc_r']:.3f}")
+                     f"group mean {_r(m['baseline_group_fc_r'], 'no other subject')}, own fit window (ceiling) "
+                     f"{m['retest_fc_r']:.3f}")
         spec = s.get("heldout_specificity") or {}
         best = max(spec.get("other_r", {}).values(), default=float("nan"))
         lines.append("  specific                 " + ("n/a (no other subject in the data file)"
@@ -625,8 +627,11 @@ def main(argv: list[str] | None = None) -> int:
     import threading
 
     args = _parser().parse_args(argv)
-    if sys.stdout is None:  # started with standard output closed (>&-): what it prints goes nowhere
+    # started with standard output or error closed (>&-, 2>&-): what goes there goes nowhere
+    if sys.stdout is None:
         sys.stdout = open(os.devnull, "w")
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")
     # signal handlers belong to the main thread (a caller may run main() from another)
     guard = _terminate_on_sigterm() if threading.current_thread() is threading.main_thread() else \
         contextlib.nullcontext()
@@ -665,6 +670,11 @@ def _reading(command, args) -> int:
         what = repr(args.run_file) + (" (or the data file it is compared with)" if args.command != "inspect" else "")
         raise DataError(f"{what} is not readable as dtb writes it ({type(err).__name__}: "
                         f"{' '.join(str(err).split())[:200]})") from err
+
+
+def _r(value, missing: str) -> str:
+    """A correlation to 3 decimals, or why there is none (NaN: nothing to correlate with)."""
+    return f"{value:.3f}" if value is not None and math.isfinite(value) else f"n/a ({missing})"
 
 
 class _OutputError(Exception):

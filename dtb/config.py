@@ -632,6 +632,10 @@ def _check_assimilation(cfg: Config) -> None:
         raise ConfigError(f"assimilation.trs = {da.trs}: must exceed assimilation.calibration_trs + burn_in_trs + 2 "
                           f"= {da.calibration_trs + da.burn_in_trs + 2} (the first calibration_trs TRs only set the "
                           "observation's scale; the metrics need at least 3 TRs after the burn-in)")
+    fitted_trs = da.trs - da.calibration_trs - da.burn_in_trs
+    if cfg.validation.average_trs > fitted_trs:
+        raise ConfigError(f"validation.average_trs = {cfg.validation.average_trs}: must be at most the assimilated TRs "
+                          f"after the calibration and the burn-in ({fitted_trs}); 0 = the last half of them")
     if da.preprocess and da.detrend_order >= da.calibration_trs:
         raise ConfigError(f"assimilation.detrend_order = {da.detrend_order}: must be < assimilation.calibration_trs "
                           f"= {da.calibration_trs}")

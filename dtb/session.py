@@ -318,7 +318,7 @@ class Session:
         if self.prepared:
             raise UsageError(f"Session.{what}: call it before the first run()")
 
-    def _populations_of(self, sel) -> list[int]:
+    def _populations_of(self, sel, what: str = "recording.spikes") -> list[int]:
         pops = self.recipe.populations
         if isinstance(sel, PopulationView):
             return [sel.index]
@@ -330,14 +330,14 @@ class Session:
                 hits = [i for i, p in enumerate(pops) if self.recipe.regions[p.region] == sel]
             if hits:
                 return hits
-        raise ConfigError(f"recording.spikes: {sel!r} is no population or region of this network")
+        raise ConfigError(f"{what}: {sel!r} is no population or region of this network")
 
     def _gids_of(self, who, what: str) -> np.ndarray:
         if isinstance(who, PopulationView):
             return who.gids(self.recipe)
         if isinstance(who, str):
             offsets = self.recipe.offsets
-            return np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in self._populations_of(who)])
+            return np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in self._populations_of(who, what)])
         gids = np.unique(np.asarray(who, dtype=np.int64))
         if gids.size == 0 or gids[0] < 0 or gids[-1] >= self.recipe.n_neurons:
             raise ConfigError(f"{what}: neurons must be gids in [0, {self.recipe.n_neurons})")

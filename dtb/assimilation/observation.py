@@ -89,10 +89,14 @@ def load_observed_bold(path: str | Path, subject: str) -> ObservedBold:
         try:
             if "tr_s" not in f.attrs:
                 raise DataError(f"{name}: missing root attribute 'tr_s' (repetition time, s)")
-            try:
-                tr_s = float(f.attrs["tr_s"])
+            raw = f.attrs["tr_s"]
+            raw = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+            try:  # a real number of seconds (a numeric string too), not a flag (True would read as 1 s) or complex
+                if not np.isscalar(raw) or np.asarray(raw).dtype.kind not in "iufU":
+                    raise ValueError
+                tr_s = float(raw)
             except (TypeError, ValueError):
-                raise DataError(f"{name}: root attribute 'tr_s' is not a number ({f.attrs['tr_s']!r})") from None
+                raise DataError(f"{name}: root attribute 'tr_s' is not a number of seconds ({raw!r})") from None
             if "labels" not in f:
                 raise DataError(f"{name}: missing dataset '/labels'")
             labels = tuple(lab.decode() if isinstance(lab, bytes) else str(lab)

@@ -64,6 +64,8 @@ def _bad_bold(kind):
     (dict(tr_s=0.0), "s1", "'tr_s' must be a positive"),
     (dict(tr_s=-1.0), "s1", "'tr_s' must be a positive"),
     (dict(bold=_bad_bold("complex") + 1j), "s1", "'/subjects/s1/bold' is not numeric"),
+    (dict(tr_s=True), "s1", "'tr_s' is not a number of seconds"),  # would read as 1 s
+    (dict(tr_s=0.72 + 1j), "s1", "'tr_s' is not a number of seconds"),
 ])
 def test_data_errors(tmp_path, kwargs, subject, match):
     path = _write(tmp_path / "b.h5", **kwargs)
