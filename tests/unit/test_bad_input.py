@@ -140,7 +140,9 @@ def _unknown_method(raw, flags):
 
 def setup_bad_summary(d):
     with h5py.File(d / "r.h5", "w") as f:
-        f.create_group("network")
+        f.create_group("network/populations")["name"] = [b"E"]
+        f["network/regions"] = [b"R"]
+        f.attrs["schema_version"] = 1
         f["summary"] = "not json {"
 
 
