@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -251,6 +252,9 @@ def check_output(path: str | Path, overwrite: bool, inputs=()) -> Path:
                                 "--out")
     if path.exists() and not overwrite:
         raise ResourceError(f"output {str(path)!r} exists (use --overwrite to replace it)")
+    if partial_path(path).is_symlink():  # a checkpoint is dtb's own file, never a link to one elsewhere
+        raise ResourceError(f"{str(partial_path(path))!r} is a symbolic link, in the place of the run's checkpoint: "
+                            "remove it")
     if partial_path(path).exists() and not partial_path(path).is_file():
         raise ResourceError(f"{str(partial_path(path))!r} is not a regular file (the place of the run's checkpoint): "
                             "remove it")
@@ -260,18 +264,31 @@ def check_output(path: str | Path, overwrite: bool, inputs=()) -> Path:
                             f"with --resume {str(path)!r}, or use --overwrite to start again")
     if not path.parent.is_dir():
         raise ResourceError(f"output folder {str(path.parent)!r} does not exist")
-    for tmp in (_tmp_path(path), _tmp_path(partial_path(path))):
-        _no_folder_at(tmp)
     return path
 
 
+#: what a run writes in ``<run>.parts``: segments, checkpoint states, sorted spikes, and their temporary files
+_PART_FILE = re.compile(r"rank\d+(\.seg\d+|\.state\d+|\.spikes-[0-9a-f]+)?\.h5(\.tmp)?")
+
+
 def check_parts(path: Path) -> None:
-    """A `ResourceError` if ``<run>.parts`` is anything but a folder of its own or absent: the run writes its
-    segments into it and clears it, which through a symbolic link would be another folder's files."""
+    """A `ResourceError` if what a run writes beside ``path`` cannot be written there: ``<run>.parts`` anything but
+    a folder of dtb's own files, or absent (the run writes its segments into it and clears it: through a symbolic
+    link, another folder's files); a folder at ``<run>.tmp`` or ``<run>.partial.tmp``. A fresh run and a resume
+    both check it before anything is built."""
     parts = parts_dir(path)
     if parts.is_symlink() or parts.exists() and not parts.is_dir():
         raise ResourceError(f"{str(parts)!r} is {'a symbolic link' if parts.is_symlink() else 'not a folder'}, in the "
                             "place of the run's parts folder: remove it")
+    for tmp in (_tmp_path(path), _tmp_path(partial_path(path))):
+        _no_folder_at(tmp)
+    try:
+        foreign = sorted(p.name for p in parts.iterdir() if not _PART_FILE.fullmatch(p.name)) if parts.is_dir() else []
+    except OSError as err:
+        raise ResourceError(f"cannot read {str(parts)!r} ({err.strerror})") from None
+    if foreign:  # a run clears this folder: never of what it did not write
+        raise ResourceError(f"{str(parts)!r} holds files that no dtb run wrote ({', '.join(foreign[:3])}"
+                            f"{' ...' if len(foreign) > 3 else ''}): move them, or choose another output")
 
 
 def _files_of(inputs) -> list[Path]:
@@ -285,6 +302,10 @@ def _files_of(inputs) -> list[Path]:
             except OSError:
                 files.append(source)
     return files
+
+
+#: what a lock file holds (`RunLock.acquire`): its holder
+_LOCK_NOTE = re.compile(rb"pid \d+ on .* since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\Z")
 
 
 class RunLock:
@@ -316,6 +337,11 @@ class RunLock:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 os.close(fd)
                 raise ResourceError(f"the run's lock {str(self.path)!r} is not a regular file: remove it")
+            note = os.pread(fd, 512, 0)
+            if note and not _LOCK_NOTE.match(note):  # someone's file of that name: never truncated, never removed
+                os.close(fd)
+                raise ResourceError(f"{str(self.path)!r} exists and is not a dtb lock: move it, or choose another "
+                                    "output")
             try:
                 # flock, not lockf: it excludes a second open of the same file in this process too
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -84,6 +84,11 @@ def _planted_parts_link(d):
     (d / "out.h5.parts").symlink_to(d / "victim")
 
 
+def _planted_parts_file(d):
+    (d / "out.h5.parts").mkdir()
+    (d / "out.h5.parts" / "notes.txt").write_text("mine")
+
+
 def _labels_2d(f):
     labels = f["labels"][()]
     del f["labels"]
@@ -244,6 +249,13 @@ CASES = {
     # the run would write its segments into, and clear, another folder
     "parts a link to another folder": (RUN[:2] + ["--out", "out.h5", "--overwrite"],
                                        "out.h5.parts' is a symbolic link", _planted_parts_link),
+    # a run clears <out>.parts and removes <out>.lock: never of someone's own files of those names
+    "someone's files in the parts folder": (RUN[:2] + ["--out", "out.h5", "--overwrite"],
+                                            "holds files that no dtb run wrote (notes.txt)", _planted_parts_file),
+    "someone's file at the lock": (RUN[:2] + ["--out", "out.h5", "--overwrite"], "is not a dtb lock",
+                                   lambda d: (d / "out.h5.lock").write_text("my notes\n")),
+    "a link at the checkpoint's place": (RUN, "out.h5.partial' is a symbolic link",
+                                         lambda d: (d / "out.h5.partial").symlink_to(d / "out.h5.partial")),
     "labels of two dimensions": (WITH_CONNECTOME, "'/labels' has shape (4, 1)", setup_h5(_labels_2d)),
     "a tiny time step": (RUN + ["--set", "simulation.dt_ms=1e-320"], "must be a number >= 0.0001", None),
     "a tiny conduction velocity": (RUN + ["--set", "wholebrain.conduction_velocity_m_s=1e-320"],

@@ -396,6 +396,13 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path):
         driver.run(cfg, out, resume=True)
     assert files() == before
     state.write_bytes(kept)
+    tmp = out.with_name("run.h5.partial.tmp")
+    tmp.mkdir()  # in the way of the next checkpoint: refused before the resume simulates anything
+    before = files()
+    with pytest.raises(ResourceError, match="run.h5.partial.tmp' is a folder"):
+        driver.run(cfg, out, resume=True)
+    assert files() == before
+    tmp.rmdir()
     assert driver.run(cfg, out, resume=True)["resumed_at_ms"] == 50.0
 
 
