@@ -12,7 +12,7 @@ from scipy.signal import butter, sosfilt, sosfilt_zi
 
 from dtb.connectome.connectome import open_data_file
 from dtb.errors import DataError
-from dtb.io.hdf5 import read_numbers
+from dtb.io.hdf5 import read_labels, read_numbers
 
 #: the longest repetition time accepted (s); fMRI scans use 0.4 to about 4 s
 MAX_TR_S = 30.0
@@ -99,8 +99,7 @@ def load_observed_bold(path: str | Path, subject: str) -> ObservedBold:
                 raise DataError(f"{name}: root attribute 'tr_s' is not a number of seconds ({raw!r})") from None
             if "labels" not in f:
                 raise DataError(f"{name}: missing dataset '/labels'")
-            labels = tuple(lab.decode() if isinstance(lab, bytes) else str(lab)
-                           for lab in np.atleast_1d(f["labels"][()]))
+            labels = tuple(read_labels(f))
             known = sorted(f["subjects"].keys()) if "subjects" in f else []
             if subject not in known:
                 raise DataError(f"{name}: subject {subject!r} not in file (has: {', '.join(known) or 'none'})")

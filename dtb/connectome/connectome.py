@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from dtb.errors import DataError
-from dtb.io.hdf5 import read_numbers
+from dtb.io.hdf5 import read_labels, read_numbers
 
 
 def bundled_connectome_path() -> Path:
@@ -333,13 +333,7 @@ def _read_subject(f: h5py.File, name: str, subject: str) -> tuple[list[str], dic
     data = {}
     for key in sorted(present - ({"size"} if "nvoxel" in present else set())):
         data[key] = read_numbers(f, grp[key].name)
-    if f["labels"].ndim != 1:
-        raise DataError(f"{name}: '/labels' has shape {f['labels'].shape}: one name per region, a 1-d dataset")
-    try:
-        labels = [lab.decode() if isinstance(lab, bytes) else str(lab) for lab in f["labels"][()]]
-    except UnicodeDecodeError as err:
-        raise DataError(f"{name}: '/labels' is not UTF-8 text ({err})") from None
-    return labels, data
+    return read_labels(f), data
 
 
 def summarize(con: Connectome, conduction_velocity_m_s: float = 5.0) -> dict:

@@ -46,3 +46,15 @@ def read_numbers(f: h5py.File, name: str) -> np.ndarray:
         return np.asarray(open_dataset(f, name)[()], dtype=np.float64)
     except (RuntimeError, OSError) as err:
         raise DataError(f"{where} cannot be read (truncated or corrupt file? {' '.join(str(err).split())})") from None
+
+
+def read_labels(f: h5py.File, name: str = "labels") -> list[str]:
+    """The region names in ``f[name]``, one per region (a 1-d dataset of UTF-8 strings, or of numbers), or a
+    `DataError` naming the file."""
+    ds = f[name]
+    if ds.ndim != 1:
+        raise DataError(f"{f.filename}: '/{name}' has shape {ds.shape}: one name per region, a 1-d dataset")
+    try:
+        return [lab.decode() if isinstance(lab, bytes) else str(lab) for lab in ds[()]]
+    except UnicodeDecodeError as err:
+        raise DataError(f"{f.filename}: '/{name}' is not UTF-8 text ({err})") from None

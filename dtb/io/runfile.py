@@ -346,7 +346,7 @@ class RunLock:
                 # flock, not lockf: it excludes a second open of the same file in this process too
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                holder = os.read(fd, 512).decode(errors="replace").strip() or "another process"
+                holder = note.decode(errors="replace").strip() or "another process"
                 os.close(fd)
                 raise ResourceError(f"{str(self.path.with_suffix(''))!r} is being written by {holder}: one writer "
                                     "at a time (wait for it, or choose another output)") from None
