@@ -29,7 +29,8 @@ def _raster(ax, run: Run, n_neurons: int) -> None:
         keep = ids % step == 0
         t_all.append(times[keep])
         y_all.append(ids[keep])
-    times, ids = np.concatenate(t_all), np.concatenate(y_all)
+    times = np.concatenate(t_all) if t_all else np.zeros(0)
+    ids = np.concatenate(y_all) if y_all else np.zeros(0, dtype=np.int64)
     exc = run.population_excitatory[run.population_of(ids)]
     for mask, colour, label in ((exc, "tab:blue", "excitatory"), (~exc, "tab:red", "inhibitory")):
         ax.scatter(times[mask], ids[mask], s=1.0, c=colour, marker="|", linewidths=0.5, label=label)
@@ -37,8 +38,12 @@ def _raster(ax, run: Run, n_neurons: int) -> None:
     ax.set_ylim(-0.5, run.n_neurons)
     ax.set_xlabel("time (ms)")
     ax.set_ylabel("neuron id")
-    ax.set_title(f"spikes of every {step}th neuron ({len(times):,} of {run.n_spikes:,} spikes)")
-    ax.legend(loc="upper right", markerscale=8, fontsize="small")
+    if run.n_spikes == 0 and run.metadata.get("n_spikes", 0) > 0:
+        ax.set_title(f"no spikes stored (the run recorded none of its {run.metadata['n_spikes']:,} spikes)")
+    else:
+        ax.set_title(f"spikes of every {step}th neuron ({len(times):,} of {run.n_spikes:,} spikes)")
+    if len(times):
+        ax.legend(loc="upper right", markerscale=8, fontsize="small")
 
 
 def _heat(fig, ax, values: np.ndarray, extent, labels: list[str], label: str, title: str, **kw) -> None:
@@ -97,9 +102,9 @@ def plot_run(path: str | Path, out: str | Path, n_neurons: int = 500, data: str 
     Returns
     -------
     list of str
-        The panels drawn, in order: 'raster', 'rates', and 'bold' when the run has a TR of BOLD, 'fc' when it has
-        3 TRs after the transient, 'empirical_fc' and 'scatter' with ``data``; for an assimilation's run file
-        those of `plot_assimilation`.
+        The panels drawn, in order: 'raster', 'rates' when the run recorded them, 'bold' when it has a TR of
+        BOLD, 'fc' when it has 3 TRs after the transient, 'empirical_fc' and 'scatter' with ``data``; for an
+        assimilation's run file those of `plot_assimilation`.
     """
     import h5py
 
@@ -123,7 +128,7 @@ def plot_run(path: str | Path, out: str | Path, n_neurons: int = 500, data: str 
         cmp = compare_fc(run, data, subject, transient_s) if data is not None else None
         n_trs = bold.sizes["time"] if bold is not None else 0
         skip = int(np.ceil(transient_s / bold.attrs["tr_s"] - 1e-9)) if bold is not None else 0
-        rows = ["raster", "rates"] + (["bold"] if n_trs else []) + (["fc"] if n_trs - skip >= 3 else [])
+        rows = ["raster"] + (["rates"] if run.rates is not None else []) + (["bold"] if n_trs else []) + (["fc"] if n_trs - skip >= 3 else [])
         heights = {"raster": 3, "rates": 2.2, "bold": 2.2, "fc": 4}
         fig = plt.figure(figsize=(10 if cmp is None else 14, sum(heights[r] for r in rows)))
         grid = fig.add_gridspec(len(rows), 3, height_ratios=[heights[r] for r in rows])
@@ -132,8 +137,10 @@ def plot_run(path: str | Path, out: str | Path, n_neurons: int = 500, data: str 
         fig.suptitle(f"{Path(path).name} - {title}")
         _raster(axes["raster"], run, n_neurons)
 
-        ax = axes["rates"]
-        if len(run.populations) <= MAX_LINES:
+        ax = axes.get("rates")
+        if ax is None:
+            pass
+        elif len(run.populations) <= MAX_LINES:
             rates = _downsampled(run.rates).compute()
             for name in run.populations:
                 ax.plot(rates.time, rates.sel(population=name), lw=0.8, label=name)

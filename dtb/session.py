@@ -443,7 +443,8 @@ class Session:
         if self.out is not None:
             folder = parts_dir(self.out)
             segment = int(ck.attrs["segments"]) if ck is not None else 0
-            if self.rates or self.spikes_of or self.state_vars:
+            # a run always counts its spikes (the summary's rates), even when it stores none of them
+            if self.rates or self.spikes_of or self.state_vars or self.kind == "run":
                 probes = [StateProbe(name, gids, steps_of("every_ms", every, self.dt_ms), recipe, net)
                           for name, (gids, every) in self.state_vars.items()]
                 self.recorder = Recorder(ctx, folder, recipe.offsets, self.dt_ms,
@@ -474,7 +475,7 @@ class Session:
         config_toml = self.config.to_toml() if self.config is not None else ""
         w.write_header(config_toml=config_toml, version=version(), model=recipe.model, seed=self.seed,
                        dt_ms=self.dt_ms, spike_population=recipe.model, fingerprint=recipe.fingerprint(),
-                       backend=self.ctx.backend.name)
+                       backend=self.ctx.backend.name, recorded=self._recorded())
         if self.kind != "run":
             return
         pops = recipe.populations
@@ -486,6 +487,13 @@ class Session:
                         bytes_per_synapse=self.bytes_per_synapse)
         p = self.partition
         w.write_partition(p.starts, p.stops, p.ranks, p.strategy, p.n_ranks)
+
+    def _recorded(self) -> list[str]:
+        """The groups the run file will hold (`RunWriter.write_header`): the spikes' group (empty when no
+        population's spikes are stored) whenever something is recorded."""
+        if self.recorder is None:
+            return []
+        return ["spikes"] + (["rates"] if self.rates else []) + [f"state/{name}" for name in self.state_vars]
 
     def _check_resumable(self, ck) -> None:
         if ck.attrs.get("kind", "run") != self.kind:
@@ -660,7 +668,8 @@ class Session:
             rec = self.recorder
             try:
                 self.writer.write_checkpoint(summary, ck_arrays, ck_attrs,
-                                             rec.rate_sources(self.rate_bin_ms) if rec is not None else None,
+                                             rec.rate_sources(self.rate_bin_ms) if rec is not None and rec.rates
+                                             else None,
                                              rec.spike_sources(table) if rec is not None else None,
                                              rec.state_sources() if rec is not None else None)
             except BaseException as err:

@@ -425,11 +425,15 @@ class RunWriter:
         self.meta.attrs["schema_version"] = SCHEMA_VERSION
 
     def write_header(self, *, config_toml: str, version: str, model: str, seed: int, dt_ms: float,
-                     spike_population: str, fingerprint: str, backend: str) -> None:
+                     spike_population: str, fingerprint: str, backend: str, recorded: list[str] = ()) -> None:
         """Root attributes (``fingerprint`` identifies the network: `Recipe.fingerprint`) and the resolved
-        config (empty for a network built in Python)."""
+        config (empty for a network built in Python). ``recorded`` names the groups the run records ('spikes',
+        'rates', 'state/<variable>'; stored comma-separated): a file without one of them is damaged, not a run
+        that chose not to record it."""
         self.meta.attrs.update(dict(dtb_version=version, model=model, seed=seed, dt_ms=dt_ms,
                                     spike_population=spike_population, fingerprint=fingerprint, backend=backend))
+        if recorded:
+            self.meta.attrs["recorded"] = ",".join(recorded)
         self.meta.create_dataset("config", data=config_toml, dtype=_STR)
 
     def write_network(self, *, names, sizes, first_gids, excitatory, regions, region_names, synapse_counts,
@@ -715,6 +719,13 @@ def check_structure(f: h5py.File, path: str | Path) -> None:
         obj = f.get(key)
         return obj if isinstance(obj, h5py.Dataset) else None
 
+    recorded = f.attrs.get("recorded")
+    if recorded is not None:
+        if not isinstance(recorded, str):
+            raise DataError(f"{name}: its 'recorded' attribute is not a list of group names")
+        missing = [p for p in recorded.split(",") if p and p not in f]
+        if missing:
+            raise DataError(f"{name} lacks /{', /'.join(missing)}, which the run recorded: the file is damaged")
     n_pop = n_reg = None
     if "network" in f:
         names, regions = ds("network/populations/name"), ds("network/regions")

@@ -138,6 +138,8 @@ def _damage(name):
                 del f.attrs["schema_version"]
             elif name == "t_ms nan":
                 f.attrs["t_ms"] = np.nan
+            elif name in ("no spikes", "no rates"):
+                del f[name.split()[1]]
             elif name == "rates flat":
                 rates = f["rates/population_hz"][()]
                 del f["rates/population_hz"]
@@ -174,6 +176,8 @@ def small_run(tmp_path_factory):
     ("bold of other regions", "/bold is not a table of 94 regions"),
     ("node ids as text", "is not one time (float) and one node id (integer) per spike"),
     ("spikes in a missing file", "stored in other files that are missing: gone.h5"),
+    ("no spikes", "lacks /spikes, which the run recorded: the file is damaged"),
+    ("no rates", "lacks /rates, which the run recorded: the file is damaged"),
 ])
 @pytest.mark.parametrize("command", ["inspect", "plot"])
 def test_a_run_file_whose_parts_disagree_is_refused(small_run, tmp_path, damage, needle, command):

@@ -93,3 +93,25 @@ def test_rate_heat_map_bins_are_at_least_10_ms(small_run):
         assert rates.attrs["bin_ms"] < HEAT_BIN_MS <= coarse.attrs["bin_ms"]
         k = int(coarse.attrs["bin_ms"] / rates.attrs["bin_ms"])
         assert np.allclose(coarse.values[0], rates.values[:k].mean(axis=0))
+
+
+@pytest.mark.parametrize("spikes, rates, panels", [(False, True, "raster, rates"), (False, False, "raster"),
+                                                   (True, False, "raster")])
+def test_a_run_that_recorded_less_plots_what_it_has(tmp_path, capsys, spikes, rates, panels):
+    """No spikes stored, or no rates: the figure draws what the run chose to record (an empty raster says the
+    spikes were not stored), and open_run reads it, instead of a file that lost them being taken for one."""
+    import dtb
+
+    net = dtb.Network(seed=1, dt_ms=0.1)
+    e = net.population("E", 80, model="lif_cond")
+    net.connect(e, [e], rule="fixed_in_degree", k=8, weight=0.4, delay_ms=1.5)
+    net.drive([e], rate_hz=8.0, k=100, weight=0.4)
+    out = tmp_path / "r.h5"
+    with dtb.Session(net, out=out, backend="cpu") as s:
+        s.record(spikes=spikes, rates=rates)
+        s.run(50.0)
+    with dtb.open_run(out) as run:
+        assert (run.n_spikes > 0) == spikes and (run.rates is not None) == rates
+        assert run.metadata["n_spikes"] > 0  # it spiked either way
+    assert cli.main(["plot", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"{tmp_path / 'r.png'}: {panels}"
