@@ -220,6 +220,9 @@ def subject_of(path: Path | None, subject: str) -> str:
 #: sums and the neurons allotted stay finite, and a length in micrometres or a size in voxels of 1e-6 mm^3 is found
 MAX_LEN_MM = 1e4
 MAX_VALUE = 1e15
+#: the shortest fibre length (mm) of a connection: 1 um, far below any tract, so a smaller one is a unit or
+#: file error (a denormal 1e-320 would give a delay of 0)
+MIN_LEN_MM = 1e-3
 
 
 def _validated(labels, data: dict, sizes, subject: str, name: str, where: str, keys: dict) -> Connectome:
@@ -296,6 +299,10 @@ def _validated(labels, data: dict, sizes, subject: str, name: str, where: str, k
             bad = bad & (len_mm <= 0)
     if np.any(bad):
         raise DataError(f"{where}{'/' if keys else ': '}len_mm is 0 where sc > 0 at {_first(bad)}")
+    short = (off > 0) & (len_mm < MIN_LEN_MM)
+    if np.any(short):
+        raise DataError(f"{where}{'/' if keys else ': '}len_mm is below {MIN_LEN_MM:g} mm (1 um) where sc > 0 at "
+                        f"{_first(short)}: not a fibre length (lengths are in mm)")
     con = Connectome(labels=list(labels), nvoxel=size.astype(np.float64), sc=sc, len_mm=len_mm,
                      waytotal=arrays.get("waytotal"), subject=subject, source=name)
     alone = con.without_input

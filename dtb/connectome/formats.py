@@ -121,7 +121,7 @@ def _read_tvb(path: Path) -> tuple[list[str] | None, dict]:
         rows = [ln.split() for ln in _text(files[name], f"{path}:{name}").splitlines() if ln.strip()]
         try:
             labels = [r[0] for r in rows]
-            data["centres"] = np.array([[float(v) for v in r[1:4]] for r in rows]) if all(len(r) >= 4 for r in rows) \
+            data["centres"] = np.array([[text_float(v) for v in r[1:4]] for r in rows]) if all(len(r) >= 4 for r in rows) \
                 else None
         except ValueError:
             raise DataError(f"{path}:{name}: expected 'label x y z' rows") from None
@@ -206,6 +206,7 @@ def _read_mat(path: Path, what: str) -> tuple[np.ndarray, list[str] | None, dict
     ``name`` (DSI Studio: the names as character codes, one per line) where present."""
     import h5py
     import scipy.io
+    import scipy.sparse
 
     try:
         if h5py.is_hdf5(path):  # MATLAB v7.3
@@ -214,7 +215,8 @@ def _read_mat(path: Path, what: str) -> tuple[np.ndarray, list[str] | None, dict
             names = None
         else:
             content = scipy.io.loadmat(path)
-            mats = {k: v for k, v in content.items() if not k.startswith("__") and isinstance(v, np.ndarray)}
+            mats = {k: _dense(v, path, k) for k, v in content.items()
+                    if not k.startswith("__") and (isinstance(v, np.ndarray) or scipy.sparse.issparse(v))}
             names = mats.pop("name", None)
     except (ValueError, OSError, NotImplementedError, TypeError, KeyError, RuntimeError, EOFError,
             scipy.io.matlab.MatReadError) as err:  # empty, text, truncated, a v7.3 file's broken links
@@ -238,6 +240,22 @@ def _read_mat(path: Path, what: str) -> tuple[np.ndarray, list[str] | None, dict
     return _square(square[key].astype(np.float64), path), labels, {}
 
 
+#: the most cells of a sparse MATLAB matrix made dense (2 GiB of float64: 16,384 regions)
+MAX_DENSE_CELLS = 2**28
+
+
+def _dense(m, path: Path, key: str) -> np.ndarray:
+    """A MATLAB variable as a numpy array: a sparse matrix (MATLAB's ``sparse``) made dense."""
+    import scipy.sparse
+
+    if not scipy.sparse.issparse(m):
+        return m
+    if m.shape[0] * m.shape[1] > MAX_DENSE_CELLS:
+        raise DataError(f"{str(path)!r}: the sparse matrix {key!r} of shape {m.shape} is too large for a connectome "
+                        f"(at most {MAX_DENSE_CELLS:,} cells)")
+    return m.toarray()
+
+
 def _parse_matrix(blob: bytes, where: str, square: bool = True) -> tuple[np.ndarray, list[str] | None]:
     """A matrix from text: comma-, tab- or space-separated; ``#`` comment lines skipped; an optional header row of
     labels and an optional first column of labels."""
@@ -247,7 +265,8 @@ def _parse_matrix(blob: bytes, where: str, square: bool = True) -> tuple[np.ndar
     sep = "," if "," in lines[0] else ("\t" if "\t" in lines[0] else None)
     rows = [[c.strip() for c in ln.split(sep)] if sep else ln.split() for ln in lines]
     labels = None
-    if not all(is_number(c) for c in rows[0] if c):
+    first = [is_number(c) for c in rows[0] if c]
+    if not all(first) and not any(first[1:]):  # a header: names over the columns (and a corner cell)
         labels = [c for c in rows[0] if c]
         rows = rows[1:]
     if rows and not is_number(rows[0][0]):
@@ -260,7 +279,7 @@ def _parse_matrix(blob: bytes, where: str, square: bool = True) -> tuple[np.ndar
     if len(widths) != 1:
         raise DataError(f"{where}: rows of different lengths ({', '.join(map(str, sorted(widths)))} values)")
     try:
-        arr = np.array([[float(c) for c in r] for r in rows], dtype=np.float64)
+        arr = np.array([[text_float(c) for c in r] for r in rows], dtype=np.float64)
     except ValueError as err:
         raise DataError(f"{where}: not a matrix of numbers ({err})") from None
     return (_square(arr, where) if square else arr), labels
@@ -279,10 +298,24 @@ def _text(blob: bytes, where) -> str:
         raise DataError(f"{where}: not UTF-8 text") from None
 
 
+def text_float(text: str) -> float:
+    """A table cell as a float, as numpy and spreadsheets read it: Python's own digit grouping (``1_000``) is not a
+    number in a data file.
+
+    Raises
+    ------
+    ValueError
+        Not a number.
+    """
+    if "_" in text:
+        raise ValueError(f"could not convert string to float: {text!r}")
+    return float(text)
+
+
 def is_number(text: str) -> bool:
     """Whether ``text`` reads as a float (a table cell that is a value, not a label)."""
     try:
-        float(text)
+        text_float(text)
         return True
     except ValueError:
         return False
@@ -290,7 +323,7 @@ def is_number(text: str) -> bool:
 
 def _number(text: str, path: Path, line: int) -> float:
     try:
-        return float(text)
+        return text_float(text)
     except ValueError:
         raise DataError(f"sizes file {str(path)!r}: {text!r} (entry {line + 1}) is not a number") from None
 

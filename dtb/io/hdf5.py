@@ -49,11 +49,14 @@ def read_numbers(f: h5py.File, name: str) -> np.ndarray:
 
 
 def read_labels(f: h5py.File, name: str = "labels") -> list[str]:
-    """The region names in ``f[name]``, one per region (a 1-d dataset of UTF-8 strings, or of numbers), or a
-    `DataError` naming the file."""
+    """The region names in ``f[name]``, one per region (a 1-d dataset of UTF-8 strings, or of integers: an atlas's
+    region numbers), or a `DataError` naming the file."""
     ds = f[name]
-    if ds.ndim != 1:
-        raise DataError(f"{f.filename}: '/{name}' has shape {ds.shape}: one name per region, a 1-d dataset")
+    if not isinstance(ds, h5py.Dataset) or ds.ndim != 1:
+        raise DataError(f"{f.filename}: '/{name}' has shape {getattr(ds, 'shape', None)}: one name per region, a "
+                        "1-d dataset")
+    if ds.dtype.kind not in "SOUiu":
+        raise DataError(f"{f.filename}: '/{name}' holds {ds.dtype} values: region names are text or integers")
     try:
         return [lab.decode() if isinstance(lab, bytes) else str(lab) for lab in ds[()]]
     except UnicodeDecodeError as err:

@@ -332,8 +332,12 @@ class RunLock:
                 # never through a link, never blocking on a FIFO
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
             except OSError as err:
-                why = "a symbolic link" if err.errno == errno.ELOOP else err.strerror
-                raise ResourceError(f"cannot create the run's lock {str(self.path)!r} ({why}): remove it") from None
+                if err.errno == errno.ELOOP:
+                    raise ResourceError(f"the run's lock {str(self.path)!r} is a symbolic link: remove it") from None
+                advice = ": write the run to a folder you can write (--out)" if err.errno in (
+                    errno.EACCES, errno.EPERM, errno.EROFS) else ""
+                raise ResourceError(f"cannot create the run's lock {str(self.path)!r} ({err.strerror}){advice}") \
+                    from None
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 os.close(fd)
                 raise ResourceError(f"the run's lock {str(self.path)!r} is not a regular file: remove it")

@@ -123,7 +123,7 @@ def read_table(value, name: str, section: str | None = None):
     """A per-region value as given: a number, a list or a dict by label stay; a CSV/TSV file of
     (label, value) rows (a header line is skipped) becomes a dict."""
     if isinstance(value, str):
-        from dtb.connectome.formats import is_number
+        from dtb.connectome.formats import is_number, text_float
 
         path = Path(value)
         try:
@@ -142,7 +142,7 @@ def read_table(value, name: str, section: str | None = None):
                 continue  # blank lines and a header
             if len(cells) != 2 or not is_number(cells[1]):
                 raise ConfigError(f"{name}: {value}: line {i + 1} is not 'label{delim}value'")
-            table[cells[0]] = float(cells[1])
+            table[cells[0]] = text_float(cells[1])
         if section is not None:  # the file's values get the checks the config's own values get
             from dtb.config import check_value
 

@@ -104,6 +104,11 @@ def _control_label(f):
     f["labels"][1] = b"R\x01"  # the labels are 2-byte strings, where a NUL would end the name
 
 
+def _float_labels(f):
+    del f["labels"]
+    f["labels"] = np.arange(N) + 0.5
+
+
 def setup_mat(blob):
     return lambda d: (d / "w.mat").write_bytes(blob)
 
@@ -310,6 +315,14 @@ CASES = {
                                setup_text("s.toml", "[[stimulus]]\npopulations = ['R0']\namplitude = 1.0\n"
                                           "start_ms = 0\nstop_ms = inf\n")),
     "partition with a huge node": (["partition", "--ranks", "4", "--ranks-per-node", BIG], "--ranks-per-node", None),
+    "fibre lengths of a denormal": (WITH_CONNECTOME, "len_mm is below 0.001 mm (1 um) where sc > 0 at index (0, 1)",
+                                    setup_connectome(len_mm=np.full((N, N), 1e-320))),
+    "labels that are fractions": (WITH_CONNECTOME, "'/labels' holds float64 values: region names are text or "
+                                  "integers", setup_h5(_float_labels)),
+    "a CSV weight with Python's digit grouping": (
+        RUN + ["--set", 'wholebrain.connectome="w.csv"', "--set", 'wholebrain.lengths_file="w.csv"'],
+        "w.csv: not a matrix of numbers (could not convert string to float: '1_000')",
+        setup_text("w.csv", "0,1_000,1\n1,0,1\n1,1,0\n")),
     "fibre lengths too long": (WITH_CONNECTOME, "len_mm has values over 10000",
                                setup_connectome(len_mm=np.full((N, N), 1e300))),
     "sizes too large": (WITH_CONNECTOME, "nvoxel has values over 1e+15",

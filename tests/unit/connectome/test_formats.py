@@ -111,6 +111,17 @@ def test_mrtrix3_upper_triangular_csv(tmp_path):
     assert np.array_equal(con2.sc, sc) and con2.labels[0] == "R000"
 
 
+def test_a_sparse_mat_matrix_reads_as_the_dense_one(tmp_path):
+    """MATLAB's ``sparse``: scipy reads it as a sparse matrix, which must not be taken for 'no matrix'."""
+    import scipy.sparse
+
+    sc, ln = _full()
+    scipy.io.savemat(tmp_path / "sc.mat", dict(connectivity=scipy.sparse.csc_matrix(sc)))
+    scipy.io.savemat(tmp_path / "len.mat", dict(connectivity=scipy.sparse.csc_matrix(ln)))
+    con, _ = _load(tmp_path / "sc.mat", lengths=tmp_path / "len.mat")
+    assert np.array_equal(con.sc, sc) and np.array_equal(con.len_mm, ln)
+
+
 def test_dsi_studio_mat(tmp_path):
     sc, ln = _full()
     names = "\n".join(f"AAL_{i}" for i in range(6)).encode() + b"\n"
