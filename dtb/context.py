@@ -231,6 +231,17 @@ class Context:
         if err is not None:
             raise err
 
+    def on_root(self, fn) -> None:
+        """Collective: ``fn()`` on rank 0 alone (the run file's writes), and every rank learns whether it failed:
+        rank 0 raises its exception, the others a `DTBError` naming it (`raise_if_any`)."""
+        failed = None
+        if self.is_root:
+            try:
+                fn()
+            except BaseException as err:
+                failed = err
+        self.raise_if_any(failed)
+
     def sum(self, value):
         """Collective: the sum over ranks of a number or array, on every rank."""
         if self.comm is None:

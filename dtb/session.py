@@ -395,17 +395,9 @@ class Session:
             self.progress.note(notice)
         self.writer = None
         if self.out is not None:
-            # one writer per run, taken before anything of it is created or removed; every rank learns the outcome
-            failed = None
-            if ctx.is_root:
-                try:
-                    self.lock = RunLock(self.out)
-                    self.lock.acquire()  # a refusal leaves the holder's lock alone: release() needs our own
-                    self.writer = RunWriter(self.out, overwrite=self.overwrite, resume=self.resume)
-                except BaseException as err:
-                    failed = err
-                    self._unlock()
-            ctx.raise_if_any(failed)  # rank 0 has cleared an old run's leftovers, or every rank stops
+            # one writer per run, taken before anything of it is created or removed; every rank learns the outcome:
+            # rank 0 has cleared an old run's leftovers, or every rank stops
+            ctx.on_root(self._open_writer)
         self.prepared = True
         try:
             self._build(part, t0, ck)
@@ -651,8 +643,10 @@ class Session:
         if summary is None:
             summary = self.summary()
         summary["unfinished"] = True
-        failed = None
-        if self.writer is not None:
+
+        def write():
+            if self.writer is None:
+                return
             ck_arrays = dict(arrays or {})
             if self.recorder is not None:
                 ck_arrays.update(spike_rows=table, rate_rows=np.asarray(self.recorder.rate_rows, dtype=np.int64))
@@ -666,15 +660,13 @@ class Session:
                             inputs=self._input_digests(), n_synapses=int(self.synapse_counts.sum()),
                             max_delay_steps=int(self.max_delay_steps), **(attrs or {}))
             rec = self.recorder
-            try:
-                self.writer.write_checkpoint(summary, ck_arrays, ck_attrs,
-                                             rec.rate_sources(self.rate_bin_ms) if rec is not None and rec.rates
-                                             else None,
-                                             rec.spike_sources(table) if rec is not None else None,
-                                             rec.state_sources() if rec is not None else None)
-            except BaseException as err:
-                failed = err
-        ctx.raise_if_any(failed)  # <out>.partial names checkpoint k: the states of k - 1 are no longer needed
+            self.writer.write_checkpoint(summary, ck_arrays, ck_attrs,
+                                         rec.rate_sources(self.rate_bin_ms) if rec is not None and rec.rates
+                                         else None,
+                                         rec.spike_sources(table) if rec is not None else None,
+                                         rec.state_sources() if rec is not None else None)
+
+        ctx.on_root(write)  # <out>.partial names checkpoint k: the states of k - 1 are no longer needed
         ckpt_io.state_path(folder, ctx.rank, k - 1).unlink(missing_ok=True)
         if self.on_checkpoint is not None:
             self.on_checkpoint(sim.step)
@@ -756,13 +748,7 @@ class Session:
                     summary["mpi_cuda_aware"] = cuda_aware_mpi()
             else:
                 spikes = None
-            failed = None
-            if self.writer is not None:
-                try:
-                    self._finish_file(summary, groups, spikes)
-                except BaseException as err:
-                    failed = err
-            ctx.raise_if_any(failed)  # no rank returns before the run file is complete
+            ctx.on_root(lambda: self._finish_file(summary, groups, spikes))  # no rank returns before it is complete
             self._unlock()
         except BaseException:
             self.abandon()
@@ -770,8 +756,20 @@ class Session:
         self.closed = True
         return summary
 
+    def _open_writer(self) -> None:
+        """Rank 0: take the run's lock and open its writer (which clears an old run's leftovers)."""
+        try:
+            self.lock = RunLock(self.out)
+            self.lock.acquire()  # a refusal leaves the holder's lock alone: release() needs our own
+            self.writer = RunWriter(self.out, overwrite=self.overwrite, resume=self.resume)
+        except BaseException:
+            self._unlock()
+            raise
+
     def _finish_file(self, summary: dict, groups: dict | None, spikes) -> None:
-        """Rank 0: write the run file's last parts and commit it under its name."""
+        """Rank 0: write the run file's last parts and commit it under its name (nothing without a file)."""
+        if self.writer is None:
+            return
         if self.balloon is not None:
             self._write_bold()
         for name, (arrays, attrs) in (groups or {}).items():
