@@ -276,6 +276,10 @@ def _validated(labels, data: dict, sizes, subject: str, name: str, where: str, k
             raise DataError(f"{label} contains NaN or inf at {_first(~np.isfinite(arr))}")
         if np.any(arr < 0):
             raise DataError(f"{label} has negative values at {_first(arr < 0)}")
+        denormal = (arr > 0) & (arr < np.finfo(np.float64).tiny)
+        if np.any(denormal):  # below what a float holds at full precision: a file error, never a measurement
+            raise DataError(f"{label} has values below {np.finfo(np.float64).tiny:.3g} at {_first(denormal)}: not "
+                            "a measured value")
         most = MAX_LEN_MM if key == "len_mm" else MAX_VALUE
         if np.any(arr > most):
             raise DataError(f"{label} has values over {most:g} at {_first(arr > most)}"

@@ -74,6 +74,9 @@ def read_sizes(path: Path, labels: list[str]) -> np.ndarray:
     if not all(len(c) == 2 for c in cells):
         raise DataError(f"sizes file {str(path)!r}: expected one number per line or 'label,value' rows")
     table = {c[0]: _number(c[1], path, i) for i, c in enumerate(cells)}
+    if len(table) < len(cells):
+        twice = next(c[0] for i, c in enumerate(cells) if c[0] in (d[0] for d in cells[:i]))
+        raise DataError(f"sizes file {str(path)!r} gives region {twice!r} twice")
     missing = [lab for lab in labels if lab not in table]
     if missing:
         raise DataError(f"sizes file {str(path)!r} has no size for region {missing[0]!r}"
@@ -157,8 +160,13 @@ def _tvb_files(path: Path) -> dict[str, bytes]:
                 infos = [i for i in z.infolist() if not i.is_dir() and not PurePosixPath(i.filename).name.startswith(".")]
                 if sum(i.file_size for i in infos) > MAX_UNPACKED_BYTES:
                     raise DataError(f"{path}: unpacks to more than {MAX_UNPACKED_BYTES / 2**30:g} GiB: not a connectivity")
+                seen = {}
                 for i in infos:
-                    raw.setdefault(PurePosixPath(i.filename).name, z.read(i))
+                    name = PurePosixPath(i.filename).name
+                    if name in seen:  # two connectivities, or two copies: which one is meant is not dtb's guess
+                        raise DataError(f"{path}: holds {seen[name]} and {i.filename}: one connectivity per zip")
+                    seen[name] = i.filename
+                    raw[name] = z.read(i)
         except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as err:
             # RuntimeError: encrypted; NotImplementedError: a compression method Python lacks
             raise DataError(f"{path}: cannot read the zip ({err})") from None
@@ -171,6 +179,8 @@ def _tvb_files(path: Path) -> dict[str, bytes]:
                 name, blob = name[:-3], _decompressed(zlib.decompressobj(wbits=31), blob, f"{path}:{name}")
         except (OSError, ValueError, EOFError, zlib.error) as err:
             raise DataError(f"{path}:{name}: cannot decompress ({err})") from None
+        if name in files:
+            raise DataError(f"{path}: holds {name} twice (plain and compressed): one connectivity per zip or folder")
         files[name] = blob
     return files
 
@@ -218,8 +228,8 @@ def _read_mat(path: Path, what: str) -> tuple[np.ndarray, list[str] | None, dict
             mats = {k: _dense(v, path, k) for k, v in content.items()
                     if not k.startswith("__") and (isinstance(v, np.ndarray) or scipy.sparse.issparse(v))}
             names = mats.pop("name", None)
-    except (ValueError, OSError, NotImplementedError, TypeError, KeyError, RuntimeError, EOFError,
-            scipy.io.matlab.MatReadError) as err:  # empty, text, truncated, a v7.3 file's broken links
+    except (ValueError, OSError, NotImplementedError, TypeError, KeyError, RuntimeError, EOFError, zlib.error,
+            scipy.io.matlab.MatReadError) as err:  # empty, text, truncated, damaged, a v7.3 file's broken links
         raise DataError(f"{what} file {str(path)!r} is not a readable MATLAB file "
                         f"({' '.join(str(err).split())[:200]})") from None
     square = {k: v for k, v in mats.items() if v.ndim == 2 and v.shape[0] == v.shape[1] and v.shape[0] > 1

@@ -87,9 +87,13 @@ def wholebrain_recipe(con: Connectome, *, dt_ms: float = 0.1, n_neurons: int = 1
     n_e = np.rint(sizes * e_fraction).astype(np.int64)
     n_i = sizes - n_e
     if n_e.min() < 1 or n_i.min() < 1:
-        need = int(np.ceil(con.nvoxel.sum() / con.nvoxel.min() / min(e_fraction, 1 - e_fraction)))
+        # a share of 1/m + 1 neurons (m the smaller fraction) floors to 1/m, which rounds to both kinds: every
+        # size from `need` on works (some smaller ones do by the luck of rounding, so it is no minimum)
+        m = min(e_fraction, 1 - e_fraction)
+        need = int(np.ceil(con.nvoxel.sum() / con.nvoxel.min() * (1 / m + 1)))
         raise ConfigError(f"wholebrain.n_neurons = {n_neurons}: too small for {n_reg} regions "
-                          f"(smallest region gets no {'E' if n_e.min() < 1 else 'I'} neuron); use at least {need}")
+                          f"(smallest region gets no {'E' if n_e.min() < 1 else 'I'} neuron); {need:,} or more "
+                          "always works")
     pops = []
     for r, label in enumerate(con.labels):
         neuron = LifCond(ou_mu=float(per_region["bg_mu_mv_ms"][r]), ou_sigma=float(per_region["bg_sigma_mv_ms"][r]),

@@ -37,6 +37,13 @@ def setup_text(name, text):
     return lambda d: (d / name).write_text(text)
 
 
+def setup_both(*setups):
+    def make(d):
+        for setup in setups:
+            setup(d)
+    return make
+
+
 def setup_h5(build):
     """A connectome file c.h5 made by ``build(f)`` from a valid one."""
     def make(d):
@@ -146,6 +153,24 @@ def _encrypted(raw, flags):
 
 def _unknown_method(raw, flags):
     raw[flags + 2] = 99
+
+
+def setup_two_tvb_sets(d):
+    import zipfile
+
+    with zipfile.ZipFile(d / "tvb.zip", "w") as z:
+        for folder in ("a", "b"):
+            z.writestr(f"{folder}/weights.txt", "0 1\n1 0\n")
+            z.writestr(f"{folder}/tract_lengths.txt", "0 20\n20 0\n")
+
+
+def setup_damaged_compressed_mat(d):
+    import scipy.io
+
+    scipy.io.savemat(d / "w.mat", dict(connectivity=np.arange(400.0).reshape(20, 20)), do_compression=True)
+    raw = bytearray((d / "w.mat").read_bytes())
+    raw[-10] ^= 0xFF
+    (d / "w.mat").write_bytes(bytes(raw))
 
 
 def setup_bad_summary(d):
@@ -315,14 +340,31 @@ CASES = {
                                setup_text("s.toml", "[[stimulus]]\npopulations = ['R0']\namplitude = 1.0\n"
                                           "start_ms = 0\nstop_ms = inf\n")),
     "partition with a huge node": (["partition", "--ranks", "4", "--ranks-per-node", BIG], "--ranks-per-node", None),
-    "fibre lengths of a denormal": (WITH_CONNECTOME, "len_mm is below 0.001 mm (1 um) where sc > 0 at index (0, 1)",
-                                    setup_connectome(len_mm=np.full((N, N), 1e-320))),
+    "fibre lengths of a denormal": (WITH_CONNECTOME, "len_mm has values below 2.23e-308 at index (0, 0): not a "
+                                    "measured value", setup_connectome(len_mm=np.full((N, N), 1e-320))),
+    "fibre lengths under a micrometre": (WITH_CONNECTOME, "len_mm is below 0.001 mm (1 um) where sc > 0 at index "
+                                         "(0, 1)", setup_connectome(len_mm=np.full((N, N), 1e-5))),
     "labels that are fractions": (WITH_CONNECTOME, "'/labels' holds float64 values: region names are text or "
                                   "integers", setup_h5(_float_labels)),
     "a CSV weight with Python's digit grouping": (
         RUN + ["--set", 'wholebrain.connectome="w.csv"', "--set", 'wholebrain.lengths_file="w.csv"'],
         "w.csv: not a matrix of numbers (could not convert string to float: '1_000')",
         setup_text("w.csv", "0,1_000,1\n1,0,1\n1,1,0\n")),
+    "a CSV whose first row has one bad cell": (
+        RUN + ["--set", 'wholebrain.connectome="w.csv"', "--set", 'wholebrain.lengths_file="w.csv"'],
+        "w.csv: not a matrix of numbers (could not convert string to float: '0x1')",
+        setup_text("w.csv", "0,0x1,2\n1,0,3\n2,3,0\n")),  # not a header row over a 2-region matrix
+    "a damaged compressed .mat": (RUN + ["--set", 'wholebrain.connectome="w.mat"'], "is not a readable MATLAB file",
+                                  setup_damaged_compressed_mat),
+    "a sizes file naming a region twice": (WITH_CONNECTOME + ["--set", 'wholebrain.sizes_file="s.csv"'],
+                                           "s.csv' gives region 'R0' twice",
+                                           setup_both(setup_connectome(), setup_text("s.csv", "R0,1\nR0,2\nR1,2\n"
+                                                                                     "R2,2\nR3,2\n"))),
+    "a denormal region size": (WITH_CONNECTOME, "size has values below 2.23e-308 at index 1: not a measured "
+                               "value", setup_connectome(nvoxel=None, size=np.array([1.0, 1e-320, 1.0, 1.0]))),
+    "a TVB zip of two connectivities": (RUN + ["--set", 'wholebrain.connectome="tvb.zip"'],
+                                        "holds a/weights.txt and b/weights.txt: one connectivity per zip",
+                                        setup_two_tvb_sets),
     "fibre lengths too long": (WITH_CONNECTOME, "len_mm has values over 10000",
                                setup_connectome(len_mm=np.full((N, N), 1e300))),
     "sizes too large": (WITH_CONNECTOME, "nvoxel has values over 1e+15",

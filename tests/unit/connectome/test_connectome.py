@@ -62,3 +62,22 @@ def test_bad_files(tmp_path):
         load_connectome(write_connectome(tmp_path / "c.h5"), "zzz")
     with pytest.raises(DataError, match="subject '1' not in file"):
         load_connectome(None, "1")
+
+
+def test_the_size_a_too_small_brain_is_told_to_use_always_works():
+    """The refusal names a size from which on every size gives each region E and I neurons (rounding lets some
+    smaller ones work too, so it is no minimum, and the message does not call it one)."""
+    import re
+
+    from dtb.connectome.wholebrain import region_sizes, wholebrain_recipe
+    from dtb.errors import ConfigError
+
+    con = load_connectome(None)
+    with pytest.raises(ConfigError, match="or more always works") as err:
+        wholebrain_recipe(con, n_neurons=1500)
+    need = int(re.search(r"; ([\d,]+) or more", str(err.value)).group(1).replace(",", ""))
+    for n in range(need, need + 5000):
+        sizes = region_sizes(con.nvoxel.astype(np.float64), n)
+        n_e = np.rint(sizes * 0.8)
+        assert n_e.min() >= 1 and (sizes - n_e).min() >= 1, n
+    wholebrain_recipe(con, n_neurons=need)
