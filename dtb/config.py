@@ -18,6 +18,7 @@ import tomli_w
 
 from dtb.errors import ConfigError
 from dtb.model.registry import MODELS
+from dtb.partition.balance import DEFAULT_STRATEGY, STRATEGIES
 
 SEED_MAX = 2**32 - 1
 #: a config file larger than this is not one (its per-region values come from files of their own)
@@ -48,9 +49,8 @@ class SimulationConfig:
                         "slow, for testing)", choices=("cpu", "gpu", "auto", "gpu_emulated"))
     threads: int = _key(0, "CPU threads per rank for the kernels; 0 = the node's cores / ranks on the node",
                         ge=0, le=4096)
-    partition: str = _key("hierarchical", "how neurons are split over MPI ranks: regions to nodes, then ranks (see "
-                          "dtb partition and docs/concepts/partitioning.md)",
-                          choices=("contiguous", "hierarchical", "greedy", "metis"))
+    partition: str = _key(DEFAULT_STRATEGY, "how neurons are split over MPI ranks: regions to nodes, then ranks "
+                          "(see dtb partition and docs/concepts/partitioning.md)", choices=STRATEGIES)
     exchange: str = _key("alltoall", "spike exchange over MPI: flat all-to-all, two-level (across nodes, then "
                          "inside them), or dry_run (one process measures the traffic of dry_run_ranks ranks)",
                          choices=("alltoall", "two_level", "dry_run"))

@@ -44,6 +44,7 @@ from dtb.model.neurons import LIF_GAINS
 from dtb.model.recipe import Recipe
 from dtb.network import build_local
 from dtb.partition import partition as make_partition
+from dtb.partition.balance import DEFAULT_STRATEGY
 from dtb.simulation import Simulation
 
 
@@ -198,7 +199,7 @@ class Session:
 
     def __init__(self, network: Network | Recipe, out: str | Path | None = None, *, backend="cpu",
                  ctx: Context | None = None, seed: int | None = None, overwrite: bool = False, resume: bool = False,
-                 partition: str = "hierarchical", exchange: str = "alltoall", ranks_per_node: int = 0,
+                 partition: str = DEFAULT_STRATEGY, exchange: str = "alltoall", ranks_per_node: int = 0,
                  dry_run_ranks: int = 64, threads: int = 0, checkpoint_ms: float = 0.0, flush_ms: float = 100.0,
                  memory_check: bool = True, compact_weights: bool = True, cuda_graphs: bool = True,
                  progress: bool = True, region_gains: np.ndarray | None = None, gain_spread: float = 0.0,

@@ -29,7 +29,9 @@ from dtb.errors import ConfigError
 from dtb.model.recipe import Recipe
 from dtb.partition.partition import Partition, contiguous
 
+#: the partitioners; the first is the default (of the config and of `dtb.Session`)
 STRATEGIES = ("hierarchical", "metis", "greedy", "contiguous")
+DEFAULT_STRATEGY = STRATEGIES[0]
 CHUNKS_PER_RANK = 4
 
 
