@@ -108,7 +108,7 @@ def plot_run(path: str | Path, out: str | Path, n_neurons: int = 500, data: str 
     """
     import h5py
 
-    from dtb.connectome.connectome import check_input_file
+    from dtb.io.hdf5 import check_input_file
 
     check_input_file(Path(path), "run file")  # a FIFO is refused, never opened
     try:

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.polynomial import legendre
 from scipy.signal import butter, sosfilt, sosfilt_zi
 
-from dtb.connectome.connectome import open_data_file
+from dtb.io.hdf5 import open_data_file
 from dtb.errors import DataError
 from dtb.io.hdf5 import read_labels, read_numbers
 

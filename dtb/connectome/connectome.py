@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from dtb.errors import DataError
-from dtb.io.hdf5 import read_labels, read_numbers
+from dtb.io.hdf5 import check_input_file, open_data_file, read_labels, read_numbers
 
 
 def bundled_connectome_path() -> Path:
@@ -101,27 +101,6 @@ def list_subjects(path: str | Path) -> list[str]:
     """Subject ids in a connectome file."""
     with open_data_file(Path(path)) as f:
         return sorted(f["subjects"].keys()) if "subjects" in f else []
-
-
-def open_data_file(path: Path, what: str = "connectome file") -> h5py.File:
-    """Open an input HDF5 file for reading; a `DataError` naming ``what`` and the path if it cannot be."""
-    check_input_file(path, what)
-    try:
-        return h5py.File(path, "r")
-    except OSError as err:
-        raise DataError(f"{what} {str(path)!r} is not a readable HDF5 file ({' '.join(str(err).split())})") from None
-
-
-def check_input_file(path: Path, what: str, folder_ok: bool = False) -> None:
-    """A `DataError` unless ``path`` is an existing regular file (or, with ``folder_ok``, a folder)."""
-    try:
-        exists, regular, folder = path.exists(), path.is_file(), path.is_dir()
-    except OSError as err:  # a name too long
-        raise DataError(f"{what} {str(path)[:200]!r} is not a usable path ({err.strerror})") from None
-    if not exists:
-        raise DataError(f"{what} {str(path)!r} does not exist")
-    if not (regular or folder_ok and folder):  # a FIFO would block, a device read forever
-        raise DataError(f"{what} {str(path)!r} is not a regular file")
 
 
 def load_connectome(path: str | Path | None = None, subject: str = "101309", *, lengths: str | Path | None = None,

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from dtb.connectome.connectome import check_input_file
+from dtb.io.hdf5 import check_input_file
 from dtb.errors import DataError
 
 #: a TVB zip may not unpack to more than this (a zip bomb is refused, not unpacked)

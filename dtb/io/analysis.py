@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dtb.errors import DataError
-from dtb.io.hdf5 import open_dataset
+from dtb.io.hdf5 import open_data_file, open_dataset
 from dtb.io.runfile import check_structure, get_sorting
 
 #: spikes per block when streaming (16 bytes each: 16 MiB)
@@ -65,7 +65,6 @@ class Run:
     """
 
     def __init__(self, path: str | Path, chunk_spikes: int = CHUNK_SPIKES):
-        from dtb.connectome.connectome import open_data_file
 
         self.path = Path(path)
         self.file = f = open_data_file(self.path, "run file")  # a FIFO is refused, never opened

@@ -10,6 +10,27 @@ import numpy as np
 from dtb.errors import DataError
 
 
+def open_data_file(path: Path, what: str = "connectome file") -> h5py.File:
+    """Open an input HDF5 file for reading; a `DataError` naming ``what`` and the path if it cannot be."""
+    check_input_file(path, what)
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"{what} {str(path)!r} is not a readable HDF5 file ({' '.join(str(err).split())})") from None
+
+
+def check_input_file(path: Path, what: str, folder_ok: bool = False) -> None:
+    """A `DataError` unless ``path`` is an existing regular file (or, with ``folder_ok``, a folder)."""
+    try:
+        exists, regular, folder = path.exists(), path.is_file(), path.is_dir()
+    except OSError as err:  # a name too long
+        raise DataError(f"{what} {str(path)[:200]!r} is not a usable path ({err.strerror})") from None
+    if not exists:
+        raise DataError(f"{what} {str(path)!r} does not exist")
+    if not (regular or folder_ok and folder):  # a FIFO would block, a device read forever
+        raise DataError(f"{what} {str(path)!r} is not a regular file")
+
+
 def open_dataset(f: h5py.File, name: str) -> h5py.Dataset:
     """``f[name]``; for a virtual dataset, its sources resolved against the file's own folder (never the working
     directory), and a `DataError` naming any source file that is missing (HDF5 would read fill values)."""

@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from dtb.errors import DataError, ResourceError, WriteError
-from dtb.io.hdf5 import open_dataset
+from dtb.io.hdf5 import open_data_file, open_dataset
 
 SCHEMA_VERSION = 1
 _STR = h5py.string_dtype()
@@ -768,7 +768,6 @@ def read_summary(path: str | Path) -> dict:
     DataError
         Not a readable dtb run file.
     """
-    from dtb.connectome.connectome import open_data_file
 
     path = Path(path)
     with open_data_file(path, "run file") as f:  # a FIFO is refused, never opened
