@@ -234,6 +234,10 @@ def _read_mat(path: Path, what: str) -> tuple[np.ndarray, list[str] | None, dict
                         f"({' '.join(str(err).split())[:200]})") from None
     square = {k: v for k, v in mats.items() if v.ndim == 2 and v.shape[0] == v.shape[1] and v.shape[0] > 1
               and v.dtype.kind in "iuf"}
+    if "connectivity" in mats and "connectivity" not in square:  # never another matrix in its place
+        m = mats["connectivity"]
+        raise DataError(f"{what} file {str(path)!r}: its 'connectivity' is a {m.dtype} array of shape {m.shape}, not "
+                        "a square matrix of real numbers")
     key = "connectivity" if "connectivity" in square else (next(iter(square)) if len(square) == 1 else None)
     if key is None:
         raise DataError(f"{what} file {str(path)!r}: no matrix named 'connectivity' and "

@@ -736,6 +736,15 @@ def check_structure(f: h5py.File, path: str | Path) -> None:
         if names is None or regions is None or names.ndim != 1 or regions.ndim != 1:
             raise DataError(f"{name}: its /network lacks the populations' names or the regions")
         n_pop, n_reg = len(names), len(regions)
+        tables = [ds(f"network/populations/{k}") for k in ("size", "first_gid", "region", "excitatory")]
+        if any(d is None or d.shape != (n_pop,) for d in tables):
+            raise DataError(f"{name}: its /network/populations tables are missing or of other lengths than the "
+                            f"{n_pop} names")
+        if t_ms is None:
+            raise DataError(f"{name}: a simulation's run file without its t_ms")
+        if "spikes" in f and f"spikes/{f.attrs.get('spike_population')}" not in f:
+            raise DataError(f"{name}: its spike_population ({f.attrs.get('spike_population')!r}) names no group "
+                            "of /spikes")
     for key, axis, n, what in (("rates/population_hz", 1, n_pop, "populations"),
                                ("rates/region_hz", 1, n_reg, "regions"), ("bold", 0, n_reg, "regions")):
         d = ds(key)

@@ -354,6 +354,12 @@ CASES = {
         RUN + ["--set", 'wholebrain.connectome="w.csv"', "--set", 'wholebrain.lengths_file="w.csv"'],
         "w.csv: not a matrix of numbers (could not convert string to float: '0x1')",
         setup_text("w.csv", "0,0x1,2\n1,0,3\n2,3,0\n")),  # not a header row over a 2-region matrix
+    "a complex connectivity in a .mat": (RUN + ["--set", 'wholebrain.connectome="w.mat"'],
+                                         "its 'connectivity' is a complex128 array of shape (4, 4), not a square "
+                                         "matrix of real numbers",
+                                         lambda d: __import__("scipy.io").io.savemat(
+                                             d / "w.mat", dict(connectivity=np.ones((4, 4)) * 1j,
+                                                               other=np.ones((4, 4))))),
     "a damaged compressed .mat": (RUN + ["--set", 'wholebrain.connectome="w.mat"'], "is not a readable MATLAB file",
                                   setup_damaged_compressed_mat),
     "a sizes file naming a region twice": (WITH_CONNECTOME + ["--set", 'wholebrain.sizes_file="s.csv"'],

@@ -138,6 +138,12 @@ def _damage(name):
                 del f.attrs["schema_version"]
             elif name == "t_ms nan":
                 f.attrs["t_ms"] = np.nan
+            elif name == "spike population renamed":
+                f.attrs["spike_population"] = "nope"
+            elif name == "no t_ms":
+                del f.attrs["t_ms"]
+            elif name == "no population sizes":
+                del f["network/populations/size"]
             elif name in ("no spikes", "no rates"):
                 del f[name.split()[1]]
             elif name == "rates flat":
@@ -178,6 +184,9 @@ def small_run(tmp_path_factory):
     ("spikes in a missing file", "stored in other files that are missing: gone.h5"),
     ("no spikes", "lacks /spikes, which the run recorded: the file is damaged"),
     ("no rates", "lacks /rates, which the run recorded: the file is damaged"),
+    ("spike population renamed", "its spike_population ('nope') names no group of /spikes"),
+    ("no t_ms", "a simulation's run file without its t_ms"),
+    ("no population sizes", "/network/populations tables are missing or of other lengths"),
 ])
 @pytest.mark.parametrize("command", ["inspect", "plot"])
 def test_a_run_file_whose_parts_disagree_is_refused(small_run, tmp_path, damage, needle, command):
