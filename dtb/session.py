@@ -58,6 +58,9 @@ def version() -> str:
 
 def steps_of(name: str, value_ms: float, dt_ms: float) -> int:
     """``value_ms`` in steps of ``dt_ms``; a `ConfigError` unless it is a whole, positive number of steps."""
+    if isinstance(value_ms, bool) or not isinstance(value_ms, (int, float, np.integer, np.floating)) or \
+            not math.isfinite(value_ms):
+        raise ConfigError(f"{name} = {value_ms!r}: must be a finite number of ms")
     n = value_ms / dt_ms
     if abs(n - round(n)) > 1e-9 * max(1.0, n) or round(n) < 1:
         raise ConfigError(f"{name} = {value_ms:g}: must be a positive multiple of simulation.dt_ms = {dt_ms:g}")
@@ -554,6 +557,8 @@ class Session:
 
     def run_steps(self, n_steps: int, sinks=(), on_progress=None) -> None:
         """Collective: `run` by a number of steps (0 does nothing)."""
+        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 0:
+            raise UsageError(f"Session.run_steps: n_steps = {n_steps!r}: must be a whole number >= 0")
         if self.closed:
             raise UsageError("Session.run: the session is closed")
         self.prepare()

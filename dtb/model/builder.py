@@ -288,6 +288,8 @@ class Network:
         if self._frozen is None:
             if not self._pops:
                 raise ConfigError("the network has no population")
+            if not self._projections:  # the epoch length is the shortest delay: there must be one
+                raise ConfigError("the network has no connection: connect its populations (Network.connect)")
             self._frozen = Recipe(model=self.name, populations=tuple(self._pops),
                                   projections=tuple(self._projections), regions=tuple(self._regions),
                                   dt_ms=self.dt_ms)

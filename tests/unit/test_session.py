@@ -135,6 +135,15 @@ def test_misuse_raises_dtb_errors(tmp_path):
         net.population("Y", 10, model="lif_cond", tau_m_ms=20.0)
     with pytest.raises(ConfigError, match="no population 'Z'"):
         net["Z"]
+    for bad in (float("nan"), float("inf"), "10"):
+        with pytest.raises(ConfigError, match="must be a finite number of ms"):
+            dtb.Session(net, progress=False).run(bad)
+    with pytest.raises(UsageError, match="must be a whole number >= 0"):
+        dtb.Session(net, progress=False).run_steps(2.5)
+    lone = dtb.Network()
+    lone.population("E", 10)
+    with pytest.raises(ConfigError, match="the network has no connection"):
+        dtb.Session(lone, progress=False)
     s = dtb.Session(net, progress=False)
     with pytest.raises(ConfigError, match="no variable 'i_ex_pa'"):
         s.record(state={"i_ex_pa": e[:3]})
