@@ -142,7 +142,13 @@ class Run:
         g = self._spike_ds
         for a in range(0, self.n_spikes, self.chunk_spikes):
             b = min(self.n_spikes, a + self.chunk_spikes)
-            yield g["timestamps"][a:b], g["node_ids"][a:b].astype(np.int64)
+            times, ids = g["timestamps"][a:b], g["node_ids"][a:b].astype(np.int64)
+            # a value damaged in place: checked as it streams by, at no extra read
+            if np.any((ids < 0) | (ids >= self.n_neurons)) or not np.all((times >= 0) & (times <= self.t_ms * (1 + 1e-12))):
+                raise DataError(f"{str(self.path)!r}: spikes {a:,} to {b - 1:,} hold a node id outside the "
+                                f"{self.n_neurons:,} neurons or a time outside 0 to {self.t_ms:g} ms: the file is "
+                                "damaged")
+            yield times, ids
 
     def _rates(self, name: str, labels: list[str], dim: str):
         import dask.array as da

@@ -199,3 +199,19 @@ def test_a_run_file_whose_parts_disagree_is_refused(small_run, tmp_path, damage,
     p = _dtb(command, str(path), *(["-o", str(tmp_path / "r.png")] if command == "plot" else []))
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and needle in p.stderr, p.stderr
     assert not (tmp_path / "r.png").exists()
+
+
+@pytest.mark.parametrize("field, value", [("node_ids", 10**6), ("timestamps", float("nan")), ("timestamps", -1.0)])
+def test_spikes_damaged_in_place_are_refused_as_they_stream(small_run, tmp_path, field, value):
+    """A value no structure check sees (no data is read there) is caught where the spikes are read."""
+    import shutil
+
+    import h5py
+
+    path = tmp_path / "r.h5"
+    shutil.copy(small_run, path)
+    with h5py.File(path, "a") as f:
+        f[f"spikes/wholebrain/{field}"][0] = value
+    p = _dtb("plot", str(path), "-o", str(tmp_path / "r.png"))
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "the file is damaged" in p.stderr, p.stderr
+    assert not (tmp_path / "r.png").exists()
