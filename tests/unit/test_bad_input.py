@@ -175,7 +175,11 @@ def setup_damaged_compressed_mat(d):
 
 def setup_bad_summary(d):
     with h5py.File(d / "r.h5", "w") as f:
-        f.create_group("network/populations")["name"] = [b"E"]
+        pops = f.create_group("network/populations")
+        pops["name"] = [b"E"]
+        for key, value in (("size", 1), ("first_gid", 0), ("region", 0), ("excitatory", True)):
+            pops[key] = [value]
+        f.attrs["t_ms"] = 10.0
         f["network/regions"] = [b"R"]
         f.attrs["schema_version"] = 1
         f["summary"] = "not json {"
