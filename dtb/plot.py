@@ -46,6 +46,31 @@ def _raster(ax, run: Run, n_neurons: int) -> None:
         ax.legend(loc="upper right", markerscale=8, fontsize="small")
 
 
+def _rates(fig, ax, run: Run) -> None:
+    """Population rates as lines (up to `MAX_LINES` populations), else a heat map of the regions' rates."""
+    if len(run.populations) <= MAX_LINES:
+        rates = _downsampled(run.rates).compute()
+        for name in run.populations:
+            ax.plot(rates.time, rates.sel(population=name), lw=0.8, label=name)
+        ax.set_xlim(0, run.t_ms)
+        ax.set_xlabel("time (ms)")
+        ax.set_ylabel("rate (Hz)")
+        ax.set_title(f"population rates ({rates.attrs['bin_ms']:g} ms bins)")
+        ax.legend(fontsize="x-small", ncol=4, loc="upper right")
+    else:
+        rates = run.region_rates if run.region_rates is not None else run.rates
+        rates = _downsampled(rates, HEAT_BIN_MS).compute()
+        labels = [str(x) for x in rates[rates.dims[1]].values]
+        values = rates.values
+        # the 99th percentile, so that a few bins of synchronous bursts do not set the scale of all
+        vmax = float(np.percentile(values, 99)) if values.size else None
+        bin_ms = rates.attrs["bin_ms"]
+        _heat(fig, ax, values, (0, run.t_ms, 0, len(labels)), labels, "rate (Hz)",
+              f"{rates.dims[1]} rates ({bin_ms:g} ms bins; colour scale to the 99th percentile)",
+              cmap="viridis", vmin=0, vmax=vmax or None)
+        ax.set_xlabel("time (ms)")
+
+
 def _heat(fig, ax, values: np.ndarray, extent, labels: list[str], label: str, title: str, **kw) -> None:
     im = ax.imshow(values.T, aspect="auto", origin="lower", interpolation="nearest", extent=extent, **kw)
     every = max(1, len(labels) // 24)
@@ -128,7 +153,8 @@ def plot_run(path: str | Path, out: str | Path, n_neurons: int = 500, data: str 
         cmp = compare_fc(run, data, subject, transient_s) if data is not None else None
         n_trs = bold.sizes["time"] if bold is not None else 0
         skip = int(np.ceil(transient_s / bold.attrs["tr_s"] - 1e-9)) if bold is not None else 0
-        rows = ["raster"] + (["rates"] if run.rates is not None else []) + (["bold"] if n_trs else []) + (["fc"] if n_trs - skip >= 3 else [])
+        rows = ["raster"] + (["rates"] if run.rates is not None else []) + (["bold"] if n_trs else []) + \
+            (["fc"] if n_trs - skip >= 3 else [])
         heights = {"raster": 3, "rates": 2.2, "bold": 2.2, "fc": 4}
         fig = plt.figure(figsize=(10 if cmp is None else 14, sum(heights[r] for r in rows)))
         grid = fig.add_gridspec(len(rows), 3, height_ratios=[heights[r] for r in rows])
@@ -137,30 +163,8 @@ def plot_run(path: str | Path, out: str | Path, n_neurons: int = 500, data: str 
         fig.suptitle(f"{Path(path).name} - {title}")
         _raster(axes["raster"], run, n_neurons)
 
-        ax = axes.get("rates")
-        if ax is None:
-            pass
-        elif len(run.populations) <= MAX_LINES:
-            rates = _downsampled(run.rates).compute()
-            for name in run.populations:
-                ax.plot(rates.time, rates.sel(population=name), lw=0.8, label=name)
-            ax.set_xlim(0, run.t_ms)
-            ax.set_xlabel("time (ms)")
-            ax.set_ylabel("rate (Hz)")
-            ax.set_title(f"population rates ({rates.attrs['bin_ms']:g} ms bins)")
-            ax.legend(fontsize="x-small", ncol=4, loc="upper right")
-        else:
-            rates = run.region_rates if run.region_rates is not None else run.rates
-            rates = _downsampled(rates, HEAT_BIN_MS).compute()
-            labels = [str(x) for x in rates[rates.dims[1]].values]
-            values = rates.values
-            # the 99th percentile, so that a few bins of synchronous bursts do not set the scale of all
-            vmax = float(np.percentile(values, 99)) if values.size else None
-            bin_ms = rates.attrs["bin_ms"]
-            _heat(fig, ax, values, (0, run.t_ms, 0, len(labels)), labels, "rate (Hz)",
-                  f"{rates.dims[1]} rates ({bin_ms:g} ms bins; colour scale to the 99th percentile)",
-                  cmap="viridis", vmin=0, vmax=vmax or None)
-            ax.set_xlabel("time (ms)")
+        if "rates" in axes:
+            _rates(fig, axes["rates"], run)
 
         if "bold" in axes:
             ax = axes["bold"]

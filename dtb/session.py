@@ -486,7 +486,7 @@ class Session:
 
     def _recorded(self) -> list[str]:
         """The groups the run file will hold (`RunWriter.write_header`): the spikes' group (empty when no
-        population's spikes are stored) whenever something is recorded."""
+        population's spikes are stored) whenever the run has a recorder (every simulation with a file)."""
         if self.recorder is None:
             return []
         return ["spikes"] + (["rates"] if self.rates else []) + [f"state/{name}" for name in self.state_vars]

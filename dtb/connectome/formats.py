@@ -225,7 +225,7 @@ def _read_mat(path: Path, what: str) -> tuple[np.ndarray, list[str] | None, dict
             names = None
         else:
             content = scipy.io.loadmat(path)
-            mats = {k: _dense(v, path, k) for k, v in content.items()
+            mats = {k: _dense(v, path, k) if scipy.sparse.issparse(v) else v for k, v in content.items()
                     if not k.startswith("__") and (isinstance(v, np.ndarray) or scipy.sparse.issparse(v))}
             names = mats.pop("name", None)
     except (ValueError, OSError, NotImplementedError, TypeError, KeyError, RuntimeError, EOFError, zlib.error,
@@ -259,11 +259,7 @@ MAX_DENSE_CELLS = 2**28
 
 
 def _dense(m, path: Path, key: str) -> np.ndarray:
-    """A MATLAB variable as a numpy array: a sparse matrix (MATLAB's ``sparse``) made dense."""
-    import scipy.sparse
-
-    if not scipy.sparse.issparse(m):
-        return m
+    """A sparse MATLAB matrix (MATLAB's ``sparse``, as scipy reads it) made dense."""
     if m.shape[0] * m.shape[1] > MAX_DENSE_CELLS:
         raise DataError(f"{str(path)!r}: the sparse matrix {key!r} of shape {m.shape} is too large for a connectome "
                         f"(at most {MAX_DENSE_CELLS:,} cells)")

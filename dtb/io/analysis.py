@@ -95,12 +95,11 @@ class Run:
         self.regions = [s.decode() for s in net["regions"][()]]
         self.n_neurons = int(self.population_sizes.sum())
         self.t_ms = float(f.attrs["t_ms"])
-        sizes = {len(a) for a in (self.population_sizes, self.population_first_gid, self.population_region,
-                                  self.population_excitatory)}
-        if len(sizes) != 1 or not np.isfinite(self.t_ms) or self.t_ms <= 0 or np.any(self.population_sizes < 0) or \
+        # check_structure saw the tables' lengths and t_ms; their values are checked here
+        if np.any(self.population_sizes < 0) or \
                 np.any((self.population_region < 0) | (self.population_region >= len(self.regions))) or \
                 not np.array_equal(self.population_first_gid, np.cumsum(self.population_sizes) - self.population_sizes):
-            raise DataError(f"{str(self.path)!r} is not a consistent dtb run file (its /network tables or t_ms)")
+            raise DataError(f"{str(self.path)!r} is not a consistent dtb run file (its /network tables)")
         group = f"spikes/{f.attrs['spike_population']}"
         self._spike_sorting = get_sorting(f[group])
         # virtual datasets (checkpoints, stitch = 'virtual') read from beside the file, or fail naming what is missing
@@ -144,7 +143,8 @@ class Run:
             b = min(self.n_spikes, a + self.chunk_spikes)
             times, ids = g["timestamps"][a:b], g["node_ids"][a:b].astype(np.int64)
             # a value damaged in place: checked as it streams by, at no extra read
-            if np.any((ids < 0) | (ids >= self.n_neurons)) or not np.all((times >= 0) & (times <= self.t_ms * (1 + 1e-12))):
+            late = self.t_ms * (1 + 1e-12)
+            if np.any((ids < 0) | (ids >= self.n_neurons)) or not np.all((times >= 0) & (times <= late)):
                 raise DataError(f"{str(self.path)!r}: spikes {a:,} to {b - 1:,} hold a node id outside the "
                                 f"{self.n_neurons:,} neurons or a time outside 0 to {self.t_ms:g} ms: the file is "
                                 "damaged")
