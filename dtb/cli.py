@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("inspect", help="print the facts of a run file")
     ins.add_argument("run_file")
     ins.add_argument("--json", action="store_true", help="machine-readable output")
+    ins.add_argument("--verify", action="store_true",
+                     help="also read every dataset and check it against the sha256 digests stored when the run "
+                          "finished")
     ins.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     plo = sub.add_parser("plot", help="draw a run: raster, rates, BOLD and its FC")
@@ -359,7 +362,19 @@ def _inspect(args) -> int:
     from dtb.io.runfile import read_summary
 
     facts = read_summary(args.run_file)
-    print(json.dumps(facts, indent=1) if args.json else format_summary(facts))
+    if args.verify:
+        from dtb.io.runfile import verify_file
+
+        facts["verified"] = verify_file(args.run_file)
+    if args.json:
+        print(json.dumps(facts, indent=1))
+        return 0
+    text = format_summary(facts)
+    if args.verify:
+        v = facts["verified"]
+        text += (f"\nverified   {v['datasets']} datasets ({v['bytes'] / 2**20:.1f} MiB) match their sha256"
+                 + (f"; not covered: {len(v['virtual'])} virtual datasets (in <run>.parts)" if v["virtual"] else ""))
+    print(text)
     return 0
 
 
@@ -657,19 +672,17 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def _reading(command, args) -> int:
-    """Run a command that only reads a run file: a file that is HDF5 but not what dtb wrote (a dataset missing or
-    of another shape, an attribute that is no number) is one line, whatever the code meets first."""
-    from dtb.errors import DataError
+    """Run a command that only reads a run file: a file that is HDF5 but not what dtb wrote is one line, whatever
+    the code meets first."""
+    from dtb.io.analysis import NOT_AS_WRITTEN, not_readable
 
     try:
         return command(args)
     except (DTBError, BrokenPipeError):
         raise
-    except (KeyError, ValueError, TypeError, IndexError, AttributeError, ZeroDivisionError, RuntimeError,
-            OSError) as err:
-        what = repr(args.run_file) + (" (or the data file it is compared with)" if args.command != "inspect" else "")
-        raise DataError(f"{what} is not readable as dtb writes it ({type(err).__name__}: "
-                        f"{' '.join(str(err).split())[:200]})") from err
+    except NOT_AS_WRITTEN as err:
+        also = " (or the data file it is compared with)" if args.command != "inspect" else ""
+        raise not_readable(args.run_file, err, also) from err
 
 
 def _r(value, missing: str) -> str:

@@ -461,8 +461,11 @@ def _coerce_stimuli(value) -> tuple:
 
 def check_value(section: str, key: str, value, where: str) -> float:
     """``value`` as key ``section.key`` allows it (a `ConfigError` naming ``where`` otherwise): for per-region values
-    read from a file, which the TOML parser never saw."""
-    f = next(f for f in dataclasses.fields(_SECTION_TYPES[section]) if f.name == key)
+    read from a file, which the TOML parser never saw, and for the Python API's arguments. A key the section does
+    not have is returned as given."""
+    f = next((f for f in dataclasses.fields(_SECTION_TYPES[section]) if f.name == key), None)
+    if f is None:
+        return value
     plain = SimpleNamespace(default=f.default, metadata={**f.metadata, "per_region": False})
     return _coerce(where, value, plain)
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from dtb.activity import RegionActivity, steps_per_ms
 from dtb.bold import Balloon, bold_params
+from dtb.config import check_value
 from dtb.context import Context, cuda_aware_mpi, launcher_rank, launcher_size
 from dtb.errors import ConfigError, DataError, ResourceError, UsageError
 from dtb.exchange import DryRunExchange, make_exchange
@@ -212,12 +213,19 @@ class Session:
         self.seed = int(net_seed if seed is None else seed)
         self.dt_ms = self.recipe.dt_ms
         self.out = output_path(out) if out is not None else None
-        self.backend_name = backend
+        self.backend_name = check_value("simulation", "backend", backend, "simulation.backend") \
+            if isinstance(backend, str) else backend
         self.ctx = ctx
         self.overwrite, self.resume = overwrite, resume
-        self.options = dict(partition=partition, exchange=exchange, ranks_per_node=ranks_per_node,
-                            dry_run_ranks=dry_run_ranks, threads=threads, memory_check=memory_check,
-                            compact_weights=compact_weights, cuda_graphs=cuda_graphs)
+        # the same values a config file may give these keys
+        self.options = {key: check_value("simulation", key, value, f"simulation.{key}") for key, value in dict(
+            partition=partition, exchange=exchange, ranks_per_node=ranks_per_node, dry_run_ranks=dry_run_ranks,
+            threads=threads, memory_check=memory_check, compact_weights=compact_weights,
+            cuda_graphs=cuda_graphs).items()}
+        checkpoint_ms = check_value("simulation", "checkpoint_ms", checkpoint_ms, "simulation.checkpoint_ms")
+        flush_ms = check_value("recording", "flush_ms", flush_ms, "recording.flush_ms")
+        stitch = check_value("recording", "stitch", stitch, "recording.stitch")
+        gain_spread = check_value("hyper", "gamma_alpha", gain_spread, "hyper.gamma_alpha (gain_spread)")
         if exchange == "dry_run" and checkpoint_ms:
             raise ConfigError("simulation.checkpoint_ms: a dry-run exchange is not checkpointed (set it to 0)")
         self.checkpoint_steps = steps_of("simulation.checkpoint_ms", checkpoint_ms, self.dt_ms) if checkpoint_ms \
@@ -225,18 +233,14 @@ class Session:
         self.flush_steps = max(1, int(round(flush_ms / self.dt_ms)))
         self.progress = Progress(False)
         self.show_progress = progress
-        n_reg = len(self.recipe.regions)
-        self.theta = np.ones((len(LIF_GAINS), n_reg)) if region_gains is None else np.array(region_gains, float)
-        if self.theta.shape != (len(LIF_GAINS), n_reg):
-            raise UsageError(f"region_gains has shape {self.theta.shape}, expected {(len(LIF_GAINS), n_reg)}")
+        self.theta = np.ones((len(LIF_GAINS), len(self.recipe.regions))) if region_gains is None else \
+            self._gains(region_gains)
         self.gain_spread = gain_spread
         self.config = config
         self.kind, self.what = kind, what
         self.inputs = [str(p) for p in inputs if p]
         self.digest_paths = [str(p) for p in digests if p]
         self._digests: str | None = None
-        if stitch not in ("copy", "virtual"):
-            raise ConfigError(f"recording.stitch = {stitch!r}: one of 'copy', 'virtual'")
         self.stitch = stitch
         self.lock = None
         # what record() and stimulate() set before prepare
@@ -563,10 +567,31 @@ class Session:
             raise UsageError("Session.run: the session is closed")
         self.prepare()
         try:
+            if self.recorder is not None:
+                self.ctx.on_root(lambda: self._check_disk(n_steps))
             self._advance(n_steps, list(sinks), on_progress)
         except BaseException:
             self.abandon()
             raise
+
+    def _check_disk(self, n_steps: int) -> None:
+        """A `ResourceError` if the rates and state that ``n_steps`` more steps record cannot fit the output's
+        disk: each is written to a segment, then copied into the run file (spikes, which no one can know in
+        advance, are not counted)."""
+        import shutil
+
+        rec, n_pop, n_reg = self.recorder, len(self.recipe.populations), len(self.recipe.regions)
+        need = (n_steps // rec.bin_steps + 1) * (2 * n_pop + n_reg) * 4 if rec.rates else 0  # float32
+        need += sum((n_steps // p.every_steps + 1) * p.n_total * 8 * 2 for p in rec.probes)  # float64
+        try:
+            free = shutil.disk_usage(self.out.parent).free
+        except OSError:
+            return  # a filesystem that does not say: its writes are checked as they happen
+        if need > free:
+            mib = 2**20
+            raise ResourceError(f"not enough disk for {self.what}: its rates and state records need about "
+                                f"{need / mib:,.0f} MiB in {str(self.out.parent)!r}, which has {free / mib:,.0f} MiB "
+                                "free; record less (recording.rate_bin_ms, recording.state) or write elsewhere (--out)")
 
     def _advance(self, n_steps: int, sinks: list, on_progress) -> None:
         sim, ctx = self.sim, self.ctx
@@ -617,10 +642,24 @@ class Session:
                 current[np.isin(self.net.gids, s.gids)] += s.amplitude
         self.sim.set_stimulus(current)
 
+    def _gains(self, theta) -> np.ndarray:
+        """``theta`` as region gains, float64 (len(LIF_GAINS), n_regions), or a `ConfigError`."""
+        shape = (len(LIF_GAINS), len(self.recipe.regions))
+        try:
+            theta = np.array(theta, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ConfigError(f"region gains: {type(theta).__name__} is not an array of numbers") from None
+        if theta.shape != shape:
+            raise ConfigError(f"region gains have shape {theta.shape}, expected {shape} (gains x regions)")
+        if not np.all(np.isfinite(theta) & (theta > 0)):
+            raise ConfigError("region gains must be finite and > 0")
+        return theta
+
     def set_region_gains(self, theta: np.ndarray) -> None:
         """Replace the lif_cond region hyperparameters, shape (len(LIF_GAINS), n_regions), between runs."""
+        theta = self._gains(theta)
         self.prepare()
-        self.theta = np.array(theta, dtype=np.float64)
+        self.theta = theta
         self.sim.set_gains(hyper.neuron_gains(self.theta, self.region_of, self.spread))
 
     def checkpoint(self, arrays: dict | None = None, attrs: dict | None = None, summary: dict | None = None) -> None:

@@ -28,6 +28,13 @@ _MEM = re.compile(r"\d+[KMGT]?")
 _OPTION = re.compile(r"--[a-z][a-z-]*(=[A-Za-z0-9._+,:=-]+)?")
 
 
+#: bounds of a job: Slurm's own (nodes in a job; tasks, CPUs and GPUs on one node), and the ranks dtb partitions
+#: for (simulation.dry_run_ranks)
+MAX_NODES = 1_000_000
+MAX_PER_NODE = 4096
+MAX_RANKS = 10_000_000
+
+
 def render(*, nodes: int, ntasks_per_node: int, time: str, out: str | Path, config: str | Path | None = None,
            overrides: tuple[str, ...] | list[str] = (), gpus_per_task: int = 0, cpus_per_task: int = 1,
            job_name: str = "dtb", partition: str | None = None, account: str | None = None,
@@ -62,11 +69,15 @@ def render(*, nodes: int, ntasks_per_node: int, time: str, out: str | Path, conf
     -------
     str
     """
-    for name, value in (("--nodes", nodes), ("--ntasks-per-node", ntasks_per_node), ("--cpus-per-task", cpus_per_task)):
-        if value < 1:
-            raise ConfigError(f"{name} {value}: must be >= 1")
-    if gpus_per_task < 0:
-        raise ConfigError(f"--gpus-per-task {gpus_per_task}: must be >= 0")
+    for name, value, most in (("--nodes", nodes, MAX_NODES), ("--ntasks-per-node", ntasks_per_node, MAX_PER_NODE),
+                              ("--cpus-per-task", cpus_per_task, MAX_PER_NODE)):
+        if not 1 <= value <= most:
+            raise ConfigError(f"{name} {value}: must be >= 1 and <= {most:,}")
+    if not 0 <= gpus_per_task <= MAX_PER_NODE:
+        raise ConfigError(f"--gpus-per-task {gpus_per_task}: must be >= 0 and <= {MAX_PER_NODE:,}")
+    if nodes * ntasks_per_node > MAX_RANKS:
+        raise ConfigError(f"--nodes {nodes} x --ntasks-per-node {ntasks_per_node} = {nodes * ntasks_per_node:,} "
+                          f"ranks: dtb runs at most {MAX_RANKS:,}")
     if not _TIME.fullmatch(time):
         raise ConfigError(f"--time {time!r}: a Slurm time limit, minutes or [days-]hours:minutes[:seconds] "
                           "(e.g. 90, 02:00:00, 1-12:00:00)")

@@ -150,6 +150,9 @@ def load_connectome(path: str | Path | None = None, subject: str = "101309", *, 
 
     if sc_rows not in SC_ROWS:
         raise DataError(f"sc_rows = {sc_rows!r}: must be one of {', '.join(SC_ROWS)}")
+    for what, value in dict(connectome=path, lengths=lengths, labels=labels, sizes=sizes).items():
+        if value is not None and str(value) == "":  # Path("") would be the working directory
+            raise DataError(f"the {what} path is empty")
     path = Path(path) if path is not None else bundled_connectome_path()
     check_input_file(path, "connectome", folder_ok=True)
     name = str(path)

@@ -272,7 +272,8 @@ def _parse_matrix(blob: bytes, where: str, square: bool = True) -> tuple[np.ndar
     lines = [ln for ln in _text(blob, where).splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise DataError(f"{where}: no numbers in the file")
-    sep = "," if "," in lines[0] else ("\t" if "\t" in lines[0] else None)
+    # semicolons where the decimal mark is a comma (spreadsheets in much of Europe); a decimal comma is then refused
+    sep = next((c for c in (";", ",", "\t") if c in lines[0]), None)
     rows = [[c.strip() for c in ln.split(sep)] if sep else ln.split() for ln in lines]
     labels = None
     first = [is_number(c) for c in rows[0] if c]
@@ -283,7 +284,7 @@ def _parse_matrix(blob: bytes, where: str, square: bool = True) -> tuple[np.ndar
         row_labels = [r[0] for r in rows]
         rows = [r[1:] for r in rows]
         labels = labels if labels is not None and len(labels) == len(rows) else row_labels
-    if not rows:
+    if not rows or not any(rows[0]):
         raise DataError(f"{where}: no numbers in the file")
     widths = {len(r) for r in rows}
     if len(widths) != 1:
@@ -297,7 +298,9 @@ def _parse_matrix(blob: bytes, where: str, square: bool = True) -> tuple[np.ndar
 
 def _square(arr: np.ndarray, where) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-        raise DataError(f"{where}: a matrix of shape {arr.shape}, expected a square one (regions x regions)")
+        hint = " (if its first column holds region numbers, give the file a header row of labels)" \
+            if arr.ndim == 2 and arr.shape[1] == arr.shape[0] + 1 else ""
+        raise DataError(f"{where}: a matrix of shape {arr.shape}, expected a square one (regions x regions){hint}")
     return arr
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dtb.errors import ConfigError
 from dtb.model.neurons import IafPscExp
 from dtb.model.recipe import Population, Projection, Recipe
 
@@ -72,7 +73,9 @@ def pd14_recipe(*, dt_ms: float = 0.1, n_scale: float = 0.1, k_scale: float = 1.
         Eight populations L23E .. L6I.
     """
     sizes = np.rint(FULL_SIZES * n_scale).astype(np.int64)
-    sizes = np.maximum(sizes, 1)
+    if sizes.min() < 1:  # a network missing a population is not the microcircuit
+        raise ConfigError(f"pd14.n_scale = {n_scale:g} leaves {NAMES[int(np.argmin(sizes))]} without a neuron: "
+                          f"{0.5 / FULL_SIZES.min():.2g} or more")
     k_full = full_scale_synapses()
     indeg_full = k_full / FULL_SIZES[:, None]
     totals = np.rint(indeg_full * sizes[:, None] * k_scale).astype(np.int64)

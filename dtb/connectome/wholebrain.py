@@ -72,7 +72,8 @@ def wholebrain_recipe(con: Connectome, *, dt_ms: float = 0.1, n_neurons: int = 1
     Raises
     ------
     ConfigError
-        When ``n_neurons`` leaves a region without an E or I neuron, or a per-region array has the wrong length.
+        When ``n_neurons`` leaves a region without an E or I neuron, ``in_degree`` exceeds ``n_neurons``, a
+        per-region array has the wrong length, or the connectome connects no two regions.
     """
     n_reg = con.n_regions
     per_region = {}
@@ -83,6 +84,9 @@ def wholebrain_recipe(con: Connectome, *, dt_ms: float = 0.1, n_neurons: int = 1
         if arr.shape != (n_reg,):
             raise ConfigError(f"wholebrain.{name}: {len(arr)} values for {n_reg} regions (give one, or one per region)")
         per_region[name] = arr
+    if in_degree > n_neurons:  # every neuron's K inputs drawn from fewer neurons than K: nothing like a brain
+        raise ConfigError(f"wholebrain.in_degree = {in_degree:,} exceeds wholebrain.n_neurons = {n_neurons:,}: give "
+                          "each neuron fewer inputs than there are neurons")
     sizes = region_sizes(con.nvoxel.astype(np.float64), n_neurons)
     n_e = np.rint(sizes * e_fraction).astype(np.int64)
     n_i = sizes - n_e
@@ -105,6 +109,9 @@ def wholebrain_recipe(con: Connectome, *, dt_ms: float = 0.1, n_neurons: int = 1
     k_li = int(round(k * k_local_i))
     k_lr = k - k_le - k_li
     prob = con.long_range_probabilities(sc_normalisation)
+    if k_lr and not prob.any():
+        raise ConfigError(f"{con.source}: its sc has no connection between two regions (all zero off the "
+                          "diagonal), so the long-range share of K has no source: a whole brain needs a connectome")
     lr_delay_ms = con.len_mm / conduction_velocity_m_s  # mm / (mm/ms)
     w_e, w_i = per_region["w_e_trace"], per_region["w_i_trace"]
     projections = []

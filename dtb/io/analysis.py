@@ -20,12 +20,40 @@ from pathlib import Path
 
 import numpy as np
 
-from dtb.errors import DataError
+from dtb.errors import DataError, UsageError
 from dtb.io.hdf5 import open_data_file, open_dataset
-from dtb.io.runfile import check_structure, get_sorting
+from dtb.io.runfile import check_structure, get_sorting, verify_digests
 
 #: spikes per block when streaming (16 bytes each: 16 MiB)
 CHUNK_SPIKES = 1 << 20
+
+#: what h5py, numpy and json raise on an HDF5 file that is not laid out as dtb writes it (a dataset missing or of
+#: another shape, an attribute that is no number, a loop of soft links, a summary nested past the parser's depth)
+NOT_AS_WRITTEN = (KeyError, ValueError, TypeError, IndexError, AttributeError, ZeroDivisionError, RuntimeError,
+                  OSError)
+
+
+def not_readable(path, err: BaseException, also: str = "") -> DataError:
+    """The one-line `DataError` for a run file that ``err`` (one of `NOT_AS_WRITTEN`) shows is not as dtb wrote it
+    (``also``: what else may be to blame)."""
+    return DataError(f"{str(path)!r}{also} is not readable as dtb writes it ({type(err).__name__}: "
+                     f"{' '.join(str(err).split())[:200]})")
+
+
+def _as_written(read):
+    """A `Run` property whose reads of a file not laid out as dtb writes it raise one `DataError` naming the file."""
+    import functools
+
+    @functools.wraps(read)
+    def checked(self):
+        try:
+            return read(self)
+        except DataError:
+            raise
+        except NOT_AS_WRITTEN as err:
+            raise not_readable(self.path, err) from None
+
+    return property(checked)
 
 
 @dataclass(frozen=True)
@@ -65,7 +93,12 @@ class Run:
     """
 
     def __init__(self, path: str | Path, chunk_spikes: int = CHUNK_SPIKES):
+        import os
 
+        if not isinstance(path, (str, os.PathLike)):
+            raise UsageError(f"open_run: path {path!r} is not a file name (str or Path)")
+        if isinstance(chunk_spikes, bool) or not isinstance(chunk_spikes, (int, np.integer)) or chunk_spikes < 1:
+            raise UsageError(f"open_run: chunk_spikes = {chunk_spikes!r}: must be an integer >= 1")
         self.path = Path(path)
         self.file = f = open_data_file(self.path, "run file")  # a FIFO is refused, never opened
         try:
@@ -73,10 +106,9 @@ class Run:
         except DataError:
             f.close()
             raise
-        except (KeyError, ValueError, TypeError, IndexError, AttributeError, OSError) as err:
+        except NOT_AS_WRITTEN as err:
             f.close()
-            raise DataError(f"{str(self.path)!r} is not a readable dtb run file ({type(err).__name__}: "
-                            f"{' '.join(str(err).split())[:200]})") from None
+            raise not_readable(self.path, err) from None
 
     def _read_description(self, chunk_spikes: int) -> None:
         f = self.file
@@ -114,7 +146,7 @@ class Run:
     def close(self) -> None:
         self.file.close()
 
-    @property
+    @_as_written
     def config(self):
         """The run's resolved configuration (`dtb.config.Config`); None for a network built in Python."""
         from dtb.config import load_config
@@ -122,11 +154,11 @@ class Run:
         text = self.file["config"][()].decode()
         return load_config(text=text) if text else None
 
-    @property
+    @_as_written
     def n_spikes(self) -> int:
         return int(self._spike_ds["node_ids"].shape[0])
 
-    @property
+    @_as_written
     def spikes(self) -> Spikes:
         """Lazy dask views of the spike datasets (chunks of ``chunk_spikes``)."""
         import dask.array as da
@@ -150,6 +182,16 @@ class Run:
                                 "damaged")
             yield times, ids
 
+    def _checked(self, data, where: str, what: str, low: float):
+        """``data`` (a dask array) whose blocks, as they are read, raise a `DataError` for a value below ``low``
+        or not finite (a value damaged in place: checked at no extra read)."""
+        def check(block):
+            if not np.all(np.isfinite(block) & (block >= low)):
+                raise DataError(f"{str(self.path)!r}: {where} holds {what}: the file is damaged")
+            return block
+
+        return data.map_blocks(check, dtype=data.dtype)
+
     def _rates(self, name: str, labels: list[str], dim: str):
         import dask.array as da
         import xarray as xr
@@ -161,17 +203,18 @@ class Run:
         if dim == "population":
             coords["region"] = (dim, [self.regions[r] for r in self.population_region])
             coords["excitatory"] = (dim, self.population_excitatory)
-        return xr.DataArray(da.from_array(ds, chunks=(max(1, min(ds.shape[0], 1 << 14)), ds.shape[1])),
+        data = da.from_array(ds, chunks=(max(1, min(ds.shape[0], 1 << 14)), ds.shape[1]))
+        return xr.DataArray(self._checked(data, f"/rates/{name}", "a negative or non-finite rate", 0.0),
                             dims=("time", dim), coords=coords, name=name,
                             attrs={"units": "Hz", "bin_ms": bin_ms, "long_name": f"{dim} firing rate"})
 
-    @property
+    @_as_written
     def rates(self):
         """Population rates, xarray DataArray (time x population), Hz, lazy (dask); coords time (ms), region.
         None if rates were not recorded."""
         return self._rates("population_hz", self.populations, "population") if "rates" in self.file else None
 
-    @property
+    @_as_written
     def state(self) -> dict:
         """Recorded state variables: ``{variable: xarray DataArray (time x neuron)}``, lazy; time (ms) is the end
         of each sampled step, neuron the gid; the variable's unit in ``attrs['units']``."""
@@ -188,12 +231,12 @@ class Run:
                                      name=name, attrs={"units": g.attrs["units"], "every_ms": g.attrs["every_ms"]})
         return out
 
-    @property
+    @_as_written
     def region_rates(self):
         """Region rates, xarray DataArray (time x region), Hz, lazy; None for a checkpoint (derived at the end)."""
         return self._rates("region_hz", self.regions, "region") if "rates/region_hz" in self.file else None
 
-    @property
+    @_as_written
     def bold(self):
         """The BOLD signal, xarray DataArray (time x region), lazy; time is each TR's end (s). None if not recorded."""
         if "bold" not in self.file:
@@ -204,10 +247,16 @@ class Run:
         ds = self.file["bold"]
         tr_s = float(ds.attrs["tr_ms"]) * 1e-3
         time = (np.arange(ds.shape[1]) + 1) * tr_s
-        return xr.DataArray(da.from_array(ds, chunks=ds.shape).T, dims=("time", "region"),
+        data = self._checked(da.from_array(ds, chunks=ds.shape), "/bold", "a non-finite value", -np.inf)
+        return xr.DataArray(data.T, dims=("time", "region"),
                             coords={"time": ("time", time, {"units": "s"}), "region": self.regions}, name="bold",
                             attrs={"units": "1", "long_name": "BOLD signal change", "tr_s": tr_s,
                                    "params": ds.attrs["params"]})
+
+    def verify(self) -> dict:
+        """Read every dataset and check it against the digests the run stored when it finished
+        (`dtb.io.runfile.verify_digests`: what it returns, or a `DataError` naming what differs)."""
+        return verify_digests(self.file, self.path)
 
     def population_of(self, gids: np.ndarray) -> np.ndarray:
         """Population index of each gid, shape like ``gids``, int64."""

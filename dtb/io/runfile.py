@@ -139,6 +139,111 @@ def checkpoint_digest(arrays: dict, attrs: dict, config: bytes) -> str:
     return arrays_digest(named)
 
 
+#: bytes read at a time when a dataset is hashed
+_DIGEST_BYTES = 1 << 24
+
+
+def dataset_digest(ds: h5py.Dataset) -> str:
+    """sha256 of a dataset's dtype, shape and values (in C order; a string as its length and UTF-8 bytes), read
+    in blocks of about 16 MiB."""
+    h = hashlib.sha256(f"{ds.dtype.str}|{ds.shape}|".encode())
+    text = h5py.check_string_dtype(ds.dtype) is not None or ds.dtype.kind == "O"
+
+    def update(values) -> None:
+        if text:
+            for v in np.ravel(np.asarray(values, dtype=object)):
+                b = v.encode() if isinstance(v, str) else bytes(v)
+                h.update(len(b).to_bytes(8, "little") + b)
+        else:
+            h.update(np.ascontiguousarray(values).tobytes())
+
+    if ds.ndim == 0:
+        update(ds[()])
+        return h.hexdigest()
+    row_bytes = max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64)))
+    step = max(1, _DIGEST_BYTES // row_bytes)
+    for a in range(0, ds.shape[0], step):
+        update(ds[a:a + step])
+    return h.hexdigest()
+
+
+def _attrs_digest(f: h5py.File) -> str:
+    values = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+#: the dataset of a finished run file holding the digest of every other (`write_digests`)
+DIGESTS = "digests"
+
+
+def write_digests(f: h5py.File) -> None:
+    """Store ``/digests``: JSON of {dataset name: `dataset_digest`} for every dataset of ``f`` that is stored in
+    it (a virtual dataset's values live in other files: listed under ``"virtual"``), and ``"/"``: the root
+    attributes'. Written last, when nothing else changes; `verify_digests` checks a file against it."""
+    sums, virtual = {"/": _attrs_digest(f)}, []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            if obj.is_virtual:
+                virtual.append(name)
+            else:
+                sums[name] = dataset_digest(obj)
+
+    f.visititems(visit)
+    f.create_dataset(DIGESTS, data=json.dumps({"sha256": sums, "virtual": sorted(virtual)}), dtype=_STR)
+
+
+def verify_digests(f: h5py.File, path) -> dict:
+    """Read every dataset of the run file ``f`` and check it against ``/digests`` (`write_digests`).
+
+    Returns
+    -------
+    dict
+        ``datasets`` (how many were verified), ``bytes`` (their stored size) and ``virtual`` (names of the virtual
+        datasets, whose values are in other files and not covered).
+
+    Raises
+    ------
+    DataError
+        No ``/digests`` (a checkpoint, or a file an earlier dtb wrote), or a dataset or the root attributes that
+        differ from what was written, or a dataset added or removed since.
+    """
+    name = repr(str(path))
+    if not isinstance(f.get(DIGESTS), h5py.Dataset):
+        raise DataError(f"{name} has no /{DIGESTS}: only a finished run file of this dtb can be verified")
+    try:
+        raw = f[DIGESTS][()]
+        stored = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        sums, virtual = dict(stored["sha256"]), list(stored["virtual"])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise DataError(f"{name}: its /{DIGESTS} is not dtb's JSON: the file is damaged") from None
+    present = []
+    f.visititems(lambda key, obj: present.append(key) if isinstance(obj, h5py.Dataset) and key != DIGESTS else None)
+    extra = sorted(set(present) - set(sums) - set(virtual))
+    missing = sorted(set(sums) - set(present) - {"/"})
+    if extra or missing:
+        raise DataError(f"{name}: datasets {'added' if extra else 'removed'} since it was written "
+                        f"({', '.join('/' + k for k in (extra or missing)[:3])}): the file is damaged")
+    bad = ["root attributes"] if _attrs_digest(f) != sums.pop("/", None) else []
+    n_bytes = 0
+    for key, digest in sums.items():
+        ds = f[key]
+        if dataset_digest(ds) != digest:
+            bad.append("/" + key)
+        n_bytes += ds.id.get_storage_size()
+    if bad:
+        raise DataError(f"{name}: {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} "
+                        f"{'differs' if len(bad) == 1 else 'differ'} from what was written (sha256): the file is "
+                        "damaged")
+    return dict(datasets=len(sums), bytes=n_bytes, virtual=virtual)
+
+
+def verify_file(path: str | Path) -> dict:
+    """`verify_digests` of the run file at ``path``."""
+    with open_data_file(Path(path), "run file") as f:
+        return verify_digests(f, path)
+
+
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes."""
     h = hashlib.sha256()
@@ -488,8 +593,9 @@ class RunWriter:
         return f
 
     @staticmethod
-    def _commit(f: h5py.File, summary: dict, target: Path, expect: dict | None = None) -> None:
-        """Write the summary, flush, verify and rename: ``target`` appears complete or not at all.
+    def _commit(f: h5py.File, summary: dict, target: Path, expect: dict | None = None, digests: bool = False) -> None:
+        """Write the summary (and, with ``digests``, `write_digests`), flush, verify and rename: ``target`` appears
+        complete or not at all.
 
         ``expect`` maps dataset names to the number of rows they must have (checked after the file is
         closed, on a fresh read of it).
@@ -501,6 +607,9 @@ class RunWriter:
             for k, v in summary.items():
                 if isinstance(v, (int, float, str)):
                     f.attrs[k] = v
+            if digests:
+                f.flush()  # hashed as HDF5 will read them back
+                write_digests(f)
 
         checked_write(tmp, write)
         close_checked(f, tmp)
@@ -577,7 +686,7 @@ class RunWriter:
         Every dataset's rows are verified on a fresh read before the file is renamed to its final name.
         """
         f, expect = checked_write(_tmp_path(self.path), lambda: self._final_file(rates, spikes, states, stitch))
-        self._commit(f, summary, self.path, expect)
+        self._commit(f, summary, self.path, expect, digests=True)
         partial_path(self.path).unlink(missing_ok=True)
         return self.path
 
@@ -710,14 +819,25 @@ def check_structure(f: h5py.File, path: str | Path) -> None:
     """
     name = repr(str(path))
     version = f.attrs.get("schema_version")
-    if version is None or not np.isscalar(version) or not float(version).is_integer():
-        raise DataError(f"{name} has no schema_version: not a file dtb wrote")
+    if not isinstance(version, (int, np.integer)) or version < 1:
+        raise DataError(f"{name} has no schema_version (a positive integer): not a file dtb wrote")
     if int(version) > SCHEMA_VERSION:
         raise DataError(f"{name} has schema version {int(version)}: written by a newer dtb (this one reads up to "
                         f"{SCHEMA_VERSION})")
+
+    def positive(whose: str, attrs, key: str, required: bool = True) -> None:
+        """Refuse a time attribute (ms) that is absent (when required), not a number, not finite or not > 0."""
+        value = attrs.get(key)
+        if value is None and not required:
+            return
+        number = isinstance(value, (int, float, np.integer, np.floating))
+        if not (number and np.isfinite(value) and value > 0):
+            raise DataError(f"{name}: {whose} {key} ({float(value) if number else value!r}) is not a positive "
+                            "time")
+
     t_ms = f.attrs.get("t_ms")
-    if t_ms is not None and not (np.isscalar(t_ms) and np.isfinite(float(t_ms)) and float(t_ms) > 0):
-        raise DataError(f"{name}: its t_ms ({t_ms}) is not a positive time")
+    positive("its", f.attrs, "t_ms", required=False)
+    positive("its", f.attrs, "dt_ms", required=False)
 
     def ds(key: str):
         obj = f.get(key)
@@ -752,6 +872,8 @@ def check_structure(f: h5py.File, path: str | Path) -> None:
                          or d.dtype.kind != "f"):
             raise DataError(f"{name}: /{key} is not a table of {n if n is not None else 'the'} {what} (shape "
                             f"{getattr(d, 'shape', None)})")
+        if d is not None:
+            positive(f"/{key}'s", d.attrs, "tr_ms" if key == "bold" else "bin_ms")
     population = f.attrs.get("spike_population")
     if isinstance(population, str) and f"spikes/{population}" in f:
         times, ids = ds(f"spikes/{population}/timestamps"), ds(f"spikes/{population}/node_ids")

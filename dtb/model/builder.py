@@ -74,6 +74,25 @@ class PopulationView:
         return f"<population {self.name!r}: {len(self)} of {self.size} neurons>"
 
 
+def real(what: str, value, *, ge: float | None = None, gt: float | None = None) -> float:
+    """``value`` as a float, or a `ConfigError` naming ``what`` unless it is a finite real number (not a bool or a
+    string) that is ``>= ge`` and ``> gt`` where those are given."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or \
+            not np.isfinite(value):
+        raise ConfigError(f"{what} = {value!r}: must be a finite number")
+    if ge is not None and value < ge or gt is not None and value <= gt:
+        raise ConfigError(f"{what} = {value!r}: must be {'>= ' + format(ge, 'g') if ge is not None else ''}"
+                          f"{' and ' if ge is not None and gt is not None else ''}"
+                          f"{'> ' + format(gt, 'g') if gt is not None else ''}")
+    return float(value)
+
+
+def _count(what: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{what} = {value!r}: must be an integer >= 1")
+    return int(value)
+
+
 def _views(x, what: str) -> list[PopulationView]:
     views = list(x) if isinstance(x, (list, tuple)) else [x]
     if not views or not all(isinstance(v, PopulationView) for v in views):
@@ -97,8 +116,10 @@ class Network:
     def __init__(self, seed: int = 1, dt_ms: float = 0.1, name: str = "network"):
         if not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**32):
             raise ConfigError(f"seed = {seed!r}: must be an integer in [0, 2**32)")
-        if not 0 < dt_ms <= 1.0:
+        if real("dt_ms", dt_ms, gt=0.0) > 1.0:
             raise ConfigError(f"dt_ms = {dt_ms!r}: must be > 0 and <= 1")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"name = {name!r}: must be a non-empty string")
         self.seed, self.dt_ms, self.name = int(seed), float(dt_ms), name
         self._pops: list[Population] = []
         self._projections: list[Projection] = []
@@ -144,6 +165,12 @@ class Network:
         PopulationView
         """
         self._thaw("population")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"population name {name!r}: must be a non-empty string")
+        if region is not None and (not isinstance(region, str) or not region):
+            raise ConfigError(f"population {name!r}: region {region!r}: must be a non-empty string")
+        v0_mean_mv = real(f"population {name!r}: v0_mean_mv", v0_mean_mv)
+        v0_sd_mv = real(f"population {name!r}: v0_sd_mv", v0_sd_mv, ge=0.0)
         if any(p.name == name for p in self._pops):
             raise ConfigError(f"population {name!r} exists already")
         if not (isinstance(size, (int, np.integer)) and size >= 1):
@@ -198,12 +225,10 @@ class Network:
                              "stimuli)")
         if rule not in RULES:
             raise ConfigError(f"connect: rule {rule!r}: one of {', '.join(RULES)}")
-        count = k if rule == "fixed_in_degree" else n
-        if count is None or not isinstance(count, (int, np.integer)) or count < 1:
-            raise ConfigError(f"connect: rule {rule!r} needs {'k' if rule == 'fixed_in_degree' else 'n'} = an "
-                              f"integer >= 1 (got {count!r})")
-        if not (np.isfinite(weight) and weight_sd >= 0 and delay_sd_ms >= 0):
-            raise ConfigError("connect: weight must be finite, weight_sd and delay_sd_ms >= 0")
+        count = _count(f"connect: rule {rule!r} needs {'k' if rule == 'fixed_in_degree' else 'n'}",
+                       k if rule == "fixed_in_degree" else n)
+        weight, weight_sd = real("connect: weight", weight), real("connect: weight_sd", weight_sd, ge=0.0)
+        delay_ms, delay_sd_ms = real("connect: delay_ms", delay_ms), real("connect: delay_sd_ms", delay_sd_ms, ge=0.0)
         if delay_ms < self.dt_ms - 1e-12:
             raise ConfigError(f"connect: delay_ms = {delay_ms:g}: at least one step (dt_ms = {self.dt_ms:g})")
         idx = np.array([v.index for v in srcs], dtype=np.int64)
@@ -242,8 +267,15 @@ class Network:
         if rate_hz is None and all(v is None for v in ou.values()) and i_e_pa is None:
             raise ConfigError("drive: give rate_hz (with k and weight), an OU background (ou_mu_mv_ms, ...) or "
                               "i_e_pa")
-        if rate_hz is not None and (weight is None or rate_hz < 0 or k < 1):
-            raise ConfigError("drive: a Poisson drive needs rate_hz >= 0, k >= 1 and a weight")
+        if rate_hz is not None:
+            if weight is None:
+                raise ConfigError("drive: a Poisson drive needs rate_hz >= 0, k >= 1 and a weight")
+            rate_hz, k, weight = real("drive: rate_hz", rate_hz, ge=0.0), _count("drive: k", k), \
+                real("drive: weight", weight)
+        for key, val in dict(ou_mu_mv_ms=ou_mu_mv_ms, ou_sigma_mv_ms=ou_sigma_mv_ms, ou_tau_ms=ou_tau_ms,
+                             i_e_pa=i_e_pa).items():
+            if val is not None:
+                real(f"drive: {key}", val)
         for v in views:
             p = self._pops[v.index]
             neuron = p.neuron

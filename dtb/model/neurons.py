@@ -13,10 +13,32 @@ Two models, one per network:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import numpy as np
+
+from dtb.errors import ConfigError
+
+def check_parameters(params) -> None:
+    """A `ConfigError` unless every field of a neuron's parameters is a finite real number, its time constants and
+    capacitance are positive, its refractory time and conductances are not negative, and it resets below threshold.
+    """
+    values = {}
+    for f in fields(params):
+        v = getattr(params, f.name)
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+            raise ConfigError(f"{params.model}: {f.name} = {v!r}: must be a finite number")
+        values[f.name] = float(v)
+    for name, v in values.items():
+        if (name.startswith("tau_") or name in ("c", "c_m_pf")) and v <= 0:
+            raise ConfigError(f"{params.model}: {name} = {v:g}: must be > 0")
+        if (name == "t_ref_ms" or name.startswith("g_") or name == "ou_sigma") and v < 0:
+            raise ConfigError(f"{params.model}: {name} = {v:g}: must be >= 0")
+    if values["v_reset_mv"] >= values["v_th_mv"]:
+        raise ConfigError(f"{params.model}: v_reset_mv = {values['v_reset_mv']:g} must be below v_th_mv = "
+                          f"{values['v_th_mv']:g}")
+
 
 # Columns of the per-population parameter table of iaf_psc_exp (float64).
 IAF_COLUMNS = ("p22", "p21_ex", "p21_in", "p20", "p11_ex", "p11_in", "theta_mv", "v_reset_mv", "i_e_pa",
@@ -52,6 +74,9 @@ class IafPscExp:
     v_reset_mv: float = -65.0
     v_th_mv: float = -50.0
     i_e_pa: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_parameters(self)
 
     def table_row(self, dt_ms: float, poisson_lam: float = 0.0, w_ext_pa: float = 0.0) -> np.ndarray:
         """Exact-integration propagators and thresholds for one population.
@@ -119,6 +144,9 @@ class LifCond:
     ou_mu: float = 0.52
     ou_sigma: float = 0.16
     ou_tau_ms: float = 5.0
+
+    def __post_init__(self) -> None:
+        check_parameters(self)
 
     def table_row(self, dt_ms: float, poisson_lam: float = 0.0, w_ext: float = 0.0) -> np.ndarray:
         """Decay factors and parameters for one population.

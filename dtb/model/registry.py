@@ -48,7 +48,7 @@ def wholebrain(connectome=None, subject: str = "101309", *, seed: int = 1, dt_ms
 
     con = connectome if isinstance(connectome, Connectome) else \
         load_connectome(connectome, str(subject), lengths=lengths, labels=labels, sizes=sizes, sc_rows=sc_rows)
-    _check_params(wholebrain_recipe, params, "wholebrain")
+    _check_params(wholebrain_recipe, params, "wholebrain", seed, dt_ms)
     for name in PER_REGION:
         if name in params:
             params[name] = per_region(params[name], con.labels, _default(wholebrain_recipe, name), name)
@@ -60,7 +60,7 @@ def pd14(*, seed: int = 1, dt_ms: float = 0.1, **params) -> Network:
     ``bg_rate_hz``: `dtb.connectome.pd14.pd14_recipe`)."""
     from dtb.connectome.pd14 import pd14_recipe
 
-    _check_params(pd14_recipe, params, "pd14")
+    _check_params(pd14_recipe, params, "pd14", seed, dt_ms)
     return Network.from_recipe(pd14_recipe(dt_ms=dt_ms, **params), seed=seed)
 
 
@@ -83,11 +83,26 @@ def _default(fn, name: str):
     return inspect.signature(fn).parameters[name].default
 
 
-def _check_params(fn, params: dict, model: str) -> None:
+def _check_params(fn, params: dict, model: str, seed, dt_ms) -> None:
+    """A `ConfigError` for a parameter ``fn`` does not take, or a value that its config key (``[model]``,
+    ``simulation.seed``, ``simulation.dt_ms``) does not allow: the Python API takes what a config file takes."""
+    from dtb.config import check_value
+
     known = [p for p in inspect.signature(fn).parameters if p not in ("con", "dt_ms")]
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise ConfigError(f"{model}: unknown parameter {', '.join(unknown)} (known: {', '.join(known)})")
+    check_value("simulation", "seed", seed, "seed")
+    check_value("simulation", "dt_ms", dt_ms, "dt_ms")
+    for key, value in params.items():
+        if isinstance(value, dict) and key in PER_REGION:
+            values = list(value.values())
+        elif key in PER_REGION and not isinstance(value, (str, bool)) and np.ndim(value) == 1:
+            values = list(value)
+        else:
+            values = [value]
+        for v in values:
+            check_value(model, key, v, f"{model}: {key}")
 
 
 @dataclasses.dataclass(frozen=True)

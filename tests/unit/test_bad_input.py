@@ -413,6 +413,24 @@ CASES = {
                           "a file path without spaces", None),
     "slurm --out a folder": (["slurm", "--nodes", "1", "--ntasks-per-node", "1", "--out", "/"],
                              "a file path without spaces", None),
+    "slurm on a million and one nodes": (["slurm", "--nodes", "1000001", "--ntasks-per-node", "1"],
+                                         "--nodes 1000001: must be >= 1 and <= 1,000,000", None),
+    "slurm with 5,000 tasks a node": (["slurm", "--nodes", "1", "--ntasks-per-node", "5000"],
+                                      "--ntasks-per-node 5000: must be >= 1 and <= 4,096", None),
+    # values the model cannot use, and resources (issue 17, round 3)
+    "more inputs than neurons": (RUN + ["--set", "wholebrain.n_neurons=1000", "--set", "wholebrain.in_degree=2000"],
+                                 "wholebrain.in_degree = 2,000 exceeds wholebrain.n_neurons = 1,000", None),
+    "a microcircuit without a layer": (RUN + ["--set", "model=pd14", "--set", "pd14.n_scale=1e-4"],
+                                       "pd14.n_scale = 0.0001 leaves L5E without a neuron: 0.00047 or more", None),
+    "records larger than the disk": (RUN + ["--set", "wholebrain.n_neurons=2000", "--set", "wholebrain.in_degree=10",
+                                            "--set", "simulation.t_ms=1e9", "--set", "recording.rate_bin_ms=0.1"],
+                                     "not enough disk for this run: its rates and state records need about", None),
+    "weights with a column of region numbers": (["connectome", "show", "w.csv"],
+                                                "shape (2, 3), expected a square one (regions x regions) (if its "
+                                                "first column holds region numbers",
+                                                setup_text("w.csv", "1,0,2\n2,2,0\n")),
+    "weights without a number": (["connectome", "show", "w.csv"], "w.csv: no numbers in the file",
+                                 setup_text("w.csv", "a,b\n")),
 }
 CASES["import under subject '.'"] = (["connectome", "import", "c.h5", "--subject", ".", "-o", "x.h5"],
                                      "subject '.'", setup_connectome())

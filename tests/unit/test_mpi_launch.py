@@ -231,6 +231,10 @@ def test_sonata_readers_read_a_many_rank_file_as_dtb_does(tmp_path, stitch):
             np.testing.assert_array_equal(ids[order], mine[0][want])
             np.testing.assert_array_equal(times[order], mine[1][want])
         keys.append(mine)
+        with open_run(path) as run:  # the digests cover what the file stores itself, and name what it does not
+            virtual = run.verify()["virtual"]
+        assert virtual == (["spikes/wholebrain/node_ids", "spikes/wholebrain/timestamps"]
+                           if path == two and stitch == "virtual" else [])
     for a, b in zip(*keys):  # the two files hold the same spikes (rank invariance, through every reader)
         np.testing.assert_array_equal(np.sort(a), np.sort(b))
 

@@ -110,7 +110,7 @@ def test_replay_size(tmp_path):
     np.testing.assert_array_equal(runs[0][2], runs[6000][2])
     assert np.isfinite(runs[6000][1][:, CALIB:]).all() and not np.array_equal(runs[0][1], runs[6000][1])
     with pytest.raises(ConfigError, match="validation.n_neurons: .* too small for 94 regions"):
-        assimilate(load_config(overrides=base + ["validation.n_neurons=100"]), tmp_path / "x.h5")
+        assimilate(load_config(overrides=base + ["validation.n_neurons=300"]), tmp_path / "x.h5")
     with pytest.warns(FutureWarning, match="validation.n_neurons"):
         assert load_config(overrides=["assimilation.replay_n_neurons=6000"]).validation.n_neurons == 6000
     assert not (tmp_path / "x.h5").exists()

@@ -166,7 +166,9 @@ def test_labelled_csv_header_and_column(tmp_path):
     (tmp_path / "w.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "w.tsv").write_text("\n".join(r.replace(",", "\t") for r in rows) + "\n")
     np.savetxt(tmp_path / "l.csv", ln, delimiter=",")
-    for name in ("w.csv", "w.tsv"):
+    # a spreadsheet in a locale with a decimal comma writes semicolons between cells
+    (tmp_path / "w.semi.csv").write_text("\n".join(r.replace(",", ";") for r in rows) + "\n")
+    for name in ("w.csv", "w.tsv", "w.semi.csv"):
         con, _ = _load(tmp_path / name, lengths=tmp_path / "l.csv")
         assert con.labels == labels and np.array_equal(con.sc, sc)
 
@@ -178,6 +180,8 @@ def test_labelled_csv_header_and_column(tmp_path):
     (lambda d: (d / "w.csv").write_text("1,2\n3\n"), {}, "rows of different lengths"),
     (lambda d: np.save(d / "w.npy", np.eye(3) + 1), dict(labels="two.txt"), "2 region labels for a 3 x 3"),
     (lambda d: scipy.io.savemat(d / "w.mat", dict(a=np.ones((3, 3)), b=np.ones((3, 3)))), {}, "several square"),
+    (lambda d: (d / "w.csv").write_text("1,0,2\n2,2,0\n"), {}, "if its first column holds region numbers"),
+    (lambda d: (d / "w.csv").write_text("a,b\n"), {}, "no numbers in the file"),
 ])
 def test_bad_matrix_files(tmp_path, write, kwargs, needle):
     write(tmp_path)
@@ -187,6 +191,14 @@ def test_bad_matrix_files(tmp_path, write, kwargs, needle):
     with pytest.raises(DataError) as err:
         load_connectome(src, **kwargs)
     assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("which", ["path", "lengths", "labels", "sizes"])
+def test_an_empty_file_name_is_refused(tmp_path, which):
+    np.save(tmp_path / "w.npy", _full()[0])
+    kwargs = {"path": tmp_path / "w.npy", "lengths": tmp_path / "w.npy", which: ""}
+    with pytest.raises(DataError, match=f"the {'connectome' if which == 'path' else which} path is empty"):
+        load_connectome(kwargs.pop("path"), **kwargs)
 
 
 def test_hdf5_without_waytotal(tmp_path):

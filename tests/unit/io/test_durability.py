@@ -547,10 +547,21 @@ def test_a_run_file_that_dtb_did_not_write_is_one_line(tmp_path, capsys, small_r
             f[name] = data[:-1]
         return change
 
+    def nested_summary(f):
+        del f["summary"]
+        f["summary"] = "[" * 100_000 + "]" * 100_000
+
+    def loop(f):
+        del f["config"]
+        f["config"] = h5py.SoftLink("/config")
+
     damages = [drop("network/populations/size"), drop("network/regions"), drop("spikes"), drop("bold"),
                drop("rates/population_hz"), attr("t_ms", "soon"), attr("t_ms", np.nan), attr("tr_ms", 0.0, "bold"),
                attr("tr_ms", np.nan, "bold"), attr("spike_population", "nobody"), summary_group,
-               reshape("network/populations/first_gid"), reshape("network/populations/region")]
+               reshape("network/populations/first_gid"), reshape("network/populations/region"),
+               attr("schema_version", 0), attr("schema_version", -1), attr("schema_version", "1"),
+               attr("dt_ms", 0.0), attr("tr_ms", -720.0, "bold"), attr("bin_ms", 0.0, "rates/population_hz"),
+               drop("config"), loop, nested_summary, lambda f: f["bold"].attrs.__delitem__("params")]
     for i, damage in enumerate(damages):
         run = tmp_path / f"run{i}.h5"
         shutil.copy(good, run)
@@ -562,6 +573,105 @@ def test_a_run_file_that_dtb_did_not_write_is_one_line(tmp_path, capsys, small_r
             err = capsys.readouterr().err
             assert status in (0, 2) and "Traceback" not in err, (i, argv, err)
             assert status == 0 or (err.count("\n") == 1 and err.startswith("dtb: error: ")), (i, argv, err)
+
+
+def test_open_run_reads_a_damaged_file_as_one_error(tmp_path, small_run):
+    """Every view of `open_run` on a file damaged in structure is a DataError (never a KeyError or a
+    RecursionError), and values damaged in place (a NaN or negative rate, a NaN BOLD) are found as they are read."""
+    from dtb.io.analysis import open_run
+
+    good = small_run("wholebrain.n_neurons=2000", "wholebrain.in_degree=20", "simulation.t_ms=3000",
+                     "recording.bold=true", "bold.tr_ms=100")[0]
+
+    def value(name, row, v):
+        def change(f):
+            data = f[name][row]
+            data[0] = v
+            f[name][row] = data
+        return change
+
+    damages = {"no config": lambda f: f.__delitem__("config"),
+               "no bin_ms": lambda f: f["rates/population_hz"].attrs.__delitem__("bin_ms"),
+               "no params": lambda f: f["bold"].attrs.__delitem__("params"),
+               "NaN rate": value("rates/population_hz", 7, np.nan),
+               "negative rate": value("rates/region_hz", 3, -1.0),
+               "NaN BOLD": value("bold", 2, np.nan)}
+    views = {"config": lambda r: r.config, "rates": lambda r: r.rates.values,
+             "region_rates": lambda r: r.region_rates.values, "bold": lambda r: r.bold.values,
+             "state": lambda r: r.state, "spikes": lambda r: r.spikes.node_ids.compute()}
+    for what, damage in damages.items():
+        run = tmp_path / "run.h5"
+        shutil.copy(good, run)
+        with h5py.File(run, "r+") as f:
+            damage(f)
+        failed = []
+        try:
+            r = open_run(run)
+        except DataError:
+            continue
+        with r:
+            for view, read in views.items():
+                try:
+                    read(r)
+                except DataError as err:
+                    assert str(run) in str(err) and "\n" not in str(err)
+                    failed.append(view)
+        assert failed, what
+        if what.startswith(("NaN", "negative")):
+            assert failed == [{"NaN rate": "rates", "negative rate": "region_rates", "NaN BOLD": "bold"}[what]]
+
+
+def test_a_finished_run_file_carries_digests_that_find_a_flipped_byte(tmp_path, capsys, small_run):
+    """`dtb inspect --verify` reads every dataset against the sha256 stored at finish: the file as written
+    passes; one byte flipped on disk (under HDF5, as bit rot would), a dataset removed, or a root attribute
+    changed, is one line naming what differs."""
+    from dtb.io.analysis import open_run
+
+    good = small_run("wholebrain.n_neurons=2000", "wholebrain.in_degree=20", "simulation.t_ms=3000",
+                     "recording.bold=true", "bold.tr_ms=100")[0]
+    assert cli.main(["inspect", "--verify", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "match their sha256" in out and "not covered" not in out
+    with open_run(good) as r:
+        checked = r.verify()
+    assert checked["datasets"] >= 15 and checked["virtual"] == [] and checked["bytes"] > 0
+
+    def flip(name):
+        def change(path):
+            with h5py.File(path) as f:
+                ds = f[name]
+                at = ds.id.get_chunk_info(0).byte_offset if ds.chunks else ds.id.get_offset()
+            with open(path, "r+b") as raw:
+                raw.seek(at + 3)
+                byte = raw.read(1)
+                raw.seek(at + 3)
+                raw.write(bytes([byte[0] ^ 0x10]))
+        return change
+
+    def h5(edit):
+        def change(path):
+            with h5py.File(path, "r+") as f:
+                edit(f)
+        return change
+
+    damages = {"/spikes/wholebrain/timestamps": flip("spikes/wholebrain/timestamps"),
+               "/rates/population_hz": flip("rates/population_hz"), "/bold": flip("bold"),
+               "removed": h5(lambda f: f.__delitem__("partition/ranks")),
+               "root attributes": h5(lambda f: f.attrs.__setitem__("seed", 2))}
+    for what, damage in damages.items():
+        run = tmp_path / "run.h5"
+        shutil.copy(good, run)
+        damage(run)
+        assert cli.main(["inspect", "--verify", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and what in err and "damaged" in err, (what, err)
+    # a checkpoint carries no digests (its own sha256 is checked on resume): said so
+    partial = tmp_path / "run.h5.partial"
+    shutil.copy(good, partial)
+    with h5py.File(partial, "r+") as f:
+        del f["digests"]
+    assert cli.main(["inspect", "--verify", str(partial)]) == 2
+    assert "no /digests" in capsys.readouterr().err
 
 
 def test_a_compressed_bomb_in_a_tvb_zip_is_refused_unpacking(tmp_path, monkeypatch):
