@@ -130,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
                            help="conduction velocity for the delays (default 5, wholebrain's)")
             c.add_argument("--json", action="store_true", help="machine-readable output")
         else:
-            c.add_argument("-o", "--out", required=True, help="HDF5 file to write")
+            c.add_argument("-o", "--out", required=True, help="HDF5 file to write (*.h5)")
             c.add_argument("--overwrite", action="store_true", help="replace an existing file")
         c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
@@ -326,7 +326,10 @@ def _run(args) -> int:
         cfg = load_config(args.config, overrides, text=None if args.config else ckpt.config_toml)
         summary = driver.run(cfg, out, resume=True, inputs=[args.config])
     summary["path"] = str(out)
-    print(format_summary(summary))
+    from dtb.context import launcher_rank
+
+    if launcher_rank() == 0:  # every rank holds the summary; one prints it
+        print(format_summary(summary))
     return 0
 
 
@@ -354,7 +357,10 @@ def _assimilate(args) -> int:
         summary = assimilate(cfg, out, data=cfg.wholebrain.connectome, subject=cfg.wholebrain.subject, resume=True,
                              inputs=[args.config])
     summary["path"] = str(out)
-    print(json.dumps(summary, indent=1) if args.json else format_assimilation(summary))
+    from dtb.context import launcher_rank
+
+    if launcher_rank() == 0:
+        print(json.dumps(summary, indent=1) if args.json else format_assimilation(summary))
     return 0
 
 
@@ -373,7 +379,7 @@ def _inspect(args) -> int:
     if args.verify:
         v = facts["verified"]
         text += (f"\nverified   {v['datasets']} datasets ({v['bytes'] / 2**20:.1f} MiB) match their sha256"
-                 + (f"; not covered: {len(v['virtual'])} virtual datasets (in <run>.parts)" if v["virtual"] else ""))
+                 + (f", {len(v['virtual'])} of them virtual, read from <run>.parts" if v["virtual"] else ""))
     print(text)
     return 0
 
@@ -522,25 +528,30 @@ def _partition(args) -> int:
 
 
 def _connectome(args) -> int:
-    from dtb.connectome.connectome import load_connectome, save_connectome, summarize
+    from dtb.connectome.connectome import check_subject_id, load_connectome, save_connectome, summarize
     from dtb.errors import ConfigError
 
     if args.subject is not None and not args.subject.strip():
         raise ConfigError("--subject '': give a subject id, or leave --subject out")
-    con = load_connectome(args.source, args.subject or "101309", lengths=args.lengths, labels=args.labels,
-                          sizes=args.sizes, sc_rows=args.sc_rows)
-    if args.action == "import":
+    if args.action == "import":  # what is wrong with the output is said before the input is read
         from dtb.io.runfile import check_output
 
         out = check_output(args.out, args.overwrite,
                            inputs=[p for p in (args.source, args.lengths, args.labels, args.sizes) if p])
+        if out.suffix.lower() not in (".h5", ".hdf5", ".hdf"):
+            raise ConfigError(f"-o {str(args.out)!r}: an imported connectome is an HDF5 file: name it *.h5")
+        if args.subject is not None:
+            check_subject_id(args.subject)
+    elif not (args.velocity_m_s > 0 and args.velocity_m_s < 1e4):
+        raise ConfigError(f"--velocity-m-s {args.velocity_m_s}: must be > 0 and < 10000")
+    con = load_connectome(args.source, args.subject or "101309", lengths=args.lengths, labels=args.labels,
+                          sizes=args.sizes, sc_rows=args.sc_rows)
+    if args.action == "import":
         save_connectome(con, out, args.subject)
         print(f"{out}: {con.n_regions} regions, subject {args.subject or con.subject} "
               f"(run it: dtb run --set wholebrain.connectome={out} --set wholebrain.subject="
               f"{args.subject or con.subject})")
         return 0
-    if not (args.velocity_m_s > 0 and args.velocity_m_s < 1e4):
-        raise ConfigError(f"--velocity-m-s {args.velocity_m_s}: must be > 0 and < 10000")
     q = summarize(con, args.velocity_m_s)
     if args.json:
         print(json.dumps(q, indent=1))

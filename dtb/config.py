@@ -8,6 +8,7 @@ one-line description; `describe()` renders them for the README and ``dtb run
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,6 +389,10 @@ def _coerce(name: str, value: Any, f: dataclasses.Field, base_dir: Path | None =
         ok = isinstance(value, str)
     if ok and meta.get("choices") is not None:
         ok = value in meta["choices"]
+    if ok and kind is float and 0 < abs(value) < sys.float_info.min:
+        # a subnormal passes "> 0" but loses its digits and overflows what divides by it (1 / 1e-320 = inf)
+        raise ConfigError(f"{name} = {value!r}: below the smallest normal float ({sys.float_info.min:.1e}); "
+                          f"must be {_allowed(meta, kind)}")
     if ok and kind in (int, float):
         ok = ((meta.get("gt") is None or value > meta["gt"]) and (meta.get("ge") is None or value >= meta["ge"])
               and (meta.get("lt") is None or value < meta["lt"]) and (meta.get("le") is None or value <= meta["le"]))
@@ -477,7 +482,7 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     key = key.strip()
     try:
         doc = tomllib.loads(f"v = {text.strip()}")
-    except ValueError:  # TOMLDecodeError, or an integer of over 4,300 digits
+    except (ValueError, RecursionError):  # TOMLDecodeError, an integer of over 4,300 digits, deep nesting
         doc = {"v": text.strip()}  # a bare word is a string: --set model=pd14
         if not doc["v"].isprintable():
             raise ConfigError(f"--set {item[:200]!r}: a bare value may not hold control characters (quote it as "
@@ -526,7 +531,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if text is not None:
         try:
             raw = tomllib.loads(text)
-        except ValueError as err:  # TOMLDecodeError, or an integer of over 4,300 digits
+        except (ValueError, RecursionError) as err:  # TOMLDecodeError, a 4,300-digit integer, deep nesting
             raise ConfigError(f"stored config is not valid TOML: {err}") from None
         where = "stored config"
     elif path is not None:
@@ -538,7 +543,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
                 raise ConfigError(f"config file {str(path)!r} is {path.stat().st_size:,} bytes: not a dtb config "
                                   f"(at most {MAX_CONFIG_BYTES:,})")
-            content = path.read_text()
+            content = path.read_text(encoding="utf-8-sig")  # TOML is UTF-8; a spreadsheet's BOM is dropped
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
         except UnicodeDecodeError as err:
@@ -548,7 +553,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"config file {str(path)[:200]!r} cannot be read ({why})") from None
         try:
             raw = tomllib.loads(content)
-        except ValueError as err:  # TOMLDecodeError, or an integer of over 4,300 digits
+        except (ValueError, RecursionError) as err:  # TOMLDecodeError, a 4,300-digit integer, deep nesting
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
         where = str(path)
     values: dict[str, Any] = {}  # "section.key" -> value

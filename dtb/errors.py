@@ -1,5 +1,8 @@
 """The DTBError hierarchy: errors meant for people, one line each."""
 
+import contextlib
+import warnings
+
 
 class DTBError(Exception):
     """Base class of every error dtb raises on purpose.
@@ -26,3 +29,14 @@ class WriteError(ResourceError):
 
 class UsageError(DTBError, TypeError):
     """The Python API was called wrongly: a method out of order, an argument of the wrong kind."""
+
+
+@contextlib.contextmanager
+def deferred_warnings():
+    """Warnings raised inside, given only when it ends without an error: a bad input gets its one error line, not
+    the warnings found on the way to it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

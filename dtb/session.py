@@ -210,13 +210,16 @@ class Session:
                  config=None, kind: str = "run", what: str = "this run", inputs=(), stitch: str = "copy",
                  digests=()):
         self.recipe, net_seed = as_recipe(network)
-        self.seed = int(net_seed if seed is None else seed)
+        self.seed = int(net_seed if seed is None else check_value("simulation", "seed", seed, "simulation.seed"))
         self.dt_ms = self.recipe.dt_ms
         self.out = output_path(out) if out is not None else None
         self.backend_name = check_value("simulation", "backend", backend, "simulation.backend") \
             if isinstance(backend, str) else backend
         self.ctx = ctx
-        self.overwrite, self.resume = overwrite, resume
+        for key, value in dict(overwrite=overwrite, resume=resume).items():
+            if not isinstance(value, (bool, np.bool_)):
+                raise UsageError(f"Session: {key} = {value!r}: must be True or False")
+        self.overwrite, self.resume = bool(overwrite), bool(resume)
         # the same values a config file may give these keys
         self.options = {key: check_value("simulation", key, value, f"simulation.{key}") for key, value in dict(
             partition=partition, exchange=exchange, ranks_per_node=ranks_per_node, dry_run_ranks=dry_run_ranks,
@@ -282,12 +285,19 @@ class Session:
             set ``bold_params`` ('dtb' or 'friston2003') and efficacy ``bold_eps`` (0: the set's).
         """
         self._before_prepare("record")
+        for name, flag in dict(rates=rates, bold=bold).items():
+            if not isinstance(flag, (bool, np.bool_)):
+                raise UsageError(f"Session.record: {name} = {flag!r}: must be True or False")
+        if not (isinstance(bold_eps, (int, float, np.integer, np.floating)) and math.isfinite(bold_eps)
+                and bold_eps >= 0) or isinstance(bold_eps, bool):
+            raise ConfigError(f"Session.record: bold_eps = {bold_eps!r}: must be a finite number >= 0")
         if spikes is True:
             self.spikes_of = list(range(len(self.recipe.populations)))
         elif spikes is False or spikes is None:
             self.spikes_of = []
         else:
-            self.spikes_of = sorted({i for s in spikes for i in self._populations_of(s)})
+            many = isinstance(spikes, (list, tuple, set))
+            self.spikes_of = sorted({i for s in (spikes if many else [spikes]) for i in self._populations_of(s)})
         if rate_bin_ms is not None:
             steps_of("recording.rate_bin_ms", rate_bin_ms, self.dt_ms)
             self.rate_bin_ms = float(rate_bin_ms)
@@ -313,7 +323,9 @@ class Session:
         Stimuli add up where they overlap.
         """
         self._before_prepare("stimulate")
-        if not (math.isfinite(amplitude) and 0 <= start_ms < stop_ms):
+        numbers = (amplitude, start_ms, stop_ms)
+        if not all(isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) for x in numbers) \
+                or not (math.isfinite(amplitude) and 0 <= start_ms < stop_ms):
             raise ConfigError(f"stimulus: need a finite amplitude and 0 <= start_ms < stop_ms "
                               f"(got {amplitude!r}, {start_ms!r}, {stop_ms!r})")
         for t in (start_ms, stop_ms):
@@ -346,7 +358,10 @@ class Session:
         if isinstance(who, str):
             offsets = self.recipe.offsets
             return np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in self._populations_of(who, what)])
-        gids = np.unique(np.asarray(who, dtype=np.int64))
+        raw = np.asarray(who) if isinstance(who, (list, tuple, np.ndarray, range)) else np.empty(0, np.float64)
+        if raw.dtype.kind not in "iu":  # a float would be truncated, a bool read as 0 and 1
+            raise ConfigError(f"{what}: neurons must be a population, its name, or integer gids (got {who!r:.80})")
+        gids = np.unique(raw.astype(np.int64))
         if gids.size == 0 or gids[0] < 0 or gids[-1] >= self.recipe.n_neurons:
             raise ConfigError(f"{what}: neurons must be gids in [0, {self.recipe.n_neurons})")
         return gids
@@ -557,7 +572,8 @@ class Session:
 
         ``sinks`` get every epoch's local spikes besides the recording (`dtb.simulation.SpikeSink`).
         """
-        self.run_steps(steps_of("t_ms", t_ms, self.dt_ms), sinks, on_progress)
+        t_ms = check_value("simulation", "t_ms", t_ms, "Session.run: t_ms")  # the bounds of simulation.t_ms
+        self.run_steps(steps_of("Session.run: t_ms", t_ms, self.dt_ms), sinks, on_progress)
 
     def run_steps(self, n_steps: int, sinks=(), on_progress=None) -> None:
         """Collective: `run` by a number of steps (0 does nothing)."""

@@ -23,9 +23,18 @@ def srun_mpi_flavour(library: str) -> str:
 
 #: Slurm's time formats: minutes, minutes:seconds, hours:minutes:seconds, days-hours[:minutes[:seconds]]
 _TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d+(:\d{1,2}){0,2}")
+
 _NAME = re.compile(r"[A-Za-z0-9._+-]{1,128}")
 _MEM = re.compile(r"\d+[KMGT]?")
 _OPTION = re.compile(r"--[a-z][a-z-]*(=[A-Za-z0-9._+,:=-]+)?")
+
+
+def _time_fields_in_range(time: str) -> bool:
+    """Whether each field after the first of a time limit is in range: minutes and seconds under 60, the hours
+    after days under 24 (``99:99:99`` matches the pattern but is no time)."""
+    days, _, clock = time.rpartition("-")
+    fields = [int(x) for x in clock.split(":")]
+    return all(x < 60 for x in fields[1:]) and (not days or fields[0] < 24)
 
 
 #: bounds of a job: Slurm's own (nodes in a job; tasks, CPUs and GPUs on one node), and the ranks dtb partitions
@@ -78,7 +87,7 @@ def render(*, nodes: int, ntasks_per_node: int, time: str, out: str | Path, conf
     if nodes * ntasks_per_node > MAX_RANKS:
         raise ConfigError(f"--nodes {nodes} x --ntasks-per-node {ntasks_per_node} = {nodes * ntasks_per_node:,} "
                           f"ranks: dtb runs at most {MAX_RANKS:,}")
-    if not _TIME.fullmatch(time):
+    if not _TIME.fullmatch(time) or not _time_fields_in_range(time):
         raise ConfigError(f"--time {time!r}: a Slurm time limit, minutes or [days-]hours:minutes[:seconds] "
                           "(e.g. 90, 02:00:00, 1-12:00:00)")
     for name, value in (("--job-name", job_name), ("--partition", partition), ("--account", account)):
@@ -89,9 +98,11 @@ def render(*, nodes: int, ntasks_per_node: int, time: str, out: str | Path, conf
         from dtb.context import mpi_library as installed
 
         mpi_library = installed()
-    if not Path(out).name or re.search(r"[\x00-\x20\x7f\"'\\]", str(out)):
-        # the log's name goes into an #SBATCH line, which Slurm does not parse as a shell would
-        raise ConfigError(f"--out {str(out)!r}: a file path without spaces, quotes, backslashes or control characters")
+    if not Path(out).name or re.search(r"[\x00-\x20\x7f\"'\\]", str(Path(out).resolve())):
+        # the log's name, made absolute (the working folder's name too), goes into an #SBATCH line, which Slurm does
+        # not parse as a shell would
+        raise ConfigError(f"--out {str(Path(out).resolve())!r}: a file path without spaces, quotes, backslashes or "
+                          "control characters (the working folder's name included)")
     out = Path(out).resolve()
     args = ([str(Path(config).resolve())] if config else []) + \
         [x for o in overrides for x in ("--set", o)] + \

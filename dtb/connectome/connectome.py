@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -9,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from dtb.errors import DataError
+from dtb.errors import DataError, deferred_warnings
 from dtb.io.hdf5 import check_input_file, open_data_file, read_labels, read_numbers
 
 
@@ -103,6 +106,10 @@ def list_subjects(path: str | Path) -> list[str]:
         return sorted(f["subjects"].keys()) if "subjects" in f else []
 
 
+#: the largest ratio of two regions' sizes (beyond it the smallest region of a 1e12-neuron brain gets no neuron)
+MAX_SIZE_RATIO = 1e12
+
+
 def load_connectome(path: str | Path | None = None, subject: str = "101309", *, lengths: str | Path | None = None,
                     labels: str | Path | None = None, sizes: str | Path | None = None,
                     sc_rows: str = "targets") -> Connectome:
@@ -146,11 +153,19 @@ def load_connectome(path: str | Path | None = None, subject: str = "101309", *, 
         Regions without long-range input (they get local input only); region sizes that are not in the file
         (uniform); fibre lengths taken from the distance of the region centres.
     """
+    with deferred_warnings():  # a bad input gets its one error line, not the warnings found before it
+        return _read_connectome(path, subject, lengths, labels, sizes, sc_rows)
+
+
+def _read_connectome(path, subject: str, lengths, labels, sizes, sc_rows: str) -> Connectome:
+    """`load_connectome`, its warnings given as they arise."""
     from dtb.connectome import formats
 
     if sc_rows not in SC_ROWS:
         raise DataError(f"sc_rows = {sc_rows!r}: must be one of {', '.join(SC_ROWS)}")
     for what, value in dict(connectome=path, lengths=lengths, labels=labels, sizes=sizes).items():
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise DataError(f"the {what} path {value!r}: must be a file name (a str or a path)")
         if value is not None and str(value) == "":  # Path("") would be the working directory
             raise DataError(f"the {what} path is empty")
     path = Path(path) if path is not None else bundled_connectome_path()
@@ -210,8 +225,6 @@ MIN_LEN_MM = 1e-3
 def _validated(labels, data: dict, sizes, subject: str, name: str, where: str, keys: dict) -> Connectome:
     """A `Connectome` from read arrays (``sc``, ``len_mm`` or ``centres``, ``size`` or None, ``waytotal`` or None),
     every check made; ``keys`` names the file's datasets in messages."""
-    import warnings
-
     from dtb.connectome import formats
 
     sc = data["sc"]
@@ -227,6 +240,10 @@ def _validated(labels, data: dict, sizes, subject: str, name: str, where: str, k
     odd = next((lab for lab in labels if not lab or any(ord(c) < 32 or ord(c) == 127 for c in lab)), None)
     if odd is not None:
         raise DataError(f"{name}: region label {odd!r} is empty or holds a control character (a NUL, a tab)")
+    fraction = next((lab for lab in labels if formats.is_number(lab) and math.isfinite(formats.text_float(lab))
+                     and not formats.text_float(lab).is_integer()), None)
+    if fraction is not None:  # a row of values taken for names; integer labels (region indices) are fine
+        raise DataError(f"{name}: region label {fraction!r} is a fraction, not a name or an integer index")
     if len(set(labels)) != n:
         dup = next(lab for lab in labels if labels.count(lab) > 1)
         raise DataError(f"{name}: {'/labels names' if keys else 'the region labels name'} region {dup!r} twice")
@@ -270,6 +287,10 @@ def _validated(labels, data: dict, sizes, subject: str, name: str, where: str, k
     if np.any(size == 0):
         label = f"{where}/{keys.get('size', 'size')}" if keys else f"{where}: size"
         raise DataError(f"{label}: region {labels[int(np.argmax(size == 0))]!r} is empty (size 0)")
+    if size.size and float(size.max()) > MAX_SIZE_RATIO * float(size.min()):
+        label = f"{where}/{keys.get('size', 'size')}" if keys else f"{where}: size"
+        raise DataError(f"{label}: region sizes from {float(size.min()):.3g} to {float(size.max()):.3g} span a ratio "
+                        f"over {MAX_SIZE_RATIO:.0e}: no network of up to 1e12 neurons gives the smallest region one")
     off = sc - np.diag(np.diag(sc))
     bad = (off > 0) & (len_mm <= 0)
     if np.any(bad) and data.get("centres") is not None and data["centres"].shape == (n, 3):
@@ -367,6 +388,13 @@ def summarize(con: Connectome, conduction_velocity_m_s: float = 5.0) -> dict:
     return out
 
 
+def check_subject_id(subject: str) -> str:
+    """``subject``, or a `DataError` unless it can name an HDF5 group of its own."""
+    if subject in (".", "..") or not subject.strip() or "/" in subject or not subject.isprintable():
+        raise DataError(f"subject {subject!r}: not a usable subject id (no '/', control characters, '.' or '..')")
+    return subject
+
+
 def save_connectome(con: Connectome, path: str | Path, subject: str | None = None) -> Path:
     """Write ``con`` as dtb's connectome HDF5 (what `load_connectome` reads), atomically.
 
@@ -385,9 +413,7 @@ def save_connectome(con: Connectome, path: str | Path, subject: str | None = Non
     from dtb.io.runfile import write_replacing
 
     path = Path(path)
-    subject = str(subject or con.subject)
-    if subject in (".", "..") or not subject.strip() or "/" in subject or not subject.isprintable():
-        raise DataError(f"subject {subject!r}: not a usable subject id (no '/', control characters, '.' or '..')")
+    subject = check_subject_id(str(subject or con.subject))
     whole = bool(np.all(con.nvoxel == np.round(con.nvoxel)))
 
     def write(tmp: Path) -> None:

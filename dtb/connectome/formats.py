@@ -46,7 +46,7 @@ def read_labels(path: Path) -> list[str]:
     """Region names from a text file: one per line, or a lookup table (``index name [r g b a]``, as FreeSurfer's
     and MRtrix3's); blank lines and ``#`` comments are skipped."""
     check_input_file(path, "labels file")
-    lines = [ln.strip() for ln in _text(path.read_bytes(), path).splitlines()]
+    lines = [ln.strip() for ln in _text(_text_bytes(path, "labels"), path).splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith("#")]
     split = [ln.split() for ln in lines]
     if lines and all(len(s) >= 2 and s[0].isdigit() for s in split):
@@ -63,7 +63,7 @@ def read_sizes(path: Path, labels: list[str]) -> np.ndarray:
     ndarray, shape (R,), float64
     """
     check_input_file(path, "sizes file")
-    rows = [ln.strip() for ln in _text(path.read_bytes(), path).splitlines()]
+    rows = [ln.strip() for ln in _text(_text_bytes(path, "sizes"), path).splitlines()]
     rows = [ln for ln in rows if ln and not ln.startswith("#")]
     cells = [[c.strip() for c in ln.replace("\t", ",").split(",")] if ("," in ln or "\t" in ln) else ln.split()
              for ln in rows]
@@ -103,7 +103,7 @@ def mirror_triangular(m: np.ndarray) -> tuple[np.ndarray, bool]:
 def _read_tvb(path: Path) -> tuple[list[str] | None, dict]:
     """A TVB connectivity: ``weights``, ``tract_lengths``, ``centres`` (``label x y z`` rows), ``areas``,
     ``region_labels``; each file may be compressed (``.bz2``, ``.gz``), and may sit in a subfolder of the zip."""
-    files = _tvb_files(path)
+    files, names = _tvb_files(path)
 
     def find(*prefixes):
         for prefix in prefixes:
@@ -114,7 +114,7 @@ def _read_tvb(path: Path) -> tuple[list[str] | None, dict]:
 
     weights = find("weights")
     if weights is None:
-        raise DataError(f"{path}: not a TVB connectivity (no weights.txt; has: {', '.join(sorted(files)) or 'nothing'})")
+        raise DataError(f"{path}: not a TVB connectivity (no weights.txt; has: {', '.join(sorted(names)[:20]) or 'nothing'})")
     sc = _parse_matrix(files[weights], f"{path}:{weights}")[0]
     data = dict(sc=sc, len_mm=None, centres=None, size=None)
     labels = None
@@ -147,17 +147,33 @@ def _read_tvb(path: Path) -> tuple[list[str] | None, dict]:
     return labels, data
 
 
-def _tvb_files(path: Path) -> dict[str, bytes]:
-    """Name (without a compression suffix) -> bytes of every file of a TVB zip or folder."""
+#: how the names of the files of a TVB connectivity that dtb reads begin (others in its zip or folder are not read)
+TVB_MEMBERS = ("weights", "tract", "centres", "centers", "region_labels", "areas")
+
+
+def _tvb_files(path: Path) -> tuple[dict[str, bytes], list[str]]:
+    """Name (without a compression suffix) -> bytes of each file of a TVB zip or folder that dtb reads
+    (`TVB_MEMBERS`), and the names of all its files."""
     raw = {}
+
+    def wanted(name: str) -> bool:
+        return name.lower().startswith(TVB_MEMBERS)
+
     if path.is_dir():
-        for p in sorted(path.iterdir()):
-            if p.is_file():
-                raw[p.name] = p.read_bytes()
+        members = [p for p in sorted(path.iterdir()) if p.is_file()]
+        names = [p.name for p in members]
+        members = [p for p in members if wanted(p.name)]
+        if sum(p.stat().st_size for p in members) > MAX_UNPACKED_BYTES:
+            raise DataError(f"{path}: its TVB files hold more than {MAX_UNPACKED_BYTES / 2**30:g} GiB: not a "
+                            "connectivity")
+        for p in members:
+            raw[p.name] = p.read_bytes()
     else:
         try:
             with zipfile.ZipFile(path) as z:
                 infos = [i for i in z.infolist() if not i.is_dir() and not PurePosixPath(i.filename).name.startswith(".")]
+                names = [PurePosixPath(i.filename).name for i in infos]
+                infos = [i for i in infos if wanted(PurePosixPath(i.filename).name)]
                 if sum(i.file_size for i in infos) > MAX_UNPACKED_BYTES:
                     raise DataError(f"{path}: unpacks to more than {MAX_UNPACKED_BYTES / 2**30:g} GiB: not a connectivity")
                 seen = {}
@@ -182,7 +198,7 @@ def _tvb_files(path: Path) -> dict[str, bytes]:
         if name in files:
             raise DataError(f"{path}: holds {name} twice (plain and compressed): one connectivity per zip or folder")
         files[name] = blob
-    return files
+    return files, names
 
 
 def _decompressed(decompressor, blob: bytes, where: str) -> bytes:
@@ -200,7 +216,11 @@ def _read_matrix(path: Path, what: str) -> tuple[np.ndarray, list[str] | None, d
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:
-            arr = np.load(path, allow_pickle=False)
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)  # its shape known before its data is read
+            if arr.size > MAX_DENSE_CELLS:
+                raise DataError(f"{what} file {str(path)!r} holds an array of shape {arr.shape}: too large for a "
+                                f"connectome (at most {MAX_DENSE_CELLS:,} cells)")
+            arr = np.array(arr)
         except (ValueError, OSError, EOFError) as err:
             raise DataError(f"{what} file {str(path)!r} is not a readable .npy array ({err})") from None
         if arr.dtype.kind not in "iuf":
@@ -208,7 +228,15 @@ def _read_matrix(path: Path, what: str) -> tuple[np.ndarray, list[str] | None, d
         return _square(arr.astype(np.float64), path), None, {}
     if suffix == ".mat":
         return _read_mat(path, what)
-    return _parse_matrix(path.read_bytes(), str(path)) + ({},)
+    return _parse_matrix(_text_bytes(path, what), str(path)) + ({},)
+
+
+def _text_bytes(path: Path, what: str) -> bytes:
+    """The bytes of a text input, refused from its size beyond `MAX_UNPACKED_BYTES` (it is read whole)."""
+    if path.stat().st_size > MAX_UNPACKED_BYTES:
+        raise DataError(f"{what} file {str(path)!r} is {path.stat().st_size / 2**30:.3g} GiB: too large for a "
+                        f"connectome's text (at most {MAX_UNPACKED_BYTES / 2**30:g} GiB)")
+    return path.read_bytes()
 
 
 def _read_mat(path: Path, what: str) -> tuple[np.ndarray, list[str] | None, dict]:
@@ -250,7 +278,7 @@ def _read_mat(path: Path, what: str) -> tuple[np.ndarray, list[str] | None, dict
         elif names.dtype.kind == "U":
             labels = [str(s).strip() for s in names.ravel()]
         elif names.dtype == object:
-            labels = [str(np.asarray(s).ravel()[0]).strip() for s in names.ravel()]
+            labels = [str(np.asarray(s).ravel()[0]).strip() if np.asarray(s).size else "" for s in names.ravel()]
     return _square(square[key].astype(np.float64), path), labels, {}
 
 

@@ -94,10 +94,15 @@ def wholebrain_recipe(con: Connectome, *, dt_ms: float = 0.1, n_neurons: int = 1
         # a share of 1/m + 1 neurons (m the smaller fraction) floors to 1/m, which rounds to both kinds: every
         # size from `need` on works (some smaller ones do by the luck of rounding, so it is no minimum)
         m = min(e_fraction, 1 - e_fraction)
-        need = int(np.ceil(con.nvoxel.sum() / con.nvoxel.min() * (1 / m + 1)))
+        with np.errstate(over="ignore"):
+            need = float(con.nvoxel.sum()) / float(con.nvoxel.min()) * (1 / m + 1)
+        kind = "E" if n_e.min() < 1 else "I"
+        if not need <= 1e12:  # sizes that span more than the neurons dtb builds (or overflow a float)
+            raise ConfigError(f"wholebrain.n_neurons = {n_neurons}: the smallest region gets no {kind} neuron, and "
+                              "would at no size up to 1e12: its region sizes span a ratio of "
+                              f"{float(con.nvoxel.max()) / float(con.nvoxel.min()):.3g}")
         raise ConfigError(f"wholebrain.n_neurons = {n_neurons}: too small for {n_reg} regions "
-                          f"(smallest region gets no {'E' if n_e.min() < 1 else 'I'} neuron); {need:,} or more "
-                          "always works")
+                          f"(smallest region gets no {kind} neuron); {int(np.ceil(need)):,} or more always works")
     pops = []
     for r, label in enumerate(con.labels):
         neuron = LifCond(ou_mu=float(per_region["bg_mu_mv_ms"][r]), ou_sigma=float(per_region["bg_sigma_mv_ms"][r]),

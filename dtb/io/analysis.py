@@ -165,8 +165,12 @@ class Run:
 
         g = self._spike_ds
         chunks = (max(1, min(self.chunk_spikes, self.n_spikes)),)
-        return Spikes(times_ms=da.from_array(g["timestamps"], chunks=chunks),
-                      node_ids=da.from_array(g["node_ids"], chunks=chunks), sorting=self._spike_sorting)
+        where = f"/spikes/{self.file.attrs['spike_population']}"
+        times = self._checked(da.from_array(g["timestamps"], chunks=chunks), where, "a time outside 0 to "
+                              f"{self.t_ms:g} ms", 0.0, self.t_ms * (1 + 1e-12))
+        ids = self._checked(da.from_array(g["node_ids"], chunks=chunks), where, "a node id outside the "
+                            f"{self.n_neurons:,} neurons", 0, self.n_neurons - 1)
+        return Spikes(times_ms=times, node_ids=ids, sorting=self._spike_sorting)
 
     def spike_blocks(self):
         """Yield the spikes as numpy blocks ``(times_ms float64, node_ids int64)`` of at most ``chunk_spikes``."""
@@ -182,11 +186,11 @@ class Run:
                                 "damaged")
             yield times, ids
 
-    def _checked(self, data, where: str, what: str, low: float):
-        """``data`` (a dask array) whose blocks, as they are read, raise a `DataError` for a value below ``low``
-        or not finite (a value damaged in place: checked at no extra read)."""
+    def _checked(self, data, where: str, what: str, low: float, high: float = np.inf):
+        """``data`` (a dask array) whose blocks, as they are read, raise a `DataError` for a value outside
+        ``low`` to ``high`` or not finite (a value damaged in place: checked at no extra read)."""
         def check(block):
-            if not np.all(np.isfinite(block) & (block >= low)):
+            if not np.all(np.isfinite(block) & (block >= low) & (block <= high)):
                 raise DataError(f"{str(self.path)!r}: {where} holds {what}: the file is damaged")
             return block
 

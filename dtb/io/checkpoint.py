@@ -21,7 +21,7 @@ import numpy as np
 from dtb.config import Config
 from dtb.errors import ConfigError, DataError, ResourceError
 from dtb.io.runfile import (arrays_digest, checked_write, checkpoint_content, checkpoint_digest, fsync_path,
-                            partial_path)
+                            partial_path, RunLock)
 
 #: keys a resumed run may change: they do not change the network or what is recorded
 RESUMABLE_CHANGES = ("simulation.t_ms", "simulation.threads", "simulation.checkpoint_ms", "recording.progress",
@@ -110,14 +110,28 @@ def resume_target(path: str | Path) -> Path:
     return path.with_name(path.name[: -len(".partial")]) if path.name.endswith(".partial") else path
 
 
+def _has_summary(path: Path) -> bool:
+    """Whether the HDF5 file ``path`` has a run's /summary (a connectome file has none)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return "summary" in f
+    except OSError:
+        return False
+
+
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """The last checkpoint of the unfinished run ``path`` (a `DataError` if there is none)."""
     final = resume_target(path)
     if final.exists():
-        if not (final.is_file() and h5py.is_hdf5(final)):  # a config given where the run belongs
+        holder = RunLock(final).holder()
+        if holder is not None:
+            raise ResourceError(f"{str(final)!r} is being written by {holder}: one writer at a time (wait for it)")
+        if not (final.is_file() and h5py.is_hdf5(final) and _has_summary(final)):  # a config or a connectome
             raise DataError(f"--resume {str(final)!r}: not a run file (--resume takes the run's path: dtb run "
                             "[CONFIG] --resume RUN)")
-        raise ResourceError(f"{str(final)!r} is a finished run: nothing to resume")
+        if not partial_path(final).exists():
+            raise ResourceError(f"{str(final)!r} is a finished run: nothing to resume")
+        # else an --overwrite of it stopped after a checkpoint: resume that; the old run stays until it commits
     partial = partial_path(final)
     if not partial.exists():
         raise DataError(f"no checkpoint to resume: {str(partial)!r} does not exist (checkpoints are written when "

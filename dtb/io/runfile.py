@@ -15,6 +15,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -168,8 +169,15 @@ def dataset_digest(ds: h5py.Dataset) -> str:
 
 
 def _attrs_digest(f: h5py.File) -> str:
-    values = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+    """sha256 of the file's layout: every group and dataset (but `DIGESTS`) by name and kind, with its attributes
+    (a ``bin_ms`` or ``units`` changes what the values mean)."""
+    def plain(attrs) -> dict:
+        return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in attrs.items()}
+
+    layout = {"/": ["group", plain(f.attrs)]}
+    f.visititems(lambda name, obj: layout.__setitem__(name, [type(obj).__name__, plain(obj.attrs)])
+                 if name != DIGESTS else None)
+    return hashlib.sha256(json.dumps(layout, sort_keys=True, default=str).encode()).hexdigest()
 
 
 #: the dataset of a finished run file holding the digest of every other (`write_digests`)
@@ -177,17 +185,18 @@ DIGESTS = "digests"
 
 
 def write_digests(f: h5py.File) -> None:
-    """Store ``/digests``: JSON of {dataset name: `dataset_digest`} for every dataset of ``f`` that is stored in
-    it (a virtual dataset's values live in other files: listed under ``"virtual"``), and ``"/"``: the root
-    attributes'. Written last, when nothing else changes; `verify_digests` checks a file against it."""
+    """Store ``/digests``: JSON of {dataset name: `dataset_digest`} for every dataset of ``f`` (a virtual one's
+    values as read through it from ``<run>.parts``, so that a part replaced later is found; their names are listed
+    under ``"virtual"`` too), and ``"/"``: the file's
+    layout (every object's name, kind and attributes). Written last, when nothing else changes; `verify_digests`
+    checks a file against it."""
     sums, virtual = {"/": _attrs_digest(f)}, []
 
     def visit(name, obj):
         if isinstance(obj, h5py.Dataset):
+            sums[name] = dataset_digest(obj)
             if obj.is_virtual:
                 virtual.append(name)
-            else:
-                sums[name] = dataset_digest(obj)
 
     f.visititems(visit)
     f.create_dataset(DIGESTS, data=json.dumps({"sha256": sums, "virtual": sorted(virtual)}), dtype=_STR)
@@ -200,12 +209,12 @@ def verify_digests(f: h5py.File, path) -> dict:
     -------
     dict
         ``datasets`` (how many were verified), ``bytes`` (their stored size) and ``virtual`` (names of the virtual
-        datasets, whose values are in other files and not covered).
+        datasets among them, read through from their sources).
 
     Raises
     ------
     DataError
-        No ``/digests`` (a checkpoint, or a file an earlier dtb wrote), or a dataset or the root attributes that
+        No ``/digests`` (a checkpoint, or a file an earlier dtb wrote), or a dataset or the layout (groups, attributes) that
         differ from what was written, or a dataset added or removed since.
     """
     name = repr(str(path))
@@ -219,15 +228,17 @@ def verify_digests(f: h5py.File, path) -> dict:
         raise DataError(f"{name}: its /{DIGESTS} is not dtb's JSON: the file is damaged") from None
     present = []
     f.visititems(lambda key, obj: present.append(key) if isinstance(obj, h5py.Dataset) and key != DIGESTS else None)
-    extra = sorted(set(present) - set(sums) - set(virtual))
+    extra = sorted(set(present) - set(sums))
     missing = sorted(set(sums) - set(present) - {"/"})
     if extra or missing:
         raise DataError(f"{name}: datasets {'added' if extra else 'removed'} since it was written "
                         f"({', '.join('/' + k for k in (extra or missing)[:3])}): the file is damaged")
-    bad = ["root attributes"] if _attrs_digest(f) != sums.pop("/", None) else []
+    bad = ["its layout (groups and attributes)"] if _attrs_digest(f) != sums.pop("/", None) else []
     n_bytes = 0
     for key, digest in sums.items():
         ds = f[key]
+        if ds.is_virtual:
+            open_dataset(f, key)  # a missing source is named, not read as zeros
         if dataset_digest(ds) != digest:
             bad.append("/" + key)
         n_bytes += ds.id.get_storage_size()
@@ -475,6 +486,25 @@ class RunLock:
             if err.errno != errno.ENOSPC:
                 self.release()
                 raise ResourceError(f"cannot write the run's lock {str(self.path)!r} ({err.strerror})") from None
+
+    def holder(self) -> str | None:
+        """Who holds the lock now (its note, or 'another process'), or None if no one does; takes nothing."""
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None  # no lock file (or none dtb could take: acquire names why)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # refused while a writer holds LOCK_EX
+            except OSError:
+                return os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+            return None
+        finally:
+            os.close(fd)  # lets go of the shared lock too
 
     def release(self) -> None:
         """Remove the lock file and let go (a job that finds it gone while opening it tries again)."""
@@ -873,7 +903,17 @@ def check_structure(f: h5py.File, path: str | Path) -> None:
             raise DataError(f"{name}: /{key} is not a table of {n if n is not None else 'the'} {what} (shape "
                             f"{getattr(d, 'shape', None)})")
         if d is not None:
-            positive(f"/{key}'s", d.attrs, "tr_ms" if key == "bold" else "bin_ms")
+            step = "tr_ms" if key == "bold" else "bin_ms"
+            positive(f"/{key}'s", d.attrs, step)
+            if t_ms is not None and "network" in f and not {"checkpoint", "assimilation"} & set(f):
+                # a finished simulation: a row per bin begun (the last may be partial), a TR per TR completed
+                bins = float(t_ms) / float(d.attrs[step])
+                want, got = (math.floor(bins + 1e-9), d.shape[1]) if key == "bold" else (math.ceil(bins - 1e-9),
+                                                                                          d.shape[0])
+                if got != want:
+                    raise DataError(f"{name}: /{key} holds {got:,} {'TRs' if key == 'bold' else 'rows'}, but "
+                                    f"{float(t_ms):g} ms in steps of {float(d.attrs[step]):g} ms make {want:,}: "
+                                    "the file is damaged")
     population = f.attrs.get("spike_population")
     if isinstance(population, str) and f"spikes/{population}" in f:
         times, ids = ds(f"spikes/{population}/timestamps"), ds(f"spikes/{population}/node_ids")

@@ -29,6 +29,8 @@ from dtb.model.recipe import Population, Projection, Recipe
 #: neuron models by name
 NEURON_MODELS = {"lif_cond": LifCond, "iaf_psc_exp": IafPscExp}
 RULES = ("fixed_in_degree", "fixed_total_number")
+#: the largest iaf_psc_exp synaptic weight, either sign (PD14's are 88 pA, -351 pA for inhibition)
+MAX_WEIGHT_PA = 1e6
 
 
 @dataclass(frozen=True)
@@ -50,14 +52,35 @@ class PopulationView:
     name: str
     size: int
     select: tuple | None = None
+    #: the network it belongs to (a token: a same-named population of another network is not this one)
+    owner: object = dataclasses.field(default=None, compare=False, repr=False)
 
     def __getitem__(self, key) -> "PopulationView":
-        idx = np.arange(self.size)[self._local()][key]
-        idx = np.atleast_1d(idx)
+        if isinstance(key, (bool, np.bool_, float, np.floating, str)) or \
+                isinstance(key, (list, tuple, np.ndarray)) and np.asarray(key).dtype.kind not in "iu":
+            raise UsageError(f"population {self.name!r}[{key!r}]: index it by integers or a slice")
+        where = f"population {self.name!r}[{key!r}]"
+        if isinstance(key, (int, np.integer)) and not -len(self) <= key < len(self):
+            raise UsageError(f"{where}: index {key} is out of range (it has {len(self)} neurons)")
+        try:
+            if self.select is None and isinstance(key, (slice, int, np.integer)):
+                idx = range(self.size)[key]  # no index array of the whole population
+                idx = [idx] if isinstance(idx, int) else idx
+            elif self.select is None:
+                idx = np.asarray(key, dtype=np.int64).ravel()
+                if np.any((idx < -self.size) | (idx >= self.size)):
+                    raise IndexError(f"an index is outside 0 to {self.size - 1:,}")
+                idx = np.where(idx < 0, idx + self.size, idx)
+            else:
+                idx = np.atleast_1d(self._local()[key])
+        except (IndexError, TypeError, ValueError) as err:
+            raise UsageError(f"{where}: {err} (it has {len(self)} neurons)") from None
+        if len(idx) == 0:
+            raise UsageError(f"{where}: selects no neuron (it has {len(self)} neurons)")
         return dataclasses.replace(self, select=tuple(int(i) for i in idx))
 
     def __len__(self) -> int:
-        return len(self._local())
+        return self.size if self.select is None else len(self.select)
 
     @property
     def whole(self) -> bool:
@@ -80,6 +103,8 @@ def real(what: str, value, *, ge: float | None = None, gt: float | None = None) 
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or \
             not np.isfinite(value):
         raise ConfigError(f"{what} = {value!r}: must be a finite number")
+    if 0 < abs(value) < np.finfo(np.float64).tiny:  # passes "> 0", then overflows what divides by it
+        raise ConfigError(f"{what} = {value!r}: below the smallest normal float")
     if ge is not None and value < ge or gt is not None and value <= gt:
         raise ConfigError(f"{what} = {value!r}: must be {'>= ' + format(ge, 'g') if ge is not None else ''}"
                           f"{' and ' if ge is not None and gt is not None else ''}"
@@ -114,10 +139,11 @@ class Network:
     """
 
     def __init__(self, seed: int = 1, dt_ms: float = 0.1, name: str = "network"):
-        if not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**32):
+        from dtb.config import check_value
+
+        if isinstance(seed, bool) or not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**32):
             raise ConfigError(f"seed = {seed!r}: must be an integer in [0, 2**32)")
-        if real("dt_ms", dt_ms, gt=0.0) > 1.0:
-            raise ConfigError(f"dt_ms = {dt_ms!r}: must be > 0 and <= 1")
+        check_value("simulation", "dt_ms", real("dt_ms", dt_ms), "dt_ms")  # the bounds of simulation.dt_ms
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name = {name!r}: must be a non-empty string")
         self.seed, self.dt_ms, self.name = int(seed), float(dt_ms), name
@@ -125,6 +151,7 @@ class Network:
         self._projections: list[Projection] = []
         self._regions: list[str] = []
         self._frozen: Recipe | None = None
+        self._owner = object()  # what its views carry, so that they can be told from another network's
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, seed: int = 1) -> "Network":
@@ -173,8 +200,7 @@ class Network:
         v0_sd_mv = real(f"population {name!r}: v0_sd_mv", v0_sd_mv, ge=0.0)
         if any(p.name == name for p in self._pops):
             raise ConfigError(f"population {name!r} exists already")
-        if not (isinstance(size, (int, np.integer)) and size >= 1):
-            raise ConfigError(f"population {name!r}: size = {size!r}: must be an integer >= 1")
+        size = _count(f"population {name!r}: size", size)
         if isinstance(model, str):
             if model not in NEURON_MODELS:
                 raise ConfigError(f"population {name!r}: model {model!r}: one of {', '.join(NEURON_MODELS)}")
@@ -219,7 +245,7 @@ class Network:
             Normal delays (redrawn outside [one step, mean + 8 sd]); at least one step.
         """
         self._thaw("connect")
-        srcs, tgts = _views(sources, "connect sources"), _views(targets, "connect targets")
+        srcs, tgts = self._own(sources, "connect sources"), self._own(targets, "connect targets")
         if not all(v.whole for v in srcs + tgts):
             raise UsageError("connect: give whole populations (a selection like e[:10] is for recording and "
                              "stimuli)")
@@ -227,7 +253,7 @@ class Network:
             raise ConfigError(f"connect: rule {rule!r}: one of {', '.join(RULES)}")
         count = _count(f"connect: rule {rule!r} needs {'k' if rule == 'fixed_in_degree' else 'n'}",
                        k if rule == "fixed_in_degree" else n)
-        weight, weight_sd = real("connect: weight", weight), real("connect: weight_sd", weight_sd, ge=0.0)
+        weight, weight_sd = self._weight("connect: weight", weight), real("connect: weight_sd", weight_sd, ge=0.0)
         delay_ms, delay_sd_ms = real("connect: delay_ms", delay_ms), real("connect: delay_sd_ms", delay_sd_ms, ge=0.0)
         if delay_ms < self.dt_ms - 1e-12:
             raise ConfigError(f"connect: delay_ms = {delay_ms:g}: at least one step (dt_ms = {self.dt_ms:g})")
@@ -260,7 +286,7 @@ class Network:
             iaf_psc_exp: a constant current (pA).
         """
         self._thaw("drive")
-        views = _views(targets, "drive targets")
+        views = self._own(targets, "drive targets")
         if not all(v.whole for v in views):
             raise UsageError("drive: give whole populations (use Session.stimulate for some neurons)")
         ou = dict(ou_mu=ou_mu_mv_ms, ou_sigma=ou_sigma_mv_ms, ou_tau_ms=ou_tau_ms)
@@ -271,7 +297,16 @@ class Network:
             if weight is None:
                 raise ConfigError("drive: a Poisson drive needs rate_hz >= 0, k >= 1 and a weight")
             rate_hz, k, weight = real("drive: rate_hz", rate_hz, ge=0.0), _count("drive: k", k), \
-                real("drive: weight", weight)
+                self._weight("drive: weight", weight)
+        from dtb.config import check_value
+
+        if rate_hz is not None:
+            check_value("pd14", "bg_rate_hz", rate_hz, "drive: rate_hz")
+        for key, config_key, val in (("ou_mu_mv_ms", "bg_mu_mv_ms", ou_mu_mv_ms),
+                                     ("ou_sigma_mv_ms", "bg_sigma_mv_ms", ou_sigma_mv_ms),
+                                     ("ou_tau_ms", "bg_tau_ms", ou_tau_ms)):
+            if val is not None:  # the bounds of the whole brain's OU background
+                check_value("wholebrain", config_key, real(f"drive: {key}", val), f"drive: {key}")
         for key, val in dict(ou_mu_mv_ms=ou_mu_mv_ms, ou_sigma_mv_ms=ou_sigma_mv_ms, ou_tau_ms=ou_tau_ms,
                              i_e_pa=i_e_pa).items():
             if val is not None:
@@ -291,7 +326,27 @@ class Network:
                 p = dataclasses.replace(p, drive_rate_hz=float(rate_hz) * int(k), drive_weight=float(weight))
             self._pops[v.index] = p
 
+    def _weight(self, what: str, weight) -> float:
+        """``weight`` within its model's bounds: a trace jump of 0 to 1e3 for lif_cond (wholebrain.w_e_trace's
+        bounds: the reversal potentials give the sign), at most 1e6 pA either way for iaf_psc_exp."""
+        weight = real(what, weight)
+        if self._pops and self._pops[0].neuron.model == "iaf_psc_exp":
+            if abs(weight) > MAX_WEIGHT_PA:
+                raise ConfigError(f"{what} = {weight!r}: must be a current of at most {MAX_WEIGHT_PA:g} pA either way")
+            return weight
+        from dtb.config import check_value
+
+        return check_value("wholebrain", "w_e_trace", weight, f"{what} (lif_cond)")
+
     # -- reading -----------------------------------------------------------------------------------------
+
+    def _own(self, x, what: str) -> list[PopulationView]:
+        """``x`` as views of this network's populations; a `UsageError` for one of another network."""
+        views = _views(x, what)
+        for v in views:
+            if v.owner is not self._owner:
+                raise UsageError(f"{what}: population {v.name!r} is not one of this network's")
+        return views
 
     def __getitem__(self, name: str) -> PopulationView:
         for i, p in enumerate(self._pops):
@@ -310,7 +365,7 @@ class Network:
 
     def _view(self, i: int) -> PopulationView:
         p = self._pops[i]
-        return PopulationView(i, p.name, p.size)
+        return PopulationView(i, p.name, p.size, owner=self._owner)
 
     def _thaw(self, what: str) -> None:
         self._frozen = None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dtb.errors import ConfigError
+from dtb.errors import ConfigError, deferred_warnings
 from dtb.model.builder import Network
 
 #: whole-brain parameters that may differ from region to region
@@ -46,13 +46,14 @@ def wholebrain(connectome=None, subject: str = "101309", *, seed: int = 1, dt_ms
     from dtb.connectome.connectome import Connectome, load_connectome
     from dtb.connectome.wholebrain import wholebrain_recipe
 
-    con = connectome if isinstance(connectome, Connectome) else \
-        load_connectome(connectome, str(subject), lengths=lengths, labels=labels, sizes=sizes, sc_rows=sc_rows)
-    _check_params(wholebrain_recipe, params, "wholebrain", seed, dt_ms)
-    for name in PER_REGION:
-        if name in params:
-            params[name] = per_region(params[name], con.labels, _default(wholebrain_recipe, name), name)
-    return Network.from_recipe(wholebrain_recipe(con, dt_ms=dt_ms, **params), seed=seed)
+    with deferred_warnings():  # "no region sizes" is not said before "too small"
+        con = connectome if isinstance(connectome, Connectome) else \
+            load_connectome(connectome, str(subject), lengths=lengths, labels=labels, sizes=sizes, sc_rows=sc_rows)
+        _check_params(wholebrain_recipe, params, "wholebrain", seed, dt_ms)
+        for name in PER_REGION:
+            if name in params:
+                params[name] = per_region(params[name], con.labels, _default(wholebrain_recipe, name), name)
+        return Network.from_recipe(wholebrain_recipe(con, dt_ms=dt_ms, **params), seed=seed)
 
 
 def pd14(*, seed: int = 1, dt_ms: float = 0.1, **params) -> Network:
@@ -146,7 +147,7 @@ def read_table(value, name: str, section: str | None = None):
                 raise ConfigError(f"{name}: {value!r} is not a regular file")
             if path.stat().st_size > 16 * 2**20:
                 raise ConfigError(f"{name}: {value!r} is {path.stat().st_size:,} bytes: not a table of regions")
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8-sig")
         except (OSError, ValueError, RuntimeError) as err:  # unreadable, not UTF-8 text, a link loop
             raise ConfigError(f"{name}: cannot read {value!r} ({getattr(err, 'strerror', None) or err})") from None
         delim = "\t" if path.suffix.lower() == ".tsv" else ","
@@ -157,7 +158,12 @@ def read_table(value, name: str, section: str | None = None):
                 continue  # blank lines and a header
             if len(cells) != 2 or not is_number(cells[1]):
                 raise ConfigError(f"{name}: {value}: line {i + 1} is not 'label{delim}value'")
+            if cells[0] in table:  # which of the two would be meant cannot be told
+                raise ConfigError(f"{name}: {value}: line {i + 1} gives region {cells[0]!r} twice")
             table[cells[0]] = text_float(cells[1])
+        if not table:  # an empty file, or one line taken for a header: never the same as no file
+            raise ConfigError(f"{name}: {value}: no 'label{delim}value' rows ({'tab' if delim == chr(9) else 'comma'}-"
+                              "separated; a first line without a number is a header)")
         if section is not None:  # the file's values get the checks the config's own values get
             from dtb.config import check_value
 

@@ -5,13 +5,14 @@ table)."""
 
 import collections
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 
 from helpers import write_connectome
 import dtb
-from dtb.errors import ConfigError, DTBError, ResourceError, UsageError
+from dtb.errors import ConfigError, DataError, DTBError, ResourceError, UsageError
 from dtb.model.neurons import IafPscExp, LifCond
 from dtb.model.neurons import LIF_GAINS
 
@@ -19,6 +20,12 @@ from dtb.model.neurons import LIF_GAINS
 def one_population(**kw):
     net = dtb.Network(seed=1, dt_ms=0.1)
     return net, net.population("E", 50, model="lif_cond", **kw)
+
+
+def iaf_network():
+    net = dtb.Network(seed=1, dt_ms=0.1)
+    net.population("E", 50, model="iaf_psc_exp")
+    return net
 
 
 def connect(**kw):
@@ -66,6 +73,25 @@ CASES = {
     "negative weight spread": (lambda: connect(weight_sd=-1), "connect: weight_sd = -1: must be >= 0"),
     "negative drive rate": (lambda: drive(rate_hz=-8.0), "drive: rate_hz = -8.0: must be >= 0"),
     "drive of 1.5 inputs": (lambda: drive(k=1.5), "drive: k = 1.5: must be an integer >= 1"),
+    "drive at 1e308 Hz": (lambda: drive(rate_hz=1e308), "drive: rate_hz = 1e+308: must be a number >= 0 and <= 10000"),
+    "OU drive of zero time constant": (lambda: drive(ou_tau_ms=0), "drive: ou_tau_ms = 0.0: must be a number > 0"),
+    "a population of another network": (lambda: dtb.Network(seed=1).connect(one_population()[1], one_population()[1],
+                                                                            k=5, weight=0.4, delay_ms=1.5),
+                                         "connect sources: population 'E' is not one of this network's"),
+    "neuron 500 of 50": (lambda: one_population()[1][500], "population 'E'[500]: index 500 is out of range"),
+    "neurons 0 and 999 of 50": (lambda: one_population()[1][[0, 999]], "an index is outside 0 to 49"),
+    "no neuron": (lambda: one_population()[1][500:600], "population 'E'[slice(500, 600, None)]: selects no neuron"),
+    "population of True neurons": (lambda: dtb.Network(seed=1).population("A", True),
+                                   "population 'A': size = True: must be an integer >= 1"),
+    "negative lif_cond weight": (lambda: connect(weight=-1.0), "connect: weight (lif_cond) = -1.0: must be a number"),
+    "iaf_psc_exp weight of 1e308 pA": (lambda: (lambda n: n.connect(n.populations[0], n.populations[0], k=5,
+                                                                    weight=1e308, delay_ms=1.5))(iaf_network()),
+                                       "connect: weight = 1e+308: must be a current of at most 1e+06 pA"),
+    "neuron 1.5": (lambda: one_population()[1][1.5], "population 'E'[1.5]: index it by integers or a slice"),
+    "neuron 'a'": (lambda: one_population()[1]["a"], "population 'E'['a']: index it by integers or a slice"),
+    "network seed True": (lambda: dtb.Network(seed=True), "seed = True: must be an integer in [0, 2**32)"),
+    "a connectome path of 5": (lambda: dtb.wholebrain(connectome=5), "the connectome path 5: must be a file name"),
+    "overwrite 'no'": (lambda: session(overwrite="no"), "Session: overwrite = 'no': must be True or False"),
     # the neuron models themselves
     "zero membrane time constant": (lambda: IafPscExp(tau_m_ms=0.0), "iaf_psc_exp: tau_m_ms = 0: must be > 0"),
     "negative refractory time": (lambda: LifCond(t_ref_ms=-1.0), "lif_cond: t_ref_ms = -1: must be >= 0"),
@@ -79,6 +105,14 @@ CASES = {
     "unknown backend": (lambda: session(backend="tpu"), "simulation.backend = 'tpu': must be one of"),
     "negative checkpoint interval": (lambda: session(checkpoint_ms=-1), "simulation.checkpoint_ms = -1.0: must be"),
     "negative gain spread": (lambda: session(gain_spread=-1), "(gain_spread) = -1.0: must be a number >= 0"),
+    "session seed as text": (lambda: session(seed="x"), "simulation.seed = 'x'"),
+    "rates 'no'": (lambda: session().record(rates="no"), "Session.record: rates = 'no': must be True or False"),
+    "negative BOLD epsilon": (lambda: session().record(bold_eps=-1), "Session.record: bold_eps = -1: must be"),
+    "stimulus amplitude as text": (lambda: session().stimulate(0, "1", 0.0, 10.0), "stimulus: need a finite amplitude"),
+    "recording fractional gids": (lambda: session().record(spikes=[np.array([1.7])]),
+                                  "recording.spikes: array([1.7]) is no population or region"),
+    "run of 1e15 ms": (lambda: session().run(1e15), "Session.run: t_ms = 1000000000000000.0: must be a number > 0"),
+    "run of 0 ms": (lambda: session().run(0), "Session.run: t_ms = 0.0: must be a number > 0"),
     "region gains of another shape": (lambda: dtb.Session(small_brain(), backend="cpu", progress=False,
                                                           region_gains=np.ones((2, 2))),
                                       f"region gains have shape (2, 2), expected ({len(LIF_GAINS)}, {N_REG})"),
@@ -99,7 +133,7 @@ def test_the_api_refuses_what_the_configuration_refuses(tmp_path, monkeypatch, n
     with pytest.raises(DTBError) as err:
         call()
     assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
-    assert isinstance(err.value, (ConfigError, UsageError))
+    assert isinstance(err.value, (ConfigError, UsageError, DataError))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -113,9 +147,10 @@ def test_region_gains_are_checked_between_runs_too():
 
 def test_a_connectome_without_any_connection_between_regions_is_refused(tmp_path):
     path = write_connectome(tmp_path / "c.h5", sc=np.zeros((4, 4)), len_mm=np.zeros((4, 4)))
-    with pytest.raises(ConfigError, match="no connection between two regions"), \
-            pytest.warns(UserWarning, match="4 regions without long-range input"):
-        dtb.wholebrain(str(path), subject="s1", n_neurons=2000, in_degree=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the error alone: not the warnings found on the way to it
+        with pytest.raises(ConfigError, match="no connection between two regions"):
+            dtb.wholebrain(str(path), subject="s1", n_neurons=2000, in_degree=10)
 
 
 def test_records_that_cannot_fit_the_disk_are_refused_before_the_first_step_and_leave_nothing(tmp_path,

@@ -31,6 +31,12 @@ def test_toml_file_and_relative_paths(tmp_path):
     assert cfg.connectome_path() == (tmp_path / "c.h5").resolve()
 
 
+def test_a_config_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
+    p = tmp_path / "run.toml"
+    p.write_bytes("\ufeff[simulation]\nt_ms = 50\n".encode())
+    assert load_config(p).simulation.t_ms == 50.0
+
+
 def test_round_trip_toml(tmp_path):
     cfg = load_config(overrides=["model=pd14", "pd14.k_scale=0.5"])
     p = tmp_path / "resolved.toml"

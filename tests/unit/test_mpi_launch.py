@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
+from dtb.errors import DataError
 from dtb.io.runfile import read_summary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,6 +214,7 @@ def test_sonata_readers_read_a_many_rank_file_as_dtb_does(tmp_path, stitch):
     p = subprocess.run(dtb_under_mpiexec(2, "run", *args, "--out", str(two)), capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 0, p.stderr
+    assert p.stdout.count("simulation ") == 1, p.stdout  # every rank has the summary; one prints it
     keys = []
     for path in (one, two):
         with open_run(path) as run:
@@ -237,6 +239,22 @@ def test_sonata_readers_read_a_many_rank_file_as_dtb_does(tmp_path, stitch):
                            if path == two and stitch == "virtual" else [])
     for a, b in zip(*keys):  # the two files hold the same spikes (rank invariance, through every reader)
         np.testing.assert_array_equal(np.sort(a), np.sort(b))
+    if stitch == "virtual":  # a part changed after the run, or gone, is found by the run file's digests
+        part = sorted(two.with_name("two.h5.parts").iterdir())[0]
+        with h5py.File(part, "r+") as f:
+            ids = [k for k in _datasets(f) if k.endswith("node_ids")][0]
+            f[ids][0] = f[ids][0] + 1
+        with pytest.raises(DataError, match="node_ids differs from what was written"), open_run(two) as run:
+            run.verify()
+        part.unlink()
+        with pytest.raises(DataError, match=part.name), open_run(two) as run:
+            run.verify()
+
+
+def _datasets(f) -> list[str]:
+    names = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return names
 
 
 @pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")

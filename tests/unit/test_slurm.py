@@ -60,6 +60,7 @@ def test_real_slurm_job(tmp_path):
 
 
 @pytest.mark.parametrize("option,value", [("time", "tomorrow"), ("time", "01:00:00\necho pwned"),
+                                          ("time", "99:99:99"), ("time", "1-24:00"), ("time", "10:60"),
                                           ("job_name", "x\nrm -rf ~"), ("partition", "gpu;reboot"),
                                           ("account", "a b")])
 def test_directives_cannot_inject_lines(option, value):
@@ -67,6 +68,15 @@ def test_directives_cannot_inject_lines(option, value):
     kwargs[option] = value
     with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')}"):
         render(**kwargs)
+
+
+def test_a_log_in_a_working_folder_whose_name_would_break_the_directive_is_refused(tmp_path, monkeypatch):
+    """A relative --out is made absolute for its #SBATCH line: a working folder named with a newline is refused."""
+    folder = tmp_path / "a\nb"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    with pytest.raises(ConfigError, match="the working folder's name included"):
+        render(nodes=1, ntasks_per_node=1, time="1", out="run.h5", mpi_library="MPICH")
 
 
 def test_memory_setup_lines_and_more_directives(tmp_path):

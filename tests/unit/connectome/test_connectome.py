@@ -38,6 +38,7 @@ def _sc(mutate):
     (dict(sc=_sc(lambda a: a.__setitem__((0, 1), np.nan))), "sc contains NaN"),
     (dict(len_mm=np.full((4, 4), -1.0)), "len_mm has negative values"),
     (dict(nvoxel=np.array([100, 0, 100, 100])), "region 'R1' is empty"),
+    (dict(nvoxel=np.array([1, 1e13, 100, 100])), "span a ratio over 1e"),
     (dict(nvoxel=np.array([100, -3, 100, 100])), "nvoxel has negative values"),
     (dict(sc=None, len_mm=None, nvoxel=None), "missing datasets '/subjects/s1/sc', '/subjects/s1/len_mm', "
                                               "'/subjects/s1/nvoxel (or size)'"),

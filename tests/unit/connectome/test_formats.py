@@ -88,6 +88,31 @@ def test_tvb_folder_and_compressed_files_read_as_the_zip(tmp_path):
         assert a.labels == b.labels and np.array_equal(a.sc, b.sc) and np.array_equal(a.len_mm, b.len_mm)
 
 
+def test_files_too_large_for_a_connectome_are_refused_before_they_are_read(tmp_path, monkeypatch):
+    """A TVB folder's other files are never read (a 2 GiB one of notes beside it changes nothing); its own files,
+    a text matrix or a .npy array beyond the limits are refused from their sizes (limits made small here)."""
+    from dtb.connectome import formats
+
+    with zipfile.ZipFile(TVB / "connectivity_76.zip") as z:
+        z.extractall(tmp_path / "tvb")
+    folder = next((p for p in (tmp_path / "tvb").iterdir() if p.is_dir()), tmp_path / "tvb")
+    with open(folder / "notes.bin", "wb") as f:
+        f.truncate(2**31)  # sparse: no disk used, but 2 GiB to read
+    con, _ = _load(folder)
+    assert con.n_regions == 76
+    monkeypatch.setattr(formats, "MAX_UNPACKED_BYTES", 1000)
+    with pytest.raises(DataError, match="its TVB files hold more than"):
+        load_connectome(folder)
+    sc, ln = _full(10)
+    np.savetxt(tmp_path / "w.csv", sc, delimiter=",")  # 2,500 bytes
+    with pytest.raises(DataError, match="too large for a connectome's text"):
+        load_connectome(tmp_path / "w.csv", lengths=tmp_path / "w.csv")
+    monkeypatch.setattr(formats, "MAX_DENSE_CELLS", 35)
+    np.save(tmp_path / "w.npy", sc)
+    with pytest.raises(DataError, match=r"holds an array of shape \(10, 10\): too large for a connectome"):
+        load_connectome(tmp_path / "w.npy", lengths=tmp_path / "w.npy")
+
+
 def _full(n=6, seed=3):
     rng = np.random.default_rng(seed)
     sc = np.triu(rng.integers(1, 500, (n, n)).astype(float), 1)
@@ -182,10 +207,16 @@ def test_labelled_csv_header_and_column(tmp_path):
     (lambda d: scipy.io.savemat(d / "w.mat", dict(a=np.ones((3, 3)), b=np.ones((3, 3)))), {}, "several square"),
     (lambda d: (d / "w.csv").write_text("1,0,2\n2,2,0\n"), {}, "if its first column holds region numbers"),
     (lambda d: (d / "w.csv").write_text("a,b\n"), {}, "no numbers in the file"),
+    (lambda d: np.save(d / "w.npy", np.eye(3) + 1), dict(labels="fractions.txt"),
+     "region label '1.5' is a fraction, not a name"),
+    (lambda d: scipy.io.savemat(d / "w.mat", dict(connectivity=np.eye(3) + 1,
+                                                  name=np.array([np.array([]), "b", "c"], dtype=object))),
+     dict(lengths="w.mat"), "region label '' is empty"),
 ])
 def test_bad_matrix_files(tmp_path, write, kwargs, needle):
     write(tmp_path)
     (tmp_path / "two.txt").write_text("a\nb\n")
+    (tmp_path / "fractions.txt").write_text("1.5\n2.5\n3.5\n")
     src = next(p for p in tmp_path.iterdir() if p.name.startswith("w."))
     kwargs = {k: tmp_path / v for k, v in kwargs.items()}
     with pytest.raises(DataError) as err:
@@ -221,8 +252,10 @@ def test_import_writes_what_loads_the_same(tmp_path, capsys):
     assert any("local input only" in w for w in warned)
     with h5py.File(out) as f:
         assert f["subjects/tvb76/sc"].attrs["rows"] == "targets" and "size" in f["subjects/tvb76"]
-    assert main(["connectome", "import", str(TVB / "connectivity_76.zip"), "-o", str(out)]) == 2  # exists
-    assert "exists (use --overwrite" in capsys.readouterr().err
+    for o, needle in ((out, "exists (use --overwrite"), (tmp_path / "brain.csv", "is an HDF5 file: name it *.h5")):
+        assert main(["connectome", "import", str(TVB / "connectivity_76.zip"), "-o", str(o)]) == 2
+        err = capsys.readouterr().err  # refused before the connectome is read: no warning of its regions first
+        assert err.count("\n") == 1 and needle in err, err
     assert main(["connectome", "show", str(out), "--subject", "tvb76", "--json"]) == 0
     q = json.loads(capsys.readouterr().out)
     assert q["n_regions"] == 76 and q["without_input"] == ["rCC", "lCC"] and not q["symmetric"]

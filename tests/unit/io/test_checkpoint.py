@@ -9,6 +9,7 @@ from dtb.config import load_config
 from dtb.errors import ConfigError, DataError, ResourceError
 from dtb.io.checkpoint import read_checkpoint
 from dtb.io.runfile import get_sorting, read_summary
+from helpers import write_connectome
 
 BASE = {
     "wholebrain": ["wholebrain.n_neurons=2000", "wholebrain.in_degree=30", "simulation.t_ms=300",
@@ -124,9 +125,12 @@ def test_a_stopped_run_blocks_a_fresh_start_without_overwrite(tmp_path):
 def test_nothing_to_resume(tmp_path):
     with pytest.raises(DataError, match="no checkpoint to resume"):
         read_checkpoint(tmp_path / "never.h5")
-    h5py.File(tmp_path / "done.h5", "w").close()
+    with h5py.File(tmp_path / "done.h5", "w") as f:
+        f["summary"] = "{}"
     with pytest.raises(ResourceError, match="finished run"):
         read_checkpoint(tmp_path / "done.h5")
+    with pytest.raises(DataError, match="not a run file"):  # a connectome given as the run
+        read_checkpoint(write_connectome(tmp_path / "c.h5"))
     (tmp_path / "run.toml").write_text("[simulation]\nt_ms = 10.0\n")  # a config given as the run
     with pytest.raises(DataError, match="not a run file"):
         read_checkpoint(tmp_path / "run.toml")

@@ -15,6 +15,7 @@ import pytest
 from dtb import cli, driver
 from dtb.config import load_config
 from dtb.errors import ConfigError, DataError, ResourceError, WriteError
+from dtb.io.checkpoint import read_checkpoint
 from dtb.io.runfile import RunLock, RunWriter
 from helpers import Stop, stop_at_checkpoint
 
@@ -106,6 +107,10 @@ def test_one_writer_per_run(tmp_path):
                 driver.run(load_config(overrides=SMALL[:2] + ["simulation.t_ms=10", "recording.progress=false"]), out,
                            **kw)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5.lock"]
+        h5py.File(out, "w").close()  # a finished run being overwritten: --resume names its writer too
+        with pytest.raises(ResourceError, match=r"is being written by pid \d+ on .* since"):
+            read_checkpoint(out)
+        out.unlink()
     finally:
         lock.release()
     assert not lock.path.exists()
@@ -130,11 +135,19 @@ def test_an_overwrite_keeps_the_old_run_until_the_new_one_commits(tmp_path):
     driver.run(cfg, out)
     before = spikes_and_rates(out)
 
+    other = load_config(overrides=SMALL + ["simulation.checkpoint_ms=500", "simulation.seed=9"])
     with pytest.raises(Stop):
-        driver.run(load_config(overrides=SMALL + ["simulation.checkpoint_ms=500", "simulation.seed=9"]), out,
-                   overwrite=True, on_checkpoint=stop_at_checkpoint)
+        driver.run(other, out, overwrite=True, on_checkpoint=stop_at_checkpoint)
     for a, b in zip(before, spikes_and_rates(out)):
         np.testing.assert_array_equal(a, b)
+    # the stopped overwrite resumes: the new run replaces the old one when it commits, as an uninterrupted one does
+    driver.run(other, out, resume=True)
+    resumed = spikes_and_rates(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5"]
+    driver.run(other, out, overwrite=True)
+    for a, b in zip(resumed, spikes_and_rates(out)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(before[0][:100], resumed[0][:100])
 
 
 @pytest.mark.parametrize("kind", ["config", "connectome", "device", "fifo", "folder", "empty", "dangling link"])
@@ -577,7 +590,8 @@ def test_a_run_file_that_dtb_did_not_write_is_one_line(tmp_path, capsys, small_r
 
 def test_open_run_reads_a_damaged_file_as_one_error(tmp_path, small_run):
     """Every view of `open_run` on a file damaged in structure is a DataError (never a KeyError or a
-    RecursionError), and values damaged in place (a NaN or negative rate, a NaN BOLD) are found as they are read."""
+    RecursionError), and values damaged in place (a NaN or negative rate, a NaN BOLD, a spike after the end or of a
+    neuron that is not there) are found as they are read."""
     from dtb.io.analysis import open_run
 
     good = small_run("wholebrain.n_neurons=2000", "wholebrain.in_degree=20", "simulation.t_ms=3000",
@@ -595,10 +609,13 @@ def test_open_run_reads_a_damaged_file_as_one_error(tmp_path, small_run):
                "no params": lambda f: f["bold"].attrs.__delitem__("params"),
                "NaN rate": value("rates/population_hz", 7, np.nan),
                "negative rate": value("rates/region_hz", 3, -1.0),
-               "NaN BOLD": value("bold", 2, np.nan)}
+               "NaN BOLD": value("bold", 2, np.nan),
+               "late spike": value("spikes/wholebrain/timestamps", slice(5, 6), 1e9),
+               "spike of a neuron past the last": value("spikes/wholebrain/node_ids", slice(9, 10), 2000)}
     views = {"config": lambda r: r.config, "rates": lambda r: r.rates.values,
              "region_rates": lambda r: r.region_rates.values, "bold": lambda r: r.bold.values,
-             "state": lambda r: r.state, "spikes": lambda r: r.spikes.node_ids.compute()}
+             "state": lambda r: r.state, "spike times": lambda r: r.spikes.times_ms.compute(),
+             "spikes": lambda r: r.spikes.node_ids.compute()}
     for what, damage in damages.items():
         run = tmp_path / "run.h5"
         shutil.copy(good, run)
@@ -617,14 +634,41 @@ def test_open_run_reads_a_damaged_file_as_one_error(tmp_path, small_run):
                     assert str(run) in str(err) and "\n" not in str(err)
                     failed.append(view)
         assert failed, what
-        if what.startswith(("NaN", "negative")):
-            assert failed == [{"NaN rate": "rates", "negative rate": "region_rates", "NaN BOLD": "bold"}[what]]
+        if what in ("NaN rate", "negative rate", "NaN BOLD", "late spike", "spike of a neuron past the last"):
+            assert failed == [{"NaN rate": "rates", "negative rate": "region_rates", "NaN BOLD": "bold",
+                               "late spike": "spike times", "spike of a neuron past the last": "spikes"}[what]], what
+
+
+def test_rates_and_bold_that_do_not_fit_the_runs_time_are_refused_on_open(tmp_path, small_run):
+    """A finished run of 3000 ms has a rates row per 1 ms bin and a BOLD column per 100 ms TR: another bin_ms or
+    tr_ms, or a table cut short, is refused when the file is opened."""
+    from dtb.io.analysis import open_run
+
+    good = small_run("wholebrain.n_neurons=2000", "wholebrain.in_degree=20", "simulation.t_ms=3000",
+                     "recording.bold=true", "bold.tr_ms=100")[0]
+
+    def cut(f):
+        data, attrs = f["rates/region_hz"][:10], dict(f["rates/region_hz"].attrs)
+        del f["rates/region_hz"]
+        f["rates/region_hz"] = data
+        f["rates/region_hz"].attrs.update(attrs)
+
+    for edit, needle in ((lambda f: f["rates/population_hz"].attrs.__setitem__("bin_ms", 2.0),
+                          "/rates/population_hz holds 3,000 rows, but 3000 ms in steps of 2 ms make 1,500"),
+                         (lambda f: f["bold"].attrs.__setitem__("tr_ms", 200.0), "/bold holds 30 TRs, but"),
+                         (cut, "/rates/region_hz holds 10 rows")):
+        run = tmp_path / "run.h5"
+        shutil.copy(good, run)
+        with h5py.File(run, "r+") as f:
+            edit(f)
+        with pytest.raises(DataError, match=needle):
+            open_run(run)
 
 
 def test_a_finished_run_file_carries_digests_that_find_a_flipped_byte(tmp_path, capsys, small_run):
     """`dtb inspect --verify` reads every dataset against the sha256 stored at finish: the file as written
-    passes; one byte flipped on disk (under HDF5, as bit rot would), a dataset removed, or a root attribute
-    changed, is one line naming what differs."""
+    passes; one byte flipped on disk (under HDF5, as bit rot would), a dataset removed, an attribute changed (the
+    root's seed, the network's synapse count) or a group added, is one line naming what differs."""
     from dtb.io.analysis import open_run
 
     good = small_run("wholebrain.n_neurons=2000", "wholebrain.in_degree=20", "simulation.t_ms=3000",
@@ -654,17 +698,20 @@ def test_a_finished_run_file_carries_digests_that_find_a_flipped_byte(tmp_path, 
                 edit(f)
         return change
 
+    layout = "its layout (groups and attributes) differs"
     damages = {"/spikes/wholebrain/timestamps": flip("spikes/wholebrain/timestamps"),
                "/rates/population_hz": flip("rates/population_hz"), "/bold": flip("bold"),
                "removed": h5(lambda f: f.__delitem__("partition/ranks")),
-               "root attributes": h5(lambda f: f.attrs.__setitem__("seed", 2))}
+               layout: h5(lambda f: f.attrs.__setitem__("seed", 2)),
+               layout + " ": h5(lambda f: f["network"].attrs.__setitem__("n_synapses", 5)),
+               layout + "  ": h5(lambda f: f.create_group("extra"))}
     for what, damage in damages.items():
         run = tmp_path / "run.h5"
         shutil.copy(good, run)
         damage(run)
         assert cli.main(["inspect", "--verify", str(run)]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and what in err and "damaged" in err, (what, err)
+        assert err.count("\n") == 1 and what.strip() in err and "damaged" in err, (what, err)
     # a checkpoint carries no digests (its own sha256 is checked on resume): said so
     partial = tmp_path / "run.h5.partial"
     shutil.copy(good, partial)
