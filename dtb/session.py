@@ -396,6 +396,13 @@ class Session:
             n_ranks = launcher_size()
         else:
             name, n_ranks = ctx.backend.name, ctx.size
+        # the job's shape, checked before MPI starts: one error line, not one per rank
+        if opts["exchange"] == "two_level" and opts["ranks_per_node"] and n_ranks % opts["ranks_per_node"]:
+            raise ConfigError(f"simulation.ranks_per_node = {opts['ranks_per_node']}: must divide the number of "
+                              f"ranks ({n_ranks})")
+        if ck is not None and int(ck.attrs["n_ranks"]) != n_ranks:
+            raise ResourceError(f"--resume: the checkpoint was written by {ck.attrs['n_ranks']} rank(s); resume it "
+                                f"on as many (this job has {n_ranks})")
         part = make_partition(recipe, n_ranks, opts["partition"], seed=self.seed,
                               ranks_per_node=opts["ranks_per_node"] or 8)
         if opts["memory_check"]:
@@ -409,9 +416,6 @@ class Session:
             ctx = Context.from_environment(name if isinstance(self.backend_name, str) else self.backend_name,
                                            opts["threads"])
         self.ctx = ctx
-        if ck is not None and int(ck.attrs["n_ranks"]) != ctx.size:
-            raise ResourceError(f"--resume: the checkpoint was written by {ck.attrs['n_ranks']} rank(s); resume it "
-                                f"on as many (this job has {ctx.size})")
         self.progress = Progress(self.show_progress and ctx.is_root)
         notice = getattr(ctx.backend, "compile_notice", lambda: None)() if self.progress.enabled else None
         if notice:
@@ -606,7 +610,7 @@ class Session:
         if need > free:
             mib = 2**20
             raise ResourceError(f"not enough disk for {self.what}: its rates and state records need about "
-                                f"{need / mib:,.0f} MiB in {str(self.out.parent)!r}, which has {free / mib:,.0f} MiB "
+                                f"{need / mib:,.1f} MiB in {str(self.out.parent)!r}, which has {free / mib:,.1f} MiB "
                                 "free; record less (recording.rate_bin_ms, recording.state) or write elsewhere (--out)")
 
     def _advance(self, n_steps: int, sinks: list, on_progress) -> None:

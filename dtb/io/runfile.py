@@ -376,6 +376,9 @@ def check_output(path: str | Path, overwrite: bool, inputs=()) -> Path:
                             "remove it")
     check_parts(path)
     if partial_path(path).exists() and not overwrite:
+        holder = RunLock(path).holder()
+        if holder is not None:  # not unfinished: running
+            raise ResourceError(f"{str(path)!r} is being written by {holder}: one writer at a time (wait for it)")
         raise ResourceError(f"{str(partial_path(path))!r} holds the checkpoint of an unfinished run: continue it "
                             f"with --resume {str(path)!r}, or use --overwrite to start again")
     if not path.parent.is_dir():

@@ -307,10 +307,8 @@ class Network:
                                      ("ou_tau_ms", "bg_tau_ms", ou_tau_ms)):
             if val is not None:  # the bounds of the whole brain's OU background
                 check_value("wholebrain", config_key, real(f"drive: {key}", val), f"drive: {key}")
-        for key, val in dict(ou_mu_mv_ms=ou_mu_mv_ms, ou_sigma_mv_ms=ou_sigma_mv_ms, ou_tau_ms=ou_tau_ms,
-                             i_e_pa=i_e_pa).items():
-            if val is not None:
-                real(f"drive: {key}", val)
+        if i_e_pa is not None:
+            real("drive: i_e_pa", i_e_pa)
         for v in views:
             p = self._pops[v.index]
             neuron = p.neuron

@@ -162,7 +162,7 @@ def test_records_that_cannot_fit_the_disk_are_refused_before_the_first_step_and_
     net, e = one_population()
     net.connect(e, e, rule="fixed_in_degree", k=5, weight=0.4, delay_ms=1.5)
     net.drive([e], rate_hz=8.0, k=100, weight=0.4)
-    with pytest.raises(ResourceError, match=r"not enough disk for this run: .* which has 0 MiB free"):
+    with pytest.raises(ResourceError, match=r"not enough disk for this run: .* which has 0.0 MiB free"):
         with dtb.Session(net, out=tmp_path / "r.h5", backend="cpu", progress=False) as s:
             s.record(spikes=[e], rate_bin_ms=1.0)
             s.run(1000.0)

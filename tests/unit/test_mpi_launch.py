@@ -34,6 +34,8 @@ def test_mpi_suite(n_ranks):
 @pytest.mark.parametrize("args,needle", [
     (["--set", "simulation.dt_ms=0"], "simulation.dt_ms = 0.0: must be a number >= 0.0001"),
     (["--set", "wholebrain.subject=nobody"], "subject 'nobody' not in file"),
+    (["--set", "simulation.exchange=two_level", "--set", "simulation.ranks_per_node=3"],
+     "simulation.ranks_per_node = 3: must divide the number of ranks (2)"),
 ])
 def test_errors_under_mpiexec_end_every_rank_with_one_line(tmp_path, args, needle):
     p = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py", "-m", "dtb", "run", "--quiet",

@@ -114,6 +114,17 @@ def test_resume_refuses_a_changed_network(tmp_path):
     assert out.with_name("run.h5.partial").exists()  # refusals leave the checkpoint alone
 
 
+def test_resume_on_another_number_of_ranks_is_refused_before_mpi_starts(tmp_path, monkeypatch):
+    """A job of 2 ranks (as its launcher says) resuming a 1-rank checkpoint: one error, before MPI starts."""
+    import dtb.session
+
+    cfg, out = stopped_run(tmp_path, "wholebrain")
+    monkeypatch.setattr(dtb.session, "launcher_size", lambda: 2)
+    with pytest.raises(ResourceError, match=r"written by 1 rank\(s\); resume it on as many \(this job has 2\)"):
+        driver.run(cfg, out, resume=True)
+    assert out.with_name("run.h5.partial").exists()
+
+
 def test_a_stopped_run_blocks_a_fresh_start_without_overwrite(tmp_path):
     cfg, out = stopped_run(tmp_path, "wholebrain")
     with pytest.raises(ResourceError, match="--resume"):

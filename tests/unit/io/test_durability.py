@@ -107,6 +107,11 @@ def test_one_writer_per_run(tmp_path):
                 driver.run(load_config(overrides=SMALL[:2] + ["simulation.t_ms=10", "recording.progress=false"]), out,
                            **kw)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5.lock"]
+        partial = out.with_name("run.h5.partial")  # a run writing its checkpoint: running, not unfinished
+        partial.write_bytes(b"")
+        with pytest.raises(ResourceError, match=r"is being written by pid \d+ on .* since"):
+            driver.run(load_config(overrides=SMALL[:2] + ["simulation.t_ms=10", "recording.progress=false"]), out)
+        partial.unlink()
         h5py.File(out, "w").close()  # a finished run being overwritten: --resume names its writer too
         with pytest.raises(ResourceError, match=r"is being written by pid \d+ on .* since"):
             read_checkpoint(out)
