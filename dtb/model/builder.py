@@ -44,14 +44,14 @@ class PopulationView:
     name : str
     size : int
         Neurons in the population.
-    select : tuple of int or None
-        Which of its neurons (indices inside it); None: all.
+    select : tuple of int, range or None
+        Which of its neurons (indices inside it; a slice of the whole population stays a range); None: all.
     """
 
     index: int
     name: str
     size: int
-    select: tuple | None = None
+    select: tuple | range | None = None
     #: the network it belongs to (a token: a same-named population of another network is not this one)
     owner: object = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -77,7 +77,7 @@ class PopulationView:
             raise UsageError(f"{where}: {err} (it has {len(self)} neurons)") from None
         if len(idx) == 0:
             raise UsageError(f"{where}: selects no neuron (it has {len(self)} neurons)")
-        return dataclasses.replace(self, select=tuple(int(i) for i in idx))
+        return dataclasses.replace(self, select=idx if isinstance(idx, range) else tuple(int(i) for i in idx))
 
     def __len__(self) -> int:
         return self.size if self.select is None else len(self.select)
@@ -87,7 +87,11 @@ class PopulationView:
         return self.select is None
 
     def _local(self) -> np.ndarray:
-        return np.arange(self.size) if self.select is None else np.array(self.select, dtype=np.int64)
+        if self.select is None:
+            return np.arange(self.size)
+        if isinstance(self.select, range):
+            return np.arange(self.select.start, self.select.stop, self.select.step, dtype=np.int64)
+        return np.array(self.select, dtype=np.int64)
 
     def gids(self, recipe: Recipe) -> np.ndarray:
         """The selected neurons' gids in ``recipe``, increasing, int64."""
