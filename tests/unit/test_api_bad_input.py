@@ -167,3 +167,15 @@ def test_records_that_cannot_fit_the_disk_are_refused_before_the_first_step_and_
             s.record(spikes=[e], rate_bin_ms=1.0)
             s.run(1000.0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_views_of_a_billion_neurons_index_without_an_array_of_them():
+    """Slices of a whole population stay ranges, and index like numpy's arange would."""
+    a = dtb.Network(seed=1).population("A", 10**9, model="lif_cond")
+    assert len(a) == len(a[:]) == 10**9 and a[:].select == range(10**9)
+    v = a[10:20:3]
+    assert v.select == range(10, 20, 3) and list(v._local()) == [10, 13, 16, 19]
+    assert v[1].select == (13,) and v[[0, -1]].select == (10, 19) and a[-1].select == (10**9 - 1,)
+    net, e = one_population()
+    net.connect(e, e, rule="fixed_in_degree", k=5, weight=0.4, delay_ms=1.5)
+    np.testing.assert_array_equal(e[5:40:7].gids(net.recipe()), np.arange(50)[5:40:7])
