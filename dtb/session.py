@@ -396,8 +396,10 @@ class Session:
             n_ranks = launcher_size()
         else:
             name, n_ranks = ctx.backend.name, ctx.size
-        # the job's shape, checked before MPI starts: one error line, not one per rank
-        if opts["exchange"] == "two_level" and opts["ranks_per_node"] and n_ranks % opts["ranks_per_node"]:
+        # the job's shape, checked before MPI starts: one error line, not one per rank (one process exchanges
+        # nothing, whatever the strategy)
+        if opts["exchange"] == "two_level" and n_ranks > 1 and opts["ranks_per_node"] and \
+                n_ranks % opts["ranks_per_node"]:
             raise ConfigError(f"simulation.ranks_per_node = {opts['ranks_per_node']}: must divide the number of "
                               f"ranks ({n_ranks})")
         if ck is not None and int(ck.attrs["n_ranks"]) != n_ranks:
