@@ -21,7 +21,7 @@ import numpy as np
 from dtb.config import Config
 from dtb.errors import ConfigError, DataError, ResourceError
 from dtb.io.runfile import (arrays_digest, checked_write, checkpoint_content, checkpoint_digest, fsync_path,
-                            partial_path, RunLock)
+                            RunLock, partial_path)
 
 #: keys a resumed run may change: they do not change the network or what is recorded
 RESUMABLE_CHANGES = ("simulation.t_ms", "simulation.threads", "simulation.checkpoint_ms", "recording.progress",
@@ -123,9 +123,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     """The last checkpoint of the unfinished run ``path`` (a `DataError` if there is none)."""
     final = resume_target(path)
     if final.exists():
-        holder = RunLock(final).holder()
-        if holder is not None:
-            raise ResourceError(f"{str(final)!r} is being written by {holder}: one writer at a time (wait for it)")
+        RunLock(final).check_free()
         if not (final.is_file() and h5py.is_hdf5(final) and _has_summary(final)):  # a config or a connectome
             raise DataError(f"--resume {str(final)!r}: not a run file (--resume takes the run's path: dtb run "
                             "[CONFIG] --resume RUN)")

@@ -376,9 +376,7 @@ def check_output(path: str | Path, overwrite: bool, inputs=()) -> Path:
                             "remove it")
     check_parts(path)
     if partial_path(path).exists() and not overwrite:
-        holder = RunLock(path).holder()
-        if holder is not None:  # not unfinished: running
-            raise ResourceError(f"{str(path)!r} is being written by {holder}: one writer at a time (wait for it)")
+        RunLock(path).check_free()  # not unfinished: running
         raise ResourceError(f"{str(partial_path(path))!r} holds the checkpoint of an unfinished run: continue it "
                             f"with --resume {str(path)!r}, or use --overwrite to start again")
     if not path.parent.is_dir():
@@ -469,10 +467,8 @@ class RunLock:
                 # flock, not lockf: it excludes a second open of the same file in this process too
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                holder = note.decode(errors="replace").strip() or "another process"
                 os.close(fd)
-                raise ResourceError(f"{str(self.path.with_suffix(''))!r} is being written by {holder}: one writer "
-                                    "at a time (wait for it, or choose another output)") from None
+                raise self._held(note.decode(errors="replace").strip() or "another process") from None
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -489,6 +485,16 @@ class RunLock:
             if err.errno != errno.ENOSPC:
                 self.release()
                 raise ResourceError(f"cannot write the run's lock {str(self.path)!r} ({err.strerror})") from None
+
+    def _held(self, holder: str) -> ResourceError:
+        return ResourceError(f"{str(self.path.with_suffix(''))!r} is being written by {holder}: one writer at a time "
+                             "(wait for it, or choose another output)")
+
+    def check_free(self) -> None:
+        """A `ResourceError` naming the holder while another process writes the run; takes nothing."""
+        holder = self.holder()
+        if holder is not None:
+            raise self._held(holder)
 
     def holder(self) -> str | None:
         """Who holds the lock now (its note, or 'another process'), or None if no one does; takes nothing."""
