@@ -33,7 +33,7 @@ from dtb.activity import RegionActivity, steps_per_ms
 from dtb.bold import Balloon, bold_params
 from dtb.config import check_value
 from dtb.context import Context, cuda_aware_mpi, launcher_rank, launcher_size
-from dtb.errors import ConfigError, DataError, ResourceError, UsageError
+from dtb.errors import ConfigError, DataError, ResourceError, UsageError, WriteError
 from dtb.exchange import DryRunExchange, make_exchange
 from dtb.io import checkpoint as ckpt_io
 from dtb.io.recording import Recorder, StateProbe
@@ -705,7 +705,12 @@ class Session:
         state = ckpt_io.rank_state(sim, self.activity)
         if self.recorder is not None:
             state.update(self.recorder.state())
-        ckpt_io.write_rank_state(folder, ctx.rank, k, state)
+        failed = None
+        try:
+            ckpt_io.write_rank_state(folder, ctx.rank, k, state)
+        except WriteError as err:  # a full disk on one rank stops every rank here, not in their next collective
+            failed = err
+        ctx.raise_if_any(failed)
         self.segment = k + 1
         if summary is None:
             summary = self.summary()

@@ -11,6 +11,7 @@ the generators' whole state.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,9 @@ import h5py
 import numpy as np
 
 from dtb.config import Config
-from dtb.errors import ConfigError, DataError, ResourceError
-from dtb.io.runfile import (arrays_digest, checked_write, checkpoint_content, checkpoint_digest, fsync_path,
-                            RunLock, partial_path)
+from dtb.errors import ConfigError, DataError, ResourceError, WriteError
+from dtb.io.runfile import (arrays_digest, checked_write, checkpoint_content, checkpoint_digest, RunLock,
+                            partial_path)
 
 #: keys a resumed run may change: they do not change the network or what is recorded
 RESUMABLE_CHANGES = ("simulation.t_ms", "simulation.threads", "simulation.checkpoint_ms", "recording.progress",
@@ -33,19 +34,31 @@ def state_path(folder: Path, rank: int, k: int) -> Path:
 
 
 def write_rank_state(folder: Path, rank: int, k: int, arrays: dict) -> None:
-    """Store one rank's state of checkpoint ``k`` (written under a temporary name, then renamed)."""
+    """Store one rank's state of checkpoint ``k`` (written under a temporary name, then renamed).
+
+    The HDF5 file is built in memory and written to disk with plain writes: libhdf5 can crash (SIGSEGV)
+    when the disk fills while it flushes a file's metadata, and a plain write fails with ENOSPC instead.
+    This holds a second copy of the state for the moment of the write.
+    """
     path = state_path(folder, rank, k)
     tmp = path.with_name(path.name + ".tmp")
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        for key, val in arrays.items():
+            f.create_dataset(key, data=val)
+        f.attrs["sha256"] = arrays_digest(arrays)  # a flipped bit anywhere is found when it is read
 
     def write():
-        with h5py.File(tmp, "w") as f:
-            for key, val in arrays.items():
-                f.create_dataset(key, data=val)
-            f.attrs["sha256"] = arrays_digest(arrays)  # a flipped bit anywhere is found when it is read
-            f.flush()  # raises on a failed write, which closing would ignore
+        with open(tmp, "wb") as out:
+            out.write(image.getbuffer())
+            out.flush()
+            os.fsync(out.fileno())
 
-    checked_write(tmp, write)
-    fsync_path(tmp)
+    try:
+        checked_write(tmp, write)
+    except WriteError:
+        tmp.unlink(missing_ok=True)  # a part written to a full disk is of no use, and its room helps the rest stop
+        raise
     os.replace(tmp, path)
 
 

@@ -84,6 +84,32 @@ def test_a_disk_full_for_a_moment_stops_the_run_and_its_checkpoint_resumes_bitwi
         np.testing.assert_array_equal(a, b)
 
 
+STATE_WRITE = """
+import sys
+from pathlib import Path
+import numpy as np
+from dtb.errors import WriteError
+from dtb.io.checkpoint import write_rank_state
+state = {f"sim/a{i}": np.full(n, 0.5) for i, n in enumerate([1500, 3000, 20, 1, 1, 7, 300, 3000, 1500, 64, 2, 1])}
+try:
+    write_rank_state(Path(sys.argv[1]), 0, 0, state)
+except WriteError as err:
+    print(err)
+"""
+
+
+@pytest.mark.parametrize("free_kib", [4, 16, 48])
+def test_a_rank_state_written_to_a_full_disk_is_one_error(small_disk, free_kib):
+    """A checkpoint's rank state (many small datasets) meeting a full disk mid-write: one `WriteError` and no
+    half-written file. libhdf5 writing such a file itself crashes with SIGSEGV in this situation."""
+    filler = fill(small_disk)
+    os.truncate(filler, filler.stat().st_size - free_kib * 1024)
+    p = subprocess.run([sys.executable, "-c", STATE_WRITE, str(small_disk)], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0 and "is the disk full" in p.stdout, (p.returncode, p.stdout, p.stderr[-2000:])
+    assert sorted(x.name for x in small_disk.iterdir()) == ["filler"]
+
+
 def test_a_file_that_does_not_read_back_whole_is_not_committed(tmp_path):
     w = RunWriter(tmp_path / "r.h5")
     w.write_header(config_toml="", version="x", model="m", seed=1, dt_ms=0.1, spike_population="m",
