@@ -15,7 +15,7 @@ import sys
 import traceback
 import warnings
 
-from dtb.errors import DTBError, WriteError
+from dtb.errors import DTBError, LauncherError, WriteError
 
 
 def _version() -> str:
@@ -775,7 +775,7 @@ def _main(args) -> int:
             # the error may be this rank's alone: say which, and end every rank
             print(f"dtb: error: rank {launcher_rank()}: {err}", file=sys.stderr)
             abort_all(2)
-        elif launcher_rank() == 0 or launcher_size() == 1 or mpi_world_size() == 1:
+        elif launcher_rank() == 0 or launcher_size() == 1 or mpi_world_size() == 1 or isinstance(err, LauncherError):
             # before MPI starts every rank meets the same error: one line is enough (a job of one rank, or
             # a launcher's variables left in a shell without one, is its own rank 0; so is a process that MPI
             # started alone)

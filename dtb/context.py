@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dtb.errors import DTBError, ResourceError
+from dtb.errors import DTBError, LauncherError
 
 #: seconds an aborting rank waits after flushing its output
 _ABORT_DRAIN_S = 0.5
@@ -59,6 +59,39 @@ def launcher_size() -> int:
         if os.environ.get(var, "").isdigit():
             return int(os.environ[var])
     return 1
+
+
+#: launcher variables that hold numbers; an MPI library reads them when it starts, and a value that is not a
+#: launcher's ends it with pages of internal errors
+_LAUNCHER_NUMBERS = ("PMI_RANK", "PMI_SIZE", "PMI_FD", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE")
+
+
+def check_launcher() -> None:
+    """A `LauncherError` unless the launcher variables in the environment could be a launcher's: numbers, a rank
+    below the size, a ``PMI_FD`` open in this process. Called before MPI starts, which would read them."""
+    start = "or start dtb with mpiexec or srun"
+    for var in _LAUNCHER_NUMBERS:
+        value = os.environ.get(var)
+        if value is not None and not (value.isascii() and value.isdigit()):
+            raise LauncherError(f"{var} = {value!r} in the environment is not a launcher's (a number): unset it, "
+                                f"{start}")
+    for rank_var, size_var in (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE")):
+        size, rank = int(os.environ.get(size_var, 1)), int(os.environ.get(rank_var, 0))
+        if size < 1 or rank >= size:
+            raise LauncherError(f"{rank_var} = {rank}, {size_var} = {size} in the environment: no launcher starts "
+                                f"rank {rank} of {size}; a stale variable? unset them, {start}")
+    if "PMI_FD" in os.environ:
+        try:
+            os.fstat(int(os.environ["PMI_FD"]))
+        except OSError:
+            raise LauncherError(f"PMI_FD = {os.environ['PMI_FD']} in the environment is not open in this process: "
+                                f"a stale launcher variable? unset it, {start}") from None
+
+
+def _stale_pmi() -> bool:
+    """Whether PMI rank variables are set with nothing a launcher would also give (its socket, PMIx, Open MPI)."""
+    return any(v in os.environ for v in ("PMI_RANK", "PMI_SIZE")) and not any(
+        v in os.environ for v in ("PMI_FD", "PMI_PORT", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "HYDI_CONTROL_FD"))
 
 
 def available_bytes() -> int:
@@ -192,7 +225,11 @@ class Context:
         comm = MPI.COMM_WORLD
         if comm.Get_size() == 1 and launcher_size() > 1:
             # every process would run the whole job alone, writing the same files
-            raise ResourceError(f"the launcher started {launcher_size()} ranks, but MPI sees only this one: the "
+            if _stale_pmi():
+                raise LauncherError(f"PMI_SIZE = {launcher_size()} in the environment, but no launcher started this "
+                                    "process: a stale variable? unset PMI_RANK and PMI_SIZE, or start dtb with mpiexec "
+                                    "or srun")
+            raise LauncherError(f"the launcher started {launcher_size()} ranks, but MPI sees only this one: the "
                                 "launcher belongs to another MPI library than the one mpi4py loaded (pip's mpich: use "
                                 "its mpiexec, or point MPI4PY_LIBMPI at the launcher's libmpi)")
         local = comm.Split_type(MPI.COMM_TYPE_SHARED)
@@ -205,6 +242,7 @@ class Context:
     @classmethod
     def from_environment(cls, backend="cpu", threads: int = 0) -> "Context":
         """Collective: `world` under an MPI launcher, else `serial`."""
+        check_launcher()
         return cls.world(backend, threads) if launched_by_mpi() else cls.serial(backend, threads)
 
     @property

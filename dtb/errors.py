@@ -27,6 +27,11 @@ class WriteError(ResourceError):
     """A write to a run file or its parts failed (a full disk, a quota, an I/O error): the run stops."""
 
 
+class LauncherError(ResourceError):
+    """The MPI launcher's variables in the environment are none a launcher of this MPI would set: every
+    process that meets it says so (no rank can be trusted to be rank 0)."""
+
+
 class UsageError(DTBError, TypeError):
     """The Python API was called wrongly: a method out of order, an argument of the wrong kind."""
 
@@ -38,5 +43,9 @@ def deferred_warnings():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
+    seen = set()
     for w in caught:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        key = (str(w.message), w.category, w.filename, w.lineno)
+        if key not in seen:  # shown once per place, as Python's default filter would
+            seen.add(key)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

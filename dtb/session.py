@@ -32,7 +32,7 @@ import numpy as np
 from dtb.activity import RegionActivity, steps_per_ms
 from dtb.bold import Balloon, bold_params
 from dtb.config import check_value
-from dtb.context import Context, cuda_aware_mpi, launcher_rank, launcher_size
+from dtb.context import Context, check_launcher, cuda_aware_mpi, launcher_rank, launcher_size
 from dtb.errors import ConfigError, DataError, ResourceError, UsageError, WriteError
 from dtb.exchange import DryRunExchange, make_exchange
 from dtb.io import checkpoint as ckpt_io
@@ -393,6 +393,7 @@ class Session:
 
             name = resolve_backend(self.backend_name, announce=launcher_rank() == 0) \
                 if isinstance(self.backend_name, str) else self.backend_name.name
+            check_launcher()  # before the rank count is read from it
             n_ranks = launcher_size()
         else:
             name, n_ranks = ctx.backend.name, ctx.size

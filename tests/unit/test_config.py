@@ -88,3 +88,47 @@ def test_describe_lists_every_key():
     for key in ("model", "simulation.t_ms", "simulation.dt_ms", "simulation.seed", "wholebrain.n_neurons",
                 "wholebrain.in_degree", "wholebrain.subject", "wholebrain.connectome", "pd14.n_scale", "pd14.k_scale"):
         assert f"`{key}`" in table
+
+
+def test_a_renamed_key_is_refused_under_both_names_in_one_place_and_read_with_a_warning_otherwise(tmp_path):
+    """Within one file (or the --set items) the old and the new name of a key are one key given twice; the file's
+    value overridden by a --set is the usual layering."""
+    both = tmp_path / "both.toml"
+    both.write_text("[wholebrain]\nw_e_trace = 0.6\nw_e = 0.5\n")
+    with pytest.raises(ConfigError, match=r"both\.toml: both wholebrain\.w_e and wholebrain\.w_e_trace are given"):
+        load_config(both)
+    with pytest.raises(ConfigError, match=r"--set: both wholebrain\.bg_mu and wholebrain\.bg_mu_mv_ms are given"):
+        load_config(overrides=["wholebrain.bg_mu=1.0", "wholebrain.bg_mu_mv_ms=2.0"])
+    old = tmp_path / "old.toml"
+    old.write_text("[wholebrain]\nw_e = 0.5\n")
+    with pytest.warns(FutureWarning, match=r"old\.toml: wholebrain\.w_e is deprecated, use wholebrain\.w_e_trace"):
+        cfg = load_config(old, ["wholebrain.w_e_trace=0.7"])
+    assert cfg.wholebrain.w_e_trace == 0.7
+    with pytest.warns(FutureWarning):
+        assert load_config(overrides=["wholebrain.w_e=0.4", "wholebrain.w_e=0.3"]).wholebrain.w_e_trace == 0.3
+
+
+def test_deferred_warnings_wait_for_success_and_show_each_once():
+    """Inside `deferred_warnings` a warning is held back: given once per place when the block ends well, not at
+    all when it ends in an error (the error is the one line a bad input gets)."""
+    import warnings
+
+    from dtb.errors import DataError, deferred_warnings
+
+    def warn_twice():
+        for _ in range(2):
+            warnings.warn("held", UserWarning)
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")
+        with deferred_warnings():
+            warn_twice()
+            assert shown == []
+        assert [str(w.message) for w in shown] == ["held"]
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")
+        with pytest.raises(DataError):
+            with deferred_warnings():
+                warn_twice()
+                raise DataError("bad")
+        assert shown == []

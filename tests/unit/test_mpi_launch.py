@@ -56,15 +56,27 @@ def test_existing_output_under_mpiexec(tmp_path):
     assert out.read_bytes() == b"keep me"
 
 
-@pytest.mark.parametrize("rank", ["0", "1"])
-def test_a_launcher_of_another_mpi_is_refused(tmp_path, rank):
-    """Launched as one of 2 ranks (PMI_SIZE) while MPI starts this process alone, as when mpiexec and mpi4py's
-    libmpi differ (or a shell keeps a launcher's variables): one clear error on every such process, rank 1's
-    too (it is alone), nothing written."""
-    env = dict(os.environ, PMI_SIZE="2", PMI_RANK=rank)
+@pytest.mark.parametrize("launcher, says", [
+    ({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1"}, "the launcher started 2 ranks, but MPI sees only"),
+    ({"PMI_SIZE": "2", "PMI_RANK": "1"}, "PMI_SIZE = 2 in the environment, but no launcher started this process"),
+    ({"PMI_SIZE": "abc"}, "PMI_SIZE = 'abc' in the environment is not a launcher's"),
+    ({"PMI_SIZE": "1", "PMI_RANK": "0", "PMI_FD": "abc"}, "PMI_FD = 'abc' in the environment is not a launcher's"),
+    ({"PMI_SIZE": "1", "PMI_RANK": "0", "PMI_FD": "97"}, "PMI_FD = 97 in the environment is not open"),
+    ({"PMI_SIZE": "0", "PMI_RANK": "0"}, "no launcher starts rank 0 of 0"),
+    ({"PMI_SIZE": "2", "PMI_RANK": "2"}, "no launcher starts rank 2 of 2"),
+    ({"PMI_SIZE": "2", "PMI_RANK": "1", "PMI_FD": "97"}, "PMI_FD = 97 in the environment is not open"),
+], ids=["other-mpi", "stale-pmi", "junk-size", "junk-fd", "closed-fd", "size-0",
+        "rank-past-size", "closed-fd-rank1"])
+def test_a_launcher_that_is_not_this_mpis_is_refused(tmp_path, launcher, says):
+    """Launcher variables that MPI would misread: another MPI library's launcher (MPI starts this process
+    alone; Open MPI's mpirun, whose rank 0 mpi4py also warns about), a shell that kept a launcher's variables,
+    values no launcher writes (MPICH would end with pages of internal errors). One line on every such process,
+    rank 1's too (it is alone), nothing written."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI", "OMPI_", "HYD"))}
     p = subprocess.run([sys.executable, "-m", "dtb", "run", "--quiet", "--set", "wholebrain.n_neurons=2000",
-                        "--out", str(tmp_path / "x.h5")], capture_output=True, text=True, timeout=120, env=env)
-    assert p.returncode == 2 and "the launcher started 2 ranks, but MPI sees only this one" in p.stderr, p.stderr
+                        "--out", str(tmp_path / "x.h5")], capture_output=True, text=True, timeout=120,
+                       env={**env, **launcher})
+    assert p.returncode == 2 and says in p.stderr, p.stderr
     assert p.stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
 
