@@ -42,6 +42,8 @@ def write_rank_state(folder: Path, rank: int, k: int, arrays: dict) -> None:
     """
     path = state_path(folder, rank, k)
     tmp = path.with_name(path.name + ".tmp")
+    # whose state it is, under the digest: a state file copied over another rank's is found as such
+    arrays = {**arrays, "meta/rank": np.int64(rank), "meta/checkpoint": np.int64(k)}
     image = io.BytesIO()
     with h5py.File(image, "w") as f:
         for key, val in arrays.items():
@@ -90,6 +92,10 @@ def read_rank_state(folder: Path, rank: int, k: int) -> dict:
             from None
     if stored is None or stored != arrays_digest(out):
         raise DataError(f"checkpoint state {str(path)!r} is damaged (its content does not match its digest)")
+    owner = (int(out.pop("meta/rank", rank)), int(out.pop("meta/checkpoint", k)))  # absent from an earlier dtb's files
+    if owner != (rank, k):
+        raise DataError(f"checkpoint state {str(path)!r} holds rank {owner[0]}'s state of checkpoint {owner[1]}, not "
+                        f"rank {rank}'s of checkpoint {k}: a file copied or renamed by hand?")
     return out
 
 

@@ -348,6 +348,16 @@ def test_a_damaged_checkpoint_or_segment_is_refused_before_anything_runs(tmp_pat
         with pytest.raises(DataError, match=msg):
             driver.run(cfg, out, resume=True)
         path.write_bytes(raw)
+    # another rank's state under this rank's name (intact, so its digest holds): named as what it is
+    from dtb.io.checkpoint import read_rank_state, write_rank_state
+
+    own = parts / "rank0.state1.h5"
+    raw = own.read_bytes()
+    write_rank_state(tmp_path, 1, 1, read_rank_state(parts, 0, 1))
+    shutil.copy(tmp_path / "rank1.state1.h5", own)
+    with pytest.raises(DataError, match="rank0.state1.h5' holds rank 1's state of checkpoint 1, not rank 0's"):
+        driver.run(cfg, out, resume=True)
+    own.write_bytes(raw)
     # whatever a resume reads, edited: the attributes, the arrays, the BOLD so far, the stored config, the digest
     def edit(f, name, fn):
         f[name][...] = fn(f[name][()])
