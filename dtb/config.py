@@ -557,16 +557,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
         where = str(path)
     values: dict[str, Any] = {}  # "section.key" -> value
+    spelled: dict[tuple[str, str], str] = {}  # (origin, "section.key") -> the name it was given under there
+    deprecated: list[str] = []  # warned once every key is read: a key given under both names gets its error alone
 
     def put(parts: list[str], value: Any, origin: str) -> None:
         name = ".".join(parts)
+        key = RENAMED.get(name, name)
+        if spelled.setdefault((origin, key), name) != name:  # one file, or the --set items, giving both names
+            old = name if name in RENAMED else spelled[origin, key]
+            raise ConfigError(f"{origin}: both {old} and {key} are given: {old} is the deprecated name of {key} "
+                              "(which one is meant cannot be told); give only " + key)
         if name in RENAMED:
-            import warnings
-
-            warnings.warn(f"{origin}: {name} is deprecated, use {RENAMED[name]} (same meaning, units in the name)",
-                          FutureWarning, stacklevel=4)
-            name = RENAMED[name]
-            parts = name.split(".")
+            deprecated.append(f"{origin}: {name} is deprecated, use {key} (same meaning, units in the name)")
+            name, parts = key, key.split(".")
         if parts in (["model"], ["stimulus"]):
             values[name] = value
             return
@@ -588,6 +591,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for item in overrides:
         parts, value = _parse_override(item)
         put(parts, value, "--set")
+    if deprecated:
+        import warnings
+
+        for text in deprecated:
+            warnings.warn(text, FutureWarning, stacklevel=3)
 
     model_field = next(f for f in dataclasses.fields(Config) if f.name == "model")
     model = _coerce("model", values.get("model", model_field.default), model_field)

@@ -10,11 +10,14 @@ import numpy as np
 from numpy.polynomial import legendre
 from scipy.signal import butter, sosfilt, sosfilt_zi
 
+from dtb.connectome.formats import text_float
 from dtb.io.hdf5 import open_data_file
 from dtb.errors import DataError
 from dtb.io.hdf5 import read_labels, read_numbers
 
-#: the longest repetition time accepted (s); fMRI scans use 0.4 to about 4 s
+#: the repetition times accepted (s); fMRI scans use 0.4 to about 4 s, the fastest sequences about 0.1 s: a TR
+#: under 10 ms or over 30 s is a unit or file error (720 is the HCP TR in milliseconds; 1e-320 a damaged value)
+MIN_TR_S = 0.01
 MAX_TR_S = 30.0
 
 MIN_TRS = 10
@@ -80,7 +83,7 @@ def load_observed_bold(path: str | Path, subject: str) -> ObservedBold:
         One line naming the file and the dataset: a missing, non-HDF5 or truncated file,
         an unknown subject (the message lists the known ones), a missing dataset, a bold
         of wrong rank or with rows != len(labels), fewer than 10 TRs, NaN or inf, a
-        constant (zero-variance) region, a missing or non-positive tr_s.
+        constant (zero-variance) region, a missing tr_s or one outside `MIN_TR_S` to `MAX_TR_S`.
     """
     path = Path(path)
     name = str(path)
@@ -94,7 +97,7 @@ def load_observed_bold(path: str | Path, subject: str) -> ObservedBold:
             try:  # a real number of seconds (a numeric string too), not a flag (True would read as 1 s) or complex
                 if not np.isscalar(raw) or np.asarray(raw).dtype.kind not in "iufU":
                     raise ValueError
-                tr_s = float(raw)
+                tr_s = text_float(raw) if isinstance(raw, str) else float(raw)
             except (TypeError, ValueError):
                 raise DataError(f"{name}: root attribute 'tr_s' is not a number of seconds ({raw!r})") from None
             if "labels" not in f:
@@ -110,9 +113,12 @@ def load_observed_bold(path: str | Path, subject: str) -> ObservedBold:
             raise DataError(f"{name}: cannot read '{dset}' (truncated or corrupt file? {err})") from None
     if not (np.isfinite(tr_s) and tr_s > 0):
         raise DataError(f"{name}: root attribute 'tr_s' must be a positive number of seconds, got {tr_s}")
-    if tr_s > MAX_TR_S:  # 720 is the HCP TR in milliseconds
+    if tr_s > MAX_TR_S:
         raise DataError(f"{name}: root attribute 'tr_s' = {tr_s:g} s is no fMRI repetition time (at most "
                         f"{MAX_TR_S:g} s): milliseconds written as seconds?")
+    if tr_s < MIN_TR_S:
+        raise DataError(f"{name}: root attribute 'tr_s' = {tr_s:.3g} s is no fMRI repetition time (at least "
+                        f"{MIN_TR_S:g} s)")
     if bold.ndim != 2:
         raise DataError(f"{name}: '{dset}' must be 2-D (regions x TRs), has shape {bold.shape}")
     if bold.shape[0] != len(labels):

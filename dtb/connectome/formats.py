@@ -7,13 +7,14 @@ Each reader returns raw arrays; `dtb.connectome.connectome.load_connectome` vali
 from __future__ import annotations
 
 import bz2
+import csv
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from dtb.io.hdf5 import check_input_file
+from dtb.io.hdf5 import MAX_INPUT_CELLS, check_cells, check_input_file
 from dtb.errors import DataError
 
 #: a TVB zip may not unpack to more than this (a zip bomb is refused, not unpacked)
@@ -48,10 +49,11 @@ def read_labels(path: Path) -> list[str]:
     check_input_file(path, "labels file")
     lines = [ln.strip() for ln in _text(_text_bytes(path, "labels"), path).splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith("#")]
-    split = [ln.split() for ln in lines]
+    split = split_cells(lines, None, f"labels file {str(path)!r}")
     if lines and all(len(s) >= 2 and s[0].isdigit() for s in split):
         return [s[1] for s in split]
-    return lines
+    # one name per line: a quoted one ("Left Hippocampus") is unquoted, an unquoted one kept whole
+    return [s[0] if len(s) == 1 else ln for ln, s in zip(lines, split)]
 
 
 def read_sizes(path: Path, labels: list[str]) -> np.ndarray:
@@ -65,8 +67,8 @@ def read_sizes(path: Path, labels: list[str]) -> np.ndarray:
     check_input_file(path, "sizes file")
     rows = [ln.strip() for ln in _text(_text_bytes(path, "sizes"), path).splitlines()]
     rows = [ln for ln in rows if ln and not ln.startswith("#")]
-    cells = [[c.strip() for c in ln.replace("\t", ",").split(",")] if ("," in ln or "\t" in ln) else ln.split()
-             for ln in rows]
+    sep = next((c for c in (",", "\t") if any(c in ln for ln in rows)), None)  # a header may have none
+    cells = split_cells(rows, sep, f"sizes file {str(path)!r}")
     if cells and not is_number(cells[0][-1]):
         cells = cells[1:]  # a header
     if all(len(c) == 1 for c in cells):
@@ -121,17 +123,24 @@ def _read_tvb(path: Path) -> tuple[list[str] | None, dict]:
     if (name := find("tract_lengths", "tract")) is not None:
         data["len_mm"] = _parse_matrix(files[name], f"{path}:{name}")[0]
     if (name := find("centres", "centers")) is not None:
-        rows = [ln.split() for ln in _text(files[name], f"{path}:{name}").splitlines() if ln.strip()]
+        lines = [ln for ln in _text(files[name], f"{path}:{name}").splitlines() if ln.strip()]
+        rows = split_cells(lines, None, f"{path}:{name}")
         try:
             labels = [r[0] for r in rows]
-            data["centres"] = np.array([[text_float(v) for v in r[1:4]] for r in rows]) if all(len(r) >= 4 for r in rows) \
-                else None
+            # TVB's connectivity_66 has a fifth column ('None'): the coordinates are the three after the label
+            data["centres"] = np.array([[text_float(v) for v in r[1:4]] for r in rows]) \
+                if all(len(r) >= 4 for r in rows) else None
         except ValueError:
             raise DataError(f"{path}:{name}: expected 'label x y z' rows") from None
     if (name := find("region_labels")) is not None:
-        labels = [ln.strip() for ln in _text(files[name], f"{path}:{name}").splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in _text(files[name], f"{path}:{name}").splitlines() if ln.strip()]
+        labels = [s[0] if len(s) == 1 else ln for ln, s in zip(lines, split_cells(lines, None, f"{path}:{name}"))]
     if (name := find("areas")) is not None:
-        areas = _parse_matrix(files[name], f"{path}:{name}", square=False)[0].ravel()
+        areas = _parse_matrix(files[name], f"{path}:{name}", square=False)[0]
+        if areas.shape[1] != 1:  # a matrix in its place: its cells are no regions' areas
+            raise DataError(f"{path}:{name}: holds {areas.shape[0]} rows of {areas.shape[1]} values, expected one "
+                            "area per line (one per region)")
+        areas = areas[:, 0]
         zero = areas == 0
         if np.any(zero) and np.any(areas > 0):
             # TVB gives no area to regions off the cortical surface (subcortical nuclei, the corpus callosum)
@@ -249,7 +258,8 @@ def _read_mat(path: Path, what: str) -> tuple[np.ndarray, list[str] | None, dict
     try:
         if h5py.is_hdf5(path):  # MATLAB v7.3
             with h5py.File(path, "r") as f:
-                mats = {k: np.asarray(f[k][()]).T for k in f if isinstance(f[k], h5py.Dataset) and f[k].ndim == 2}
+                mats = {k: np.asarray(check_cells(f[k], f"{what} file {str(path)!r}: {k!r}")[()]).T for k in f
+                        if isinstance(f[k], h5py.Dataset) and f[k].ndim == 2}
             names = None
         else:
             content = scipy.io.loadmat(path)
@@ -270,20 +280,30 @@ def _read_mat(path: Path, what: str) -> tuple[np.ndarray, list[str] | None, dict
     if key is None:
         raise DataError(f"{what} file {str(path)!r}: no matrix named 'connectivity' and "
                         f"{'several' if square else 'no'} square matrices ({', '.join(square) or 'none'})")
-    labels = None
-    if names is not None:
-        if names.dtype.kind in "iu":  # DSI Studio: uint8 codes of 'name1\nname2\n...'
-            text = bytes(np.asarray(names, dtype=np.uint8).ravel()).decode("utf-8", "replace")
-            labels = [s.strip() for s in text.split("\n") if s.strip()]
-        elif names.dtype.kind == "U":
-            labels = [str(s).strip() for s in names.ravel()]
-        elif names.dtype == object:
-            labels = [str(np.asarray(s).ravel()[0]).strip() if np.asarray(s).size else "" for s in names.ravel()]
+    labels = None if names is None else _mat_names(names, f"{what} file {str(path)!r}")
     return _square(square[key].astype(np.float64), path), labels, {}
 
 
-#: the most cells of a sparse MATLAB matrix made dense (2 GiB of float64: 16,384 regions)
-MAX_DENSE_CELLS = 2**28
+def _mat_names(names: np.ndarray, where: str) -> list[str]:
+    """The region names of a MATLAB ``name`` variable: DSI Studio's character codes of ``'name1\\nname2\\n...'``,
+    a char matrix (a name per row) or a cell array of names; a `DataError` for anything else (numbers, a struct),
+    which is never taken for "no names"."""
+    if names.dtype.kind in "iu":
+        text = bytes(np.asarray(names, dtype=np.uint8).ravel()).decode("utf-8", "replace")
+        return [s.strip() for s in text.split("\n") if s.strip()]
+    if names.dtype.kind == "U":
+        return [str(s).strip() for s in names.ravel()]
+    cells = [np.asarray(s).ravel() for s in names.ravel()] if names.dtype == object else None
+    if cells is not None and all(c.size == 0 or c.dtype.kind == "U" for c in cells):
+        return [str(c[0]).strip() if c.size else "" for c in cells]  # an empty cell: an empty name, refused later
+    what = "a struct" if names.dtype.names else "a cell array of non-text cells" if cells is not None \
+        else f"an array of {names.dtype}"
+    raise DataError(f"{where}: its 'name' is {what}: must be text (the region names)")
+
+
+#: the most cells of a matrix read whole: a ``.npy`` array, a sparse MATLAB matrix made dense (2 GiB of float64:
+#: 16,384 regions); HDF5 datasets have the same cap (`dtb.io.hdf5.check_cells`)
+MAX_DENSE_CELLS = MAX_INPUT_CELLS
 
 
 def _dense(m, path: Path, key: str) -> np.ndarray:
@@ -302,7 +322,7 @@ def _parse_matrix(blob: bytes, where: str, square: bool = True) -> tuple[np.ndar
         raise DataError(f"{where}: no numbers in the file")
     # semicolons where the decimal mark is a comma (spreadsheets in much of Europe); a decimal comma is then refused
     sep = next((c for c in (";", ",", "\t") if c in lines[0]), None)
-    rows = [[c.strip() for c in ln.split(sep)] if sep else ln.split() for ln in lines]
+    rows = split_cells(lines, sep, where)
     labels = None
     first = [is_number(c) for c in rows[0] if c]
     if not all(first) and not any(first[1:]):  # a header: names over the columns (and a corner cell)
@@ -324,6 +344,36 @@ def _parse_matrix(blob: bytes, where: str, square: bool = True) -> tuple[np.ndar
     return (_square(arr, where) if square else arr), labels
 
 
+def split_cells(lines: list[str], sep: str | None, where: str) -> list[list[str]]:
+    """The cells of each line of a table, stripped, with CSV quoting understood as spreadsheets write it
+    (``"Left, anterior"``; ``""`` for a quote inside quotes).
+
+    Parameters
+    ----------
+    lines : list of str
+        The table's lines (no line ends: a quoted cell cannot span lines).
+    sep : str or None
+        The separator; None: runs of spaces and tabs.
+    where : str
+        The file, for the error.
+
+    Raises
+    ------
+    DataError
+        A quoted cell left open, or text after its closing quote.
+    """
+    if sep is None:
+        lines, sep = [ln.replace("\t", " ").strip() for ln in lines], " "
+    rows = []
+    for line in lines:
+        try:
+            rows.append([c.strip() for c in next(csv.reader([line], delimiter=sep, skipinitialspace=True,
+                                                              strict=True), [])])
+        except csv.Error as err:
+            raise DataError(f"{where}: the line {line[:80]!r} is not CSV ({err})") from None
+    return rows
+
+
 def _square(arr: np.ndarray, where) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
         hint = " (if its first column holds region numbers, give the file a header row of labels)" \
@@ -340,15 +390,16 @@ def _text(blob: bytes, where) -> str:
 
 
 def text_float(text: str) -> float:
-    """A table cell as a float, as numpy and spreadsheets read it: Python's own digit grouping (``1_000``) is not a
-    number in a data file.
+    """A table cell as a float, as numpy and spreadsheets read it: Python's own digit grouping (``1_000``) and
+    digits other than ASCII's (Arabic-Indic ``١``, full-width ``１``), which Python's float() reads, are not numbers
+    in a data file.
 
     Raises
     ------
     ValueError
         Not a number.
     """
-    if "_" in text:
+    if "_" in text or not text.isascii():
         raise ValueError(f"could not convert string to float: {text!r}")
     return float(text)
 

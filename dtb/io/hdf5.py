@@ -50,10 +50,24 @@ def open_dataset(f: h5py.File, name: str) -> h5py.Dataset:
     return h5py.Dataset(h5py.h5d.open(f.id, name.encode(), dapl))
 
 
+#: the most cells of an input dataset read whole (2 GiB of float64: a 16,384-region matrix); a chunked dataset
+#: that is never written takes no disk, so its shape, not its file's size, tells what reading it would allocate
+MAX_INPUT_CELLS = 2**28
+
+
+def check_cells(ds: h5py.Dataset, where: str) -> h5py.Dataset:
+    """``ds``, or a `DataError` naming ``where`` and its shape when it holds more than `MAX_INPUT_CELLS` cells:
+    checked from its shape, before it is read."""
+    if ds.size is not None and ds.size > MAX_INPUT_CELLS:
+        raise DataError(f"{where} has shape {ds.shape}: too large for an input (at most {MAX_INPUT_CELLS:,} cells)")
+    return ds
+
+
 def read_numbers(f: h5py.File, name: str) -> np.ndarray:
     """The dataset ``name`` of ``f`` read whole as float64, or a `DataError` naming it: a link that leads nowhere
     (a missing external file, a loop of soft links), no dataset, a dtype that is not integer or real (complex,
-    strings, compounds, booleans), a virtual dataset whose sources are missing (`open_dataset`)."""
+    strings, compounds, booleans), more cells than `MAX_INPUT_CELLS`, a virtual dataset whose sources are missing
+    (`open_dataset`)."""
     where = f"{f.filename}: '{name}'"
     try:
         ds = f[name]
@@ -63,6 +77,7 @@ def read_numbers(f: h5py.File, name: str) -> np.ndarray:
         raise DataError(f"{where} is not a dataset")
     if ds.dtype.kind not in "iuf":
         raise DataError(f"{where} is not numeric (dtype {ds.dtype})")
+    check_cells(ds, where)
     try:
         return np.asarray(open_dataset(f, name)[()], dtype=np.float64)
     except (RuntimeError, OSError) as err:
@@ -78,6 +93,7 @@ def read_labels(f: h5py.File, name: str = "labels") -> list[str]:
                         "1-d dataset")
     if ds.dtype.kind not in "SOUiu":
         raise DataError(f"{f.filename}: '/{name}' holds {ds.dtype} values: region names are text or integers")
+    check_cells(ds, f"{f.filename}: '/{name}'")
     try:
         return [lab.decode() if isinstance(lab, bytes) else str(lab) for lab in ds[()]]
     except UnicodeDecodeError as err:

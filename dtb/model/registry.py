@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dtb.errors import ConfigError, deferred_warnings
+from dtb.errors import ConfigError, DataError, deferred_warnings
 from dtb.model.builder import Network
 
 #: whole-brain parameters that may differ from region to region
@@ -137,9 +137,9 @@ def network_from_config(cfg, **overrides) -> Network:
 
 def read_table(value, name: str, section: str | None = None):
     """A per-region value as given: a number, a list or a dict by label stay; a CSV/TSV file of
-    (label, value) rows (a header line is skipped) becomes a dict."""
+    (label, value) rows (a header line is skipped; cells may be quoted as in CSV) becomes a dict."""
     if isinstance(value, str):
-        from dtb.connectome.formats import is_number, text_float
+        from dtb.connectome.formats import is_number, split_cells, text_float
 
         path = Path(value)
         try:
@@ -151,13 +151,19 @@ def read_table(value, name: str, section: str | None = None):
         except (OSError, ValueError, RuntimeError) as err:  # unreadable, not UTF-8 text, a link loop
             raise ConfigError(f"{name}: cannot read {value!r} ({getattr(err, 'strerror', None) or err})") from None
         delim = "\t" if path.suffix.lower() == ".tsv" else ","
+        lines = text.splitlines()
+        try:
+            rows = split_cells(lines, delim, f"{name}: {value}")  # "Left, anterior",0.5: CSV quoting
+        except DataError as err:
+            raise ConfigError(str(err)) from None
         table = {}
-        for i, line in enumerate(text.splitlines()):
-            cells = [c.strip() for c in line.split(delim)]
+        for i, (line, cells) in enumerate(zip(lines, rows)):
             if not line.strip() or (i == 0 and not is_number(cells[-1])):
                 continue  # blank lines and a header
-            if len(cells) != 2 or not is_number(cells[1]):
+            if len(cells) != 2:
                 raise ConfigError(f"{name}: {value}: line {i + 1} is not 'label{delim}value'")
+            if not is_number(cells[1]):
+                raise ConfigError(f"{name}: {value}: line {i + 1}: {cells[1]!r} is not a number")
             if cells[0] in table:  # which of the two would be meant cannot be told
                 raise ConfigError(f"{name}: {value}: line {i + 1} gives region {cells[0]!r} twice")
             table[cells[0]] = text_float(cells[1])

@@ -173,6 +173,42 @@ def setup_damaged_compressed_mat(d):
     (d / "w.mat").write_bytes(bytes(raw))
 
 
+def setup_huge_empty_h5(d):
+    """A connectome whose sc is a 200,000 x 200,000 chunked dataset never written: a few kB on disk, 320 GB read."""
+    write_connectome(d / "c.h5")
+    with h5py.File(d / "c.h5", "r+") as f:
+        del f["subjects/s1/sc"]
+        f["subjects/s1"].create_dataset("sc", shape=(200_000, 200_000), dtype="f8", chunks=(100, 100))
+
+
+def setup_huge_empty_mat73(d):
+    with h5py.File(d / "w.mat", "w") as f:
+        f.create_dataset("connectivity", shape=(200_000, 200_000), dtype="f8", chunks=(100, 100))
+
+
+def setup_tvb_areas(areas):
+    """A TVB zip of 2 regions with ``areas`` as its areas.txt."""
+    def make(d):
+        import zipfile
+
+        with zipfile.ZipFile(d / "tvb.zip", "w") as z:
+            z.writestr("weights.txt", "0 1\n1 0\n")
+            z.writestr("tract_lengths.txt", "0 20\n20 0\n")
+            z.writestr("areas.txt", areas)
+    return make
+
+
+def setup_bold_tr(tr_s):
+    """The bundled data file as b.h5, its repetition time ``tr_s``."""
+    def make(d):
+        from dtb.connectome.connectome import bundled_connectome_path
+
+        shutil.copy(bundled_connectome_path(), d / "b.h5")
+        with h5py.File(d / "b.h5", "r+") as f:
+            f.attrs["tr_s"] = tr_s
+    return make
+
+
 def setup_bad_summary(d):
     with h5py.File(d / "r.h5", "w") as f:
         pops = f.create_group("network/populations")
@@ -446,6 +482,52 @@ CASES = {
                                                 setup_text("w.csv", "1,0,2\n2,2,0\n")),
     "weights without a number": (["connectome", "show", "w.csv"], "w.csv: no numbers in the file",
                                  setup_text("w.csv", "a,b\n")),
+    # input formats (review of the readers)
+    "a CSV label with its quote left open": (["connectome", "show", "w.csv"],
+                                             "w.csv: the line '\"Q0,Q1' is not CSV (unexpected end of data)",
+                                             setup_text("w.csv", '"Q0,Q1\n0,1\n1,0\n')),
+    "a CSV weight of Arabic-Indic digits": (
+        ["connectome", "show", "w.csv", "--lengths", "w.csv"],
+        "w.csv: not a matrix of numbers (could not convert string to float: '\u0661')",
+        setup_text("w.csv", "0,\u0661,1\n1,0,1\n1,1,0\n")),
+    "a sizes file of Arabic-Indic digits": (WITH_CONNECTOME + ["--set", 'wholebrain.sizes_file="s.csv"'],
+                                            "s.csv': '\u0662' (entry 2) is not a number",
+                                            setup_both(setup_connectome(), setup_text("s.csv", "1\n\u0662\n3\n4\n"))),
+    "a per-region file of Arabic-Indic digits": (RUN + ["--set", 'wholebrain.w_e_trace="we.csv"'],
+                                                 "we.csv: line 2: '\u0660.5' is not a number",
+                                                 setup_text("we.csv", "region,w\nPrecentral_L,\u0660.5\n")),
+    "a DSI Studio name of numbers": (["connectome", "show", "w.mat", "--lengths", "w.mat"],
+                                     "its 'name' is an array of float64: must be text (the region names)",
+                                     lambda d: __import__("scipy.io").io.savemat(
+                                         d / "w.mat", dict(connectivity=sc_with(0, 1, 5.0),
+                                                           name=np.array([1.5, 2, 3, 4])))),
+    "a DSI Studio name of a struct": (["connectome", "show", "w.mat", "--lengths", "w.mat"],
+                                      "its 'name' is a struct: must be text",
+                                      lambda d: __import__("scipy.io").io.savemat(
+                                          d / "w.mat", dict(connectivity=sc_with(0, 1, 5.0), name=dict(a=1.0)))),
+    "TVB areas of a matrix": (["connectome", "show", "tvb.zip"],
+                              "tvb.zip:areas.txt: holds 2 rows of 2 values, expected one area per line",
+                              setup_tvb_areas("1 2\n3 4\n")),
+    "TVB areas of one row": (["connectome", "show", "tvb.zip"],
+                             "tvb.zip:areas.txt: holds 1 rows of 2 values, expected one area per line",
+                             setup_tvb_areas("10 20\n")),
+    "a huge empty chunked HDF5 dataset": (WITH_CONNECTOME, "c.h5: '/subjects/s1/sc' has shape (200000, 200000): "
+                                          "too large for an input (at most 268,435,456 cells)", setup_huge_empty_h5),
+    "a huge empty chunked v7.3 .mat": (["connectome", "show", "w.mat"], "w.mat': 'connectivity' has shape "
+                                       "(200000, 200000): too large for an input", setup_huge_empty_mat73),
+    "a subnormal BOLD TR": (["assimilate", "--data", "b.h5", "--quiet", "--out", "out.h5"],
+                            "root attribute 'tr_s' = 1e-320 s is no fMRI repetition time (at least 0.01 s)",
+                            setup_bold_tr(1e-320)),
+    "a BOLD TR in milliseconds": (["assimilate", "--data", "b.h5", "--quiet", "--out", "out.h5"],
+                                  "root attribute 'tr_s' = 720 s is no fMRI repetition time (at most 30 s)",
+                                  setup_bold_tr(720.0)),
+    "a renamed key given under both names": (["config", "both.toml"], "both.toml: both wholebrain.w_e and "
+                                             "wholebrain.w_e_trace are given: wholebrain.w_e is the deprecated "
+                                             "name of wholebrain.w_e_trace",
+                                             setup_text("both.toml", "[wholebrain]\nw_e = 0.5\nw_e_trace = 0.6\n")),
+    "a renamed key --set under both names": (["config", "--set", "wholebrain.w_e_trace=0.6", "--set",
+                                              "wholebrain.w_e=0.5"],
+                                             "--set: both wholebrain.w_e and wholebrain.w_e_trace are given", None),
 }
 CASES["import under subject '.'"] = (["connectome", "import", "c.h5", "--subject", ".", "-o", "x.h5"],
                                      "subject '.'", setup_connectome())

@@ -37,6 +37,8 @@ def _write(path, n=3, n_t=20, subject="s1", bold="default", tr_s=0.72, labels=Tr
 def test_user_file(tmp_path):
     obs = load_observed_bold(_write(tmp_path / "b.h5"), "s1")
     assert obs.bold.shape == (3, 20) and obs.labels == ("R0", "R1", "R2")
+    for tr_s in (0.01, "0.72", 30.0):  # the bounds are accepted, and a numeric string
+        assert load_observed_bold(_write(tmp_path / "b.h5", tr_s=tr_s), "s1").tr_s == float(tr_s)
 
 
 def _bad_bold(kind):
@@ -66,6 +68,10 @@ def _bad_bold(kind):
     (dict(bold=_bad_bold("complex") + 1j), "s1", "'/subjects/s1/bold' is not numeric"),
     (dict(tr_s=True), "s1", "'tr_s' is not a number of seconds"),  # would read as 1 s
     (dict(tr_s=0.72 + 1j), "s1", "'tr_s' is not a number of seconds"),
+    (dict(tr_s="\u0660.72"), "s1", "'tr_s' is not a number of seconds"),  # Arabic-Indic digits: Python reads them
+    (dict(tr_s=1e-320), "s1", r"'tr_s' = 1e-320 s is no fMRI repetition time \(at least 0.01 s\)"),
+    (dict(tr_s=0.005), "s1", r"'tr_s' = 0.005 s is no fMRI repetition time \(at least 0.01 s\)"),
+    (dict(tr_s=720.0), "s1", r"'tr_s' = 720 s is no fMRI repetition time \(at most 30 s\): milliseconds"),
 ])
 def test_data_errors(tmp_path, kwargs, subject, match):
     path = _write(tmp_path / "b.h5", **kwargs)

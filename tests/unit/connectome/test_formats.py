@@ -198,6 +198,86 @@ def test_labelled_csv_header_and_column(tmp_path):
         assert con.labels == labels and np.array_equal(con.sc, sc)
 
 
+def _quoted(cell) -> str:
+    return '"' + str(cell).replace('"', '""') + '"'
+
+
+def test_quoted_cells_read_as_a_spreadsheet_writes_them(tmp_path):
+    """CSV quoting ("Left, anterior"; "" for a quote inside quotes) in matrices, labels, sizes and per-region files;
+    a quoted number is a number."""
+    from dtb.model.registry import read_table
+
+    sc, ln = _full(4)
+    sc[0, 1] = sc[1, 0] = 0.5
+    labels = ["Left, anterior", 'Q"1', "Q2", "Q3"]
+    rows = [",".join(map(_quoted, labels))] + [",".join(map(_quoted, r)) for r in sc]
+    (tmp_path / "w.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "w.semi.csv").write_text("\n".join(r.replace(",", ";") for r in rows[1:]) + "\n")
+    np.savetxt(tmp_path / "l.csv", ln, delimiter=",")
+    (tmp_path / "sizes.csv").write_text('"label","size"\n' + "".join(f"{_quoted(lab)},{_quoted(10 + i)}\n"
+                                                                      for i, lab in enumerate(labels)))
+    con, _ = _load(tmp_path / "w.csv", lengths=tmp_path / "l.csv", sizes=tmp_path / "sizes.csv")
+    assert con.labels == labels and np.array_equal(con.sc, sc) and con.sc[0, 1] == 0.5
+    assert np.array_equal(con.nvoxel, [10, 11, 12, 13])
+    # a labels file: one quoted name per line, or a lookup table with quoted names
+    (tmp_path / "names.txt").write_text("".join(_quoted(lab) + "\n" for lab in labels))
+    (tmp_path / "lut.txt").write_text("".join(f"{i + 1} {_quoted(lab)} 25 100 40 0\n" for i, lab in enumerate(labels)))
+    for names in ("names.txt", "lut.txt"):
+        con, _ = _load(tmp_path / "w.semi.csv", lengths=tmp_path / "l.csv", labels=tmp_path / names)
+        assert con.labels == labels and np.array_equal(con.sc, sc)
+    (tmp_path / "we.csv").write_text('"region","w"\n"Left, anterior","0.5"\n"Q""1",2\n')
+    assert read_table(str(tmp_path / "we.csv"), "wholebrain.w_e_trace") == {"Left, anterior": 0.5, 'Q"1': 2.0}
+
+
+def test_tvb_areas_one_per_line_read_and_other_shapes_refused(tmp_path):
+    def tvb(areas):
+        with zipfile.ZipFile(tmp_path / "tvb.zip", "w") as z:
+            z.writestr("weights.txt", "0 1\n1 0\n")
+            z.writestr("tract_lengths.txt", "0 20\n20 0\n")
+            z.writestr("areas.txt", areas)
+        return tmp_path / "tvb.zip"
+
+    assert np.array_equal(_load(tvb("10\n20\n"))[0].nvoxel, [10, 20])
+    for areas in ("1 2\n3 4\n", "10 20\n", "1 2 3 4\n"):  # a matrix, a row, four values for two regions
+        with pytest.raises(DataError, match="areas.txt: holds .* expected one area per line"):
+            load_connectome(tvb(areas))
+
+
+def test_a_dsi_studio_name_that_is_not_text_is_refused(tmp_path):
+    sc, ln = _full(4)
+    for name, needle in ((np.array([1.5, 2, 3, 4]), "is an array of float64"), (dict(a=1.0), "is a struct"),
+                         (np.array([1.0, "b", "c", "d"], dtype=object), "is a cell array of non-text cells")):
+        scipy.io.savemat(tmp_path / "w.mat", dict(connectivity=sc, name=name))
+        with pytest.raises(DataError, match=f"its 'name' {needle}: must be text"):
+            load_connectome(tmp_path / "w.mat", lengths=tmp_path / "w.mat")
+    scipy.io.savemat(tmp_path / "w.mat", dict(connectivity=sc, name=np.array(["a", "b", "c", "d"], dtype=object)))
+    assert _load(tmp_path / "w.mat", lengths=tmp_path / "w.mat")[0].labels == ["a", "b", "c", "d"]
+
+
+def test_non_ascii_digits_are_not_numbers():
+    from dtb.connectome.formats import is_number, text_float
+
+    for text in ("\u0661", "\u0661.5", "\uff11", "\u0967", "1\u00a0"):  # Arabic-Indic, full-width, Devanagari, NBSP
+        assert float(text) and not is_number(text)
+    assert text_float(" 1.5e3 ") == 1500.0 and is_number("-inf")
+
+
+def test_huge_hdf5_datasets_are_refused_from_their_shape(tmp_path, monkeypatch):
+    """dtb's HDF5 and MATLAB v7.3 files: a dataset over the cap is refused before it is read (cap made small)."""
+    from dtb.io import hdf5
+
+    write_connectome(tmp_path / "c.h5", n=6)
+    with h5py.File(tmp_path / "w.mat", "w") as f:
+        f["connectivity"] = _full(6)[0]
+    assert load_connectome(tmp_path / "c.h5", subject="s1").n_regions == 6
+    monkeypatch.setattr(hdf5, "MAX_INPUT_CELLS", 35)
+    with pytest.raises(DataError, match=r"c\.h5: '/subjects/s1/len_mm' has shape \(6, 6\): too large for an input "
+                                        r"\(at most 35 cells\)"):
+        load_connectome(tmp_path / "c.h5", subject="s1")
+    with pytest.raises(DataError, match=r"w\.mat': 'connectivity' has shape \(6, 6\): too large"):
+        load_connectome(tmp_path / "w.mat", lengths=tmp_path / "w.mat")
+
+
 @pytest.mark.parametrize("write,kwargs,needle", [
     (lambda d: np.save(d / "w.npy", _full()[0]), {}, "no fibre lengths (give a lengths file"),
     (lambda d: np.save(d / "w.npy", np.ones((3, 4))), {}, "expected a square one"),
