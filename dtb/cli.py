@@ -104,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     par.add_argument("--ranks", type=int, required=True, help="number of ranks P")
     par.add_argument("--strategy", default=None,
                      help="hierarchical, metis, greedy or contiguous (default: simulation.partition)")
-    par.add_argument("--rate-hz", type=float, default=5.0, help="nominal firing rate for traffic (default 5)")
+    par.add_argument("--rate-hz", type=float, default=5.0,
+                     help="nominal firing rate for traffic (default 5; above 0, at most 10000)")
     par.add_argument("--ranks-per-node", type=int, default=8, help="for the two-level exchange (default 8)")
     par.add_argument("--json", action="store_true", help="machine-readable output")
     par.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -127,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="the matrices' rows are the receiving regions (TVB, dtb; default) or the sending ones")
         if action == "show":
             c.add_argument("--velocity-m-s", type=float, default=5.0,
-                           help="conduction velocity for the delays (default 5, wholebrain's)")
+                           help="conduction velocity for the delays (default 5, wholebrain's; 0.01 to 1000)")
             c.add_argument("--json", action="store_true", help="machine-readable output")
         else:
             c.add_argument("-o", "--out", required=True, help="HDF5 file to write (*.h5)")
@@ -460,7 +461,7 @@ def _compare(args) -> int:
 
 
 def _partition(args) -> int:
-    from dtb.config import load_config
+    from dtb.config import check_value, load_config
     from dtb.errors import ConfigError
     from dtb.model.registry import network_from_config
     from dtb.partition import cross_node_lower_bound, partition, quality
@@ -468,8 +469,9 @@ def _partition(args) -> int:
     cfg = load_config(args.config, args.overrides)
     if not 1 <= args.ranks_per_node <= 100_000:  # as simulation.ranks_per_node
         raise ConfigError(f"--ranks-per-node {args.ranks_per_node}: must be >= 1 and <= 100,000")
-    if not (args.rate_hz > 0 and args.rate_hz < 1e4):  # NaN fails both; at 0 Hz there is no traffic to weigh
-        raise ConfigError(f"--rate-hz {args.rate_hz:g}: must be a number > 0 and < 10000")
+    check_value("pd14", "bg_rate_hz", args.rate_hz, "--rate-hz")  # a rate's bounds (NaN, 1e-320 refused)
+    if args.rate_hz == 0:
+        raise ConfigError("--rate-hz 0: at 0 Hz there is no traffic to weigh; give a rate > 0")
     import time
     import tracemalloc
 
@@ -528,6 +530,7 @@ def _partition(args) -> int:
 
 
 def _connectome(args) -> int:
+    from dtb.config import check_value
     from dtb.connectome.connectome import check_subject_id, load_connectome, save_connectome, summarize
     from dtb.errors import ConfigError
 
@@ -542,8 +545,8 @@ def _connectome(args) -> int:
             raise ConfigError(f"-o {str(args.out)!r}: an imported connectome is an HDF5 file: name it *.h5")
         if args.subject is not None:
             check_subject_id(args.subject)
-    elif not (args.velocity_m_s > 0 and args.velocity_m_s < 1e4):
-        raise ConfigError(f"--velocity-m-s {args.velocity_m_s}: must be > 0 and < 10000")
+    else:
+        check_value("wholebrain", "conduction_velocity_m_s", args.velocity_m_s, "--velocity-m-s")
     con = load_connectome(args.source, args.subject or "101309", lengths=args.lengths, labels=args.labels,
                           sizes=args.sizes, sc_rows=args.sc_rows)
     if args.action == "import":

@@ -5,6 +5,7 @@ test_mpi_launch.py check the same contract through real processes and mpiexec).
 """
 
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -230,6 +231,7 @@ def setup_unfinished_run(d):
 RUN = ["run", "--quiet", "--out", "out.h5"]
 BIG = "1" + "0" * 400  # an integer too large for a float
 WITH_CONNECTOME = RUN + ["--set", 'wholebrain.connectome="c.h5"', "--set", "wholebrain.subject=s1"]
+BUNDLED = str(Path(cli.__file__).parent / "data" / "hcp_aal2.h5")
 
 CASES = {
     # configuration
@@ -340,12 +342,20 @@ CASES = {
     "slurm script in a missing folder": (["slurm", "--nodes", "1", "--ntasks-per-node", "1", "-o",
                                           "missing/dir/job.sbatch"], "output folder 'missing/dir' does not exist",
                                          None),
-    "partition rate nan": (["partition", "--ranks", "4", "--rate-hz", "nan"], "--rate-hz nan", None),
-    "partition rate negative": (["partition", "--ranks", "4", "--rate-hz", "-5"], "--rate-hz -5", None),
+    "partition rate nan": (["partition", "--ranks", "4", "--rate-hz", "nan"], "--rate-hz = nan", None),
+    "partition rate negative": (["partition", "--ranks", "4", "--rate-hz", "-5"], "--rate-hz = -5", None),
+    "partition rate subnormal": (["partition", "--ranks", "4", "--rate-hz", "1e-320"],
+                                 "--rate-hz = 1e-320: below the smallest normal float", None),
+    "connectome show velocity subnormal": (["connectome", "show", BUNDLED, "--velocity-m-s", "1e-320"],
+                                           "--velocity-m-s = 1e-320: below the smallest normal float", None),
+    "connectome show velocity past the config's": (["connectome", "show", BUNDLED, "--velocity-m-s",
+                                                    "5000"],
+                                                   "--velocity-m-s = 5000.0: must be a number >= 0.01 and <= 1000",
+                                                   None),
     "averaging more TRs than were fitted": (["assimilate", "--quiet", "--out", "out.h5", "--set",
                                              "validation.average_trs=100000"], "validation.average_trs = 100000",
                                             None),
-    "partition rate zero": (["partition", "--ranks", "4", "--rate-hz", "0"], "--rate-hz 0: must be a number > 0",
+    "partition rate zero": (["partition", "--ranks", "4", "--rate-hz", "0"], "--rate-hz 0: at 0 Hz there is no traffic",
                             None),
     "partition strategy empty": (["partition", "--ranks", "4", "--strategy", ""], "partition strategy ''", None),
     "slurm script path empty": (["slurm", "--nodes", "1", "--ntasks-per-node", "1", "--script", ""],
