@@ -463,10 +463,15 @@ class RunLock:
                 os.close(fd)
                 raise ResourceError(f"{str(self.path)!r} exists and is not a dtb lock: move it, or choose another "
                                     "output")
-            try:
-                # flock, not lockf: it excludes a second open of the same file in this process too
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            # flock, not lockf: it excludes a second open of the same file in this process too; tried a few
+            # times over 50 ms, since `holder` probes with a shared lock for an instant
+            for attempt in range(10):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    time.sleep(0.005)
+            else:
                 os.close(fd)
                 raise self._held(note.decode(errors="replace").strip() or "another process") from None
             try:

@@ -160,6 +160,23 @@ def test_one_writer_per_run(tmp_path):
     assert driver.run.__doc__ and h5py.is_hdf5(out) and not lock.path.exists()
 
 
+def test_a_probe_of_the_lock_does_not_refuse_a_writer(tmp_path):
+    """`RunLock.holder` (asked by --resume and by a second run) takes a shared lock for an instant; a writer
+    starting at that instant still gets the run."""
+    import fcntl
+    import threading
+
+    lock = RunLock(tmp_path / "run.h5")
+    fd = os.open(lock.path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # the probe, holding on for 20 ms
+    threading.Timer(0.02, os.close, (fd,)).start()
+    lock.acquire()
+    try:
+        assert lock.holder() is not None and "pid" in lock.path.read_text()
+    finally:
+        lock.release()
+
+
 def test_an_overwrite_keeps_the_old_run_until_the_new_one_commits(tmp_path):
     out = tmp_path / "run.h5"
     cfg = load_config(overrides=SMALL + ["simulation.checkpoint_ms=500"])
