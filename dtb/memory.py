@@ -37,9 +37,21 @@ def rank_loads(recipe: Recipe, partition: Partition) -> tuple[np.ndarray, np.nda
     return neurons, synapses
 
 
-def estimate_bytes(neurons: np.ndarray, synapses: np.ndarray) -> np.ndarray:
-    """Peak host memory per rank (bytes) for the given loads."""
-    return BASE_BYTES + BYTES_PER_SYNAPSE * synapses + BYTES_PER_NEURON * neurons
+#: float64 population x population tables every rank holds at once while it partitions and builds (the expected
+#: synapses between populations and the traffic model derived from it, the built synapse counts): dense, so an
+#: ensemble of many members (populations x members) pays for them quadratically
+POPULATION_TABLES = 3
+
+
+def population_table_bytes(n_populations: int) -> int:
+    """Host bytes of the dense population tables (`POPULATION_TABLES`) for ``n_populations``."""
+    return POPULATION_TABLES * 8 * n_populations**2
+
+
+def estimate_bytes(neurons: np.ndarray, synapses: np.ndarray, n_populations: int = 0) -> np.ndarray:
+    """Peak host memory per rank (bytes) for the given loads, with the population tables of ``n_populations``."""
+    return BASE_BYTES + population_table_bytes(n_populations) + BYTES_PER_SYNAPSE * synapses + \
+        BYTES_PER_NEURON * neurons
 
 
 #: device memory per rank on the GPU backend: CUDA context and pool, and rows and slots per synapse (rounded up)
@@ -71,18 +83,28 @@ def device_bytes(neurons, synapses, *, neuron_model: str, coded_weights: bool, e
     return DEVICE_BASE_BYTES + per_synapse * synapses + device_neuron_bytes(neuron_model, epoch_steps) * neurons
 
 
-def check_total(neurons: float, synapses: float, n_ranks: int, what: str) -> None:
-    """Before a large recipe is even made (an ensemble of many members): a `ResourceError` if even a perfectly
-    balanced split of ``neurons`` and ``synapses`` over ``n_ranks`` ranks exceeds each rank's memory here.
-    Costs nothing that grows with the network."""
-    need = float(estimate_bytes(neurons / n_ranks, synapses / n_ranks))
+def check_total(neurons: float, synapses: float, n_ranks: int, what: str, n_populations: int = 0) -> None:
+    """Before a large recipe is even made or partitioned (an ensemble of many members): a `ResourceError` if even
+    a perfectly balanced split of ``neurons`` and ``synapses`` over ``n_ranks`` ranks, with every rank's
+    population tables for ``n_populations``, exceeds each rank's memory here. Costs nothing that grows with the
+    network."""
+    need = float(estimate_bytes(neurons / n_ranks, synapses / n_ranks, n_populations))
     per_rank = available_bytes() / ranks_per_node(n_ranks)
-    if need > per_rank:
-        gib = 2**30
-        raise ResourceError(f"not enough memory for {what}: {neurons:,.0f} neurons and {synapses:,.3g} synapses need "
-                            f"at least {need / gib:,.1f} GiB on each of {n_ranks} rank(s), which have about "
-                            f"{per_rank / gib:.1f} GiB each; about {math.ceil(need * n_ranks / per_rank):,} such ranks "
-                            "would do. (simulation.memory_check = false skips this check)")
+    if need <= per_rank:
+        return
+    gib = 2**30
+    fixed = BASE_BYTES + population_table_bytes(n_populations)  # what every rank pays, however many there are
+    if fixed >= per_rank:
+        raise ResourceError(f"not enough memory for {what}: its {n_populations:,} populations need dense population x "
+                            f"population tables of {population_table_bytes(n_populations) / gib:,.1f} GiB on every "
+                            f"rank, which has about {per_rank / gib:.1f} GiB; more ranks do not help: fewer "
+                            "populations do (an ensemble: fewer members per job). (simulation.memory_check = false "
+                            "skips this check)")
+    raise ResourceError(f"not enough memory for {what}: {neurons:,.0f} neurons and {synapses:,.3g} synapses need "
+                        f"at least {need / gib:,.1f} GiB on each of {n_ranks} rank(s), which have about "
+                        f"{per_rank / gib:.1f} GiB each; about "
+                        f"{math.ceil((need - fixed) * n_ranks / (per_rank - fixed)):,} such ranks would do. "
+                        "(simulation.memory_check = false skips this check)")
 
 
 def preflight(recipe: Recipe, partition: Partition, what: str = "this run", device_free: int | None = None,
@@ -105,15 +127,16 @@ def preflight(recipe: Recipe, partition: Partition, what: str = "this run", devi
                                 f"{need[r] / gib:.1f} GiB on its GPU ({neurons[r]:,.0f} neurons, {synapses[r]:,.0f} "
                                 f"synapses), which has {device_free / gib:.1f} GiB free; about {enough:,} ranks with "
                                 "a GPU like it would do")
-    need = estimate_bytes(neurons, synapses)
+    need = estimate_bytes(neurons, synapses, len(recipe.populations))
     local = ranks_per_node(partition.n_ranks)
     per_rank = available_bytes() / local
     if need.max() <= per_rank:
         return
     r = int(np.argmax(need))
-    # each rank still pays the base cost, so more ranks help only above it
-    room = per_rank - BASE_BYTES
-    enough = math.ceil((need.sum() - BASE_BYTES * len(need)) / room) if room > 0 else None
+    # each rank still pays the base cost and the population tables, so more ranks help only above them
+    fixed = BASE_BYTES + population_table_bytes(len(recipe.populations))
+    room = per_rank - fixed
+    enough = math.ceil((need.sum() - fixed * len(need)) / room) if room > 0 else None
     gib = 2**30
     advice = (f"about {enough:,} ranks with {per_rank / gib:.1f} GiB each would do (e.g. {math.ceil(enough / local):,} "
               f"nodes like this one)" if enough else "not even one rank fits beside the others on this node")

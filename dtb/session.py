@@ -38,7 +38,7 @@ from dtb.exchange import DryRunExchange, make_exchange
 from dtb.io import checkpoint as ckpt_io
 from dtb.io.recording import Recorder, StateProbe
 from dtb.io.runfile import RunLock, RunWriter, check_output, check_parts, file_digest, output_path, parts_dir
-from dtb.memory import preflight
+from dtb.memory import check_total, preflight
 from dtb.model import hyper
 from dtb.model.builder import Network, PopulationView, as_recipe
 from dtb.model.neurons import LIF_GAINS
@@ -406,6 +406,9 @@ class Session:
         if ck is not None and int(ck.attrs["n_ranks"]) != n_ranks:
             raise ResourceError(f"--resume: the checkpoint was written by {ck.attrs['n_ranks']} rank(s); resume it "
                                 f"on as many (this job has {n_ranks})")
+        if opts["memory_check"]:  # before partitioning, which allocates the population tables
+            check_total(float(sum(p.size for p in recipe.populations)), float(recipe.incoming_synapses().sum()),
+                        n_ranks, self.what, len(recipe.populations))
         part = make_partition(recipe, n_ranks, opts["partition"], seed=self.seed,
                               ranks_per_node=opts["ranks_per_node"] or 8)
         if opts["memory_check"]:

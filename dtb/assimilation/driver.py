@@ -246,7 +246,8 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         from dtb.memory import check_total
 
         check_total(base.n_neurons * members, float(base.recipe().incoming_synapses().sum()) * members,
-                    ctx.size if ctx is not None else launcher_size(), "this assimilation")
+                    ctx.size if ctx is not None else launcher_size(), "this assimilation",
+                    len(base.recipe().populations) * members)
     ensemble = Network.from_recipe(base.recipe().replicate(members), seed=sim_cfg.seed)
     # the filter checkpoints at TR boundaries itself (every_trs), not on the session's clock
     cfg_ens = dataclasses.replace(cfg, simulation=dataclasses.replace(sim_cfg, checkpoint_ms=0.0))

@@ -402,14 +402,17 @@ def test_a_damaged_checkpoint_or_segment_is_refused_before_anything_runs(tmp_pat
     assert driver.run(cfg, out, resume=True)["resumed_at_ms"] == 1000.0
 
 
-def test_a_huge_ensemble_is_refused_at_once(tmp_path):
-    """--members 100000 is refused in well under a second, before its recipe (18.8 million populations) is made;
-    the preflight's memory is linear in populations."""
+@pytest.mark.parametrize("members, says", [(100000, "not enough memory for this assimilation"),
+                                            (1000, "its 188,000 populations need dense population x population")])
+def test_a_huge_ensemble_is_refused_at_once(tmp_path, members, says):
+    """An ensemble too large for this machine is refused in well under a second, before its recipe is made or
+    partitioned: 100,000 members (18.8 million populations), and 1,000 members, whose dense population tables
+    alone (188,000 populations: 790 GiB) do not fit however many ranks there are."""
     from dtb.assimilation.driver import assimilate
 
     t0 = time.perf_counter()
-    with pytest.raises(ResourceError, match="not enough memory for this assimilation"):
-        assimilate(load_config(overrides=["assimilation.members=100000", "recording.progress=false"]),
+    with pytest.raises(ResourceError, match=says):
+        assimilate(load_config(overrides=[f"assimilation.members={members}", "recording.progress=false"]),
                    tmp_path / "a.h5")
     assert time.perf_counter() - t0 < 5 and list(tmp_path.iterdir()) == []
 
