@@ -406,9 +406,8 @@ class Session:
         if ck is not None and int(ck.attrs["n_ranks"]) != n_ranks:
             raise ResourceError(f"--resume: the checkpoint was written by {ck.attrs['n_ranks']} rank(s); resume it "
                                 f"on as many (this job has {n_ranks})")
-        if opts["memory_check"]:  # before partitioning, which allocates the population tables
-            check_total(float(sum(p.size for p in recipe.populations)), float(recipe.incoming_synapses().sum()),
-                        n_ranks, self.what, len(recipe.populations))
+        if opts["memory_check"]:  # the population tables before partitioning allocates them; the loads after
+            check_total(0.0, 0.0, n_ranks, self.what, len(recipe.populations))
         part = make_partition(recipe, n_ranks, opts["partition"], seed=self.seed,
                               ranks_per_node=opts["ranks_per_node"] or 8)
         if opts["memory_check"]:
