@@ -27,6 +27,12 @@ def _version() -> str:
         return "0+unknown"
 
 
+def _say(line: str) -> None:
+    """``line`` to stderr in one write: the lines of ranks that fail at once never run into each other."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error on one line as every other error (the usage is one ``--help`` away)."""
 
@@ -34,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
         from dtb.context import launcher_rank
 
         if launcher_rank() == 0:  # every rank of a job meets it
-            print(f"dtb: error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+            _say(f"dtb: error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)")
         sys.exit(2)
 
 
@@ -412,6 +418,18 @@ def _check_picture(out: str, args) -> None:
     if out and Path(out).resolve() == Path(args.run_file).resolve():
         raise ConfigError(f"the picture {out!r} would replace the run file it draws: give another -o")
     check_output(out, True, inputs=[args.run_file, args.data])
+    try:
+        with open(out, "rb") as f:
+            head = f.read(64).lstrip()
+    except OSError:
+        return  # nothing there (check_output refused what is not a regular file)
+    if head and not head.startswith(_PICTURE_MAGIC):  # a file with an image suffix that holds something else
+        raise ConfigError(f"{out!r} exists and is not a picture: it would be replaced by the figure; give another "
+                          "-o, or remove it")
+
+
+#: how the pictures matplotlib writes begin (PNG, PDF, SVG, PostScript, JPEG, TIFF): only these are replaced
+_PICTURE_MAGIC = (b"\x89PNG", b"%PDF", b"<?xml", b"<svg", b"%!PS", b"\xff\xd8", b"II*\x00", b"MM\x00*")
 
 
 def _compare_target(args) -> tuple:
@@ -682,7 +700,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     from dtb.context import launcher_rank
 
     if launcher_rank() == 0:
-        print(f"dtb: warning: {message}", file=sys.stderr)
+        _say(f"dtb: warning: {message}")
 
 
 def _reading(command, args) -> int:
@@ -770,19 +788,20 @@ def _main(args) -> int:
         sys.stdout.flush()  # a closed pipe fails here, inside the handlers, not at the interpreter's exit
         return status
     except DTBError as err:
-        from dtb.context import abort_all, launcher_rank, launcher_size, mpi_running, mpi_world_size
+        from dtb.context import abort_all, launcher_rank, launcher_size, mpi_running, mpi_world_size, stale_launcher
 
         if args.debug:
             traceback.print_exc()
         if mpi_running():
             # the error may be this rank's alone: say which, and end every rank
-            print(f"dtb: error: rank {launcher_rank()}: {err}", file=sys.stderr)
+            _say(f"dtb: error: rank {launcher_rank()}: {err}")
             abort_all(2)
-        elif launcher_rank() == 0 or launcher_size() == 1 or mpi_world_size() == 1 or isinstance(err, LauncherError):
+        elif launcher_rank() == 0 or launcher_size() == 1 or mpi_world_size() == 1 or stale_launcher() or \
+                isinstance(err, LauncherError):
             # before MPI starts every rank meets the same error: one line is enough (a job of one rank, or
             # a launcher's variables left in a shell without one, is its own rank 0; so is a process that MPI
             # started alone)
-            print(f"dtb: error: {err}", file=sys.stderr)
+            _say(f"dtb: error: {err}")
         if isinstance(err, WriteError):
             # HDF5 would retry the failed writes of the open files at exit, print a page and may crash:
             # everything that matters (the last checkpoint) is on disk, so leave now
@@ -791,13 +810,13 @@ def _main(args) -> int:
             os._exit(2)
         return 2
     except KeyboardInterrupt:
-        print("dtb: interrupted", file=sys.stderr)
+        _say("dtb: interrupted")
         return _end_every_rank(130)
     except MemoryError:
         from dtb.context import abort_all, launcher_rank, mpi_running
 
-        print(f"dtb: error: rank {launcher_rank()}: out of memory (the preflight, simulation.memory_check, refuses "
-              "what it can foresee before anything is allocated)", file=sys.stderr)
+        _say(f"dtb: error: rank {launcher_rank()}: out of memory (the preflight, simulation.memory_check, refuses "
+             "what it can foresee before anything is allocated)")
         if mpi_running():
             abort_all(2)
         return 2
@@ -808,11 +827,11 @@ def _main(args) -> int:
     except _OutputError as err:
         # a full disk or an I/O error under ``> file``: the output is incomplete, say so once
         _drop_stdout()
-        print(f"dtb: error: cannot write the output ({err})", file=sys.stderr)
+        _say(f"dtb: error: cannot write the output ({err})")
         return 2
     except _Terminated:
-        print("dtb: terminated (SIGTERM): nothing under the final name; the last checkpoint, if any, is kept for "
-              "--resume", file=sys.stderr)
+        _say("dtb: terminated (SIGTERM): nothing under the final name; the last checkpoint, if any, is kept for "
+             "--resume")
         return _end_every_rank(143)
     except BaseException:
         from dtb.context import abort_all, mpi_running

@@ -88,7 +88,7 @@ def check_launcher() -> None:
                                 f"a stale launcher variable? unset it, {start}") from None
 
 
-def _stale_pmi() -> bool:
+def stale_launcher() -> bool:
     """Whether PMI rank variables are set with nothing a launcher would also give (its socket, PMIx, Open MPI)."""
     return any(v in os.environ for v in ("PMI_RANK", "PMI_SIZE")) and not any(
         v in os.environ for v in ("PMI_FD", "PMI_PORT", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "HYDI_CONTROL_FD"))
@@ -225,7 +225,7 @@ class Context:
         comm = MPI.COMM_WORLD
         if comm.Get_size() == 1 and launcher_size() > 1:
             # every process would run the whole job alone, writing the same files
-            if _stale_pmi():
+            if stale_launcher():
                 raise LauncherError(f"PMI_SIZE = {launcher_size()} in the environment, but no launcher started this "
                                     "process: a stale variable? unset PMI_RANK and PMI_SIZE, or start dtb with mpiexec "
                                     "or srun")

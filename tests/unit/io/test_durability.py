@@ -243,6 +243,14 @@ def test_a_plot_never_replaces_its_run_file(tmp_path, capsys, small_run):
     assert cli.main(["plot", str(run)]) == 2
     assert "would replace the run file it draws" in capsys.readouterr().err
     assert run.read_bytes() == before
+    # nor another file that is not a picture (another run under an image name); a picture it replaces
+    shutil.copy(run, tmp_path / "run.h5")
+    shutil.copy(run, tmp_path / "other.png")
+    assert cli.main(["plot", str(tmp_path / "run.h5"), "-o", str(tmp_path / "other.png")]) == 2
+    assert "exists and is not a picture" in capsys.readouterr().err
+    assert (tmp_path / "other.png").read_bytes() == before
+    for _ in range(2):
+        assert cli.main(["plot", str(tmp_path / "run.h5"), "-o", str(tmp_path / "fig.png")]) == 0
 
 
 def test_an_assimilation_checks_every_subject_before_it_runs(tmp_path):
