@@ -81,6 +81,16 @@ def test_a_launcher_that_is_not_this_mpis_is_refused(tmp_path, launcher, says):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("args", [["run", "--set", "simulation.t_ms=-5"], ["config", "--set", "simulation.t_ms=-5"],
+                                  ["inspect", "missing.h5"]])
+def test_bad_input_under_stale_launcher_variables_is_said(tmp_path, args):
+    """A shell that kept a launcher's PMI_RANK=1 and PMI_SIZE=2: no rank 0 will speak, so this process does."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI", "OMPI_", "HYD"))}
+    p = subprocess.run([sys.executable, "-m", "dtb", *args], capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path, env={**env, "PMI_RANK": "1", "PMI_SIZE": "2"})
+    assert p.returncode == 2 and p.stderr.startswith("dtb: error: ") and p.stderr.count("\n") == 1, p.stderr
+
+
 def dtb_under_mpiexec(n_ranks, *args):
     return [MPIEXEC, "-n", str(n_ranks), sys.executable, "-m", "mpi4py", "-m", "dtb", *args]
 
