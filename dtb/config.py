@@ -535,6 +535,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"stored config is not valid TOML: {err}") from None
         where = "stored config"
     elif path is not None:
+        if str(path) == "":  # Path("") would be the current folder
+            raise ConfigError("the config path is empty (leave it out for the defaults)")
         path = Path(path)
         try:
             base_dir = path.resolve().parent

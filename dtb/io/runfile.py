@@ -451,7 +451,7 @@ class RunLock:
             except OSError as err:
                 if err.errno == errno.ELOOP:
                     raise ResourceError(f"the run's lock {str(self.path)!r} is a symbolic link: remove it") from None
-                advice = ": write the run to a folder you can write (--out)" if err.errno in (
+                advice = ": choose an output in a folder you can write" if err.errno in (
                     errno.EACCES, errno.EPERM, errno.EROFS) else ""
                 raise ResourceError(f"cannot create the run's lock {str(self.path)!r} ({err.strerror}){advice}") \
                     from None

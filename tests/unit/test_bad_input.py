@@ -344,6 +344,7 @@ CASES = {
                                          None),
     "partition rate nan": (["partition", "--ranks", "4", "--rate-hz", "nan"], "--rate-hz = nan", None),
     "partition rate negative": (["partition", "--ranks", "4", "--rate-hz", "-5"], "--rate-hz = -5", None),
+    "config path empty": (["run", ""], "the config path is empty", None),
     "partition rate subnormal": (["partition", "--ranks", "4", "--rate-hz", "1e-320"],
                                  "--rate-hz = 1e-320: below the smallest normal float", None),
     "connectome show velocity subnormal": (["connectome", "show", BUNDLED, "--velocity-m-s", "1e-320"],

@@ -537,7 +537,7 @@ def test_a_read_only_output_folder_is_one_line(small_disk, capsys):
                      "--set", "simulation.t_ms=10"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot create the run's lock" in err and "Read-only file system" in err, err
-    assert err.rstrip().endswith("write the run to a folder you can write (--out)"), err  # not "remove it"
+    assert err.rstrip().endswith("choose an output in a folder you can write"), err  # not "remove it"
 
 
 def test_every_file_a_run_reads_is_an_input(tmp_path, capsys):
