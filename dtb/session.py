@@ -37,7 +37,8 @@ from dtb.errors import ConfigError, DataError, ResourceError, UsageError, WriteE
 from dtb.exchange import DryRunExchange, make_exchange
 from dtb.io import checkpoint as ckpt_io
 from dtb.io.recording import Recorder, StateProbe
-from dtb.io.runfile import RunLock, RunWriter, check_output, check_parts, file_digest, output_path, parts_dir
+from dtb.io.runfile import (RunLock, RunWriter, check_output, check_parts, clear_parts, file_digest, output_path,
+                            parts_dir)
 from dtb.memory import check_total, preflight
 from dtb.model import hyper
 from dtb.model.builder import Network, PopulationView, as_recipe
@@ -220,6 +221,8 @@ class Session:
             if not isinstance(value, (bool, np.bool_)):
                 raise UsageError(f"Session: {key} = {value!r}: must be True or False")
         self.overwrite, self.resume = bool(overwrite), bool(resume)
+        self.checkpointed = False  # whether this session began a checkpoint (its parts are then to be kept)
+        self.lock_note = None  # the job's lock note, as rank 0 wrote it
         # the same values a config file may give these keys
         self.options = {key: check_value("simulation", key, value, f"simulation.{key}") for key, value in dict(
             partition=partition, exchange=exchange, ranks_per_node=ranks_per_node, dry_run_ranks=dry_run_ranks,
@@ -430,6 +433,8 @@ class Session:
             # one writer per run, taken before anything of it is created or removed; every rank learns the outcome:
             # rank 0 has cleared an old run's leftovers, or every rank stops
             ctx.on_root(self._open_writer)
+            # every rank knows the job's lock, to take it away if it must end rank 0 before rank 0 can
+            self.lock_note = ctx.bcast(self.lock.note() if self.lock is not None else None)
         self.prepared = True
         try:
             self._build(part, t0, ck)
@@ -697,6 +702,7 @@ class Session:
             raise UsageError("Session.checkpoint: a session without a run file has nothing to resume")
         self.prepare()
         self.checkpoint_due = False
+        self.checkpointed = True
         ctx, sim = self.ctx, self.sim
         folder = parts_dir(self.out)
         folder.mkdir(exist_ok=True)
@@ -866,6 +872,11 @@ class Session:
         self.closed = True
         if getattr(self, "recorder", None) is not None:
             self.recorder.discard()
+            if not (self.ctx.is_root or self.resume or self.checkpointed):
+                # no checkpoint to keep: rank 0 clears the parts and its lock, but it may be held in a collective
+                # this rank left (a signal) and be ended by this rank's abort first
+                clear_parts(self.out)
+                RunLock(self.out).remove_if(self.lock_note)
         writer = getattr(self, "writer", None)
         if writer is not None:
             writer.abort()

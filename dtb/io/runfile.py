@@ -520,6 +520,18 @@ class RunLock:
         finally:
             os.close(fd)  # lets go of the shared lock too
 
+    def note(self) -> str:
+        """The holder's note this lock wrote ('pid P on HOST since T')."""
+        return os.pread(self.fd, 512, 0).decode(errors="replace") if self.fd is not None else ""
+
+    def remove_if(self, note: str | None) -> None:
+        """Remove the lock file if it still holds ``note`` (another rank of the job that holds it, ending it)."""
+        try:
+            if note and self.path.read_text(errors="replace") == note:
+                self.path.unlink()
+        except OSError:
+            pass
+
     def release(self) -> None:
         """Remove the lock file and let go (a job that finds it gone while opening it tries again)."""
         if self.fd is not None:

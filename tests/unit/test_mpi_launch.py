@@ -399,3 +399,22 @@ def test_a_signal_to_one_rank_ends_a_plain_mpiexec_job(tmp_path, rank, sig, said
         job.kill()
     assert job.returncode != 0 and said in err, err[-2000:]
     assert not out.exists() and read_summary(out.with_name("run.h5.partial"))["t_ms"] >= 100.0
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
+def test_a_signal_to_one_rank_of_a_run_without_checkpoints_leaves_nothing(tmp_path):
+    """SIGTERM to rank 1 alone, no checkpoints: rank 0, held in a collective, is ended by rank 1's abort before
+    it can clean up, so rank 1 removes the run's parts and its lock: nothing of the run is left."""
+    out = tmp_path / "run.h5"
+    console = str(Path(sys.executable).with_name("dtb"))
+    job = subprocess.Popen([MPIEXEC, "-n", "2", console, "run", *KILL_RUN, "--set", "simulation.t_ms=20000",
+                            "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: any(out.with_name("run.h5.parts").glob("rank1.seg0.h5")), 120)
+        time.sleep(0.5)  # simulating
+        os.kill(wait_for(lambda: rank_pid(1, str(out)), 10), signal.SIGTERM)
+        _, err = job.communicate(timeout=60)
+    finally:
+        job.kill()
+    assert job.returncode != 0 and "dtb: terminated (SIGTERM)" in err, err[-2000:]
+    assert list(tmp_path.iterdir()) == []
