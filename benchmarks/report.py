@@ -91,6 +91,25 @@ def _wholebrain(d: dict) -> list[str]:
     return out + [""]
 
 
+def _ensemble(d: dict) -> list[str]:
+    out = ["### Host memory of an ensemble against its members (the bundled assimilation setup replicated, 3,760 neurons per member, one rank, cpu, 20 ms simulated with its run file)", "",
+           "Command: `python benchmarks/ensemble_memory.py --members "
+           + " ".join(str(r["members"]) for r in d["runs"]) + "`",
+           f"Machine: {_machine(d['machine'])}", "",
+           "| members | populations | connected pairs | neurons | synapses | peak RSS (MiB) | model (MiB) |",
+           "|---|---|---|---|---|---|---|"]
+    for r in d["runs"]:
+        out.append(f"| {r['members']:,} | {r['n_populations']:,} | {r['n_pairs']:,} | {r['n_neurons']:,} | "
+                   f"{r['n_synapses']:,.0f} | {r['peak_rss_mb']:,.0f} | {r['estimate_mb']:,.0f} |")
+    f = d.get("fit")
+    if f:
+        out += ["", f"Per member (least squares): {f['bytes_per_member'] / 2**20:.2f} MiB, of which the model's "
+                f"neurons and synapses {f['load_bytes_per_member'] / 2**20:.2f} MiB; the rest over its "
+                f"{f['pairs_per_member']:,.0f} connected population pairs is {f['bytes_per_pair']:.0f} bytes per "
+                "pair (`dtb.memory.POPULATION_PAIR_BYTES`)."]
+    return out + [""]
+
+
 def _bandwidth(d: dict) -> list[str]:
     return [f"### Delivery kernel bandwidth ({d['device']})", "",
             f"Command: `python benchmarks/gpu_bandwidth.py --neurons {d['neurons']} --in-degree {d['in_degree']}`",
@@ -314,6 +333,8 @@ def main() -> None:
         d = json.loads(path.read_text())
         if d["benchmark"].startswith("wholebrain_sizes"):
             lines += _wholebrain(d)
+        if d["benchmark"] == "ensemble_memory":
+            lines += _ensemble(d)
         if d["benchmark"].startswith("gpu_bandwidth"):
             lines += _bandwidth(d)
         if d["benchmark"] == "wholebrain_regime":

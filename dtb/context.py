@@ -254,20 +254,31 @@ class Context:
         if self.comm is not None:
             self.comm.Barrier()
 
-    def raise_if_any(self, err: BaseException | None) -> None:
+    def raise_if_any(self, err: BaseException | None, kind: type[DTBError] = DTBError) -> None:
         """Collective: end a step that some ranks may have failed alone (rank 0's file writes) on every rank.
 
         Each rank passes the exception it caught there, or None. The ranks that failed raise theirs; if
-        any did, the others raise a `DTBError` naming the first of them, instead of waiting for it in
+        any did, the others raise a ``kind`` naming the first of them, instead of waiting for it in
         their next collective.
         """
         if self.comm is not None:
             notes = self.comm.allgather(None if err is None else (str(err).splitlines() or [type(err).__name__])[0])
             failed = [r for r, note in enumerate(notes) if note is not None]
             if err is None and failed:
-                raise DTBError(f"rank {failed[0]} failed: {notes[failed[0]]}")
+                raise kind(f"rank {failed[0]} failed: {notes[failed[0]]}")
         if err is not None:
             raise err
+
+    def everywhere(self, fn, catch: type[DTBError]):
+        """Collective: ``fn()`` on every rank, returning its result; if it raised ``catch`` on any rank, every
+        rank raises (`raise_if_any`): a full disk on one rank stops all of them here."""
+        failed = result = None
+        try:
+            result = fn()
+        except catch as err:
+            failed = err
+        self.raise_if_any(failed, catch)
+        return result
 
     def on_root(self, fn) -> None:
         """Collective: ``fn()`` on rank 0 alone (the run file's writes), and every rank learns whether it failed:

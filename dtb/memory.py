@@ -37,20 +37,27 @@ def rank_loads(recipe: Recipe, partition: Partition) -> tuple[np.ndarray, np.nda
     return neurons, synapses
 
 
-#: float64 population x population tables every rank holds at once while it partitions and builds (the expected
-#: synapses between populations and the traffic model derived from it, the built synapse counts): dense, so an
-#: ensemble of many members (populations x members) pays for them quadratically
-POPULATION_TABLES = 3
+#: host bytes per connected population pair at the peak of partitioning and building: the recipe's projections,
+#: the sparse tables of expected and built synapse counts and the partitioners' copies of them (every rank holds
+#: them all); fitted to the peak RSS of ensembles of 25 to 200 members (``benchmarks/ensemble_memory.py``:
+#: 35 and 44 bytes in two runs, rounded up)
+POPULATION_PAIR_BYTES = 64
 
 
-def population_table_bytes(n_populations: int) -> int:
-    """Host bytes of the dense population tables (`POPULATION_TABLES`) for ``n_populations``."""
-    return POPULATION_TABLES * 8 * n_populations**2
+def _size_text(n_bytes: float) -> str:
+    """'212.9 GiB' or '46 MiB'."""
+    return f"{n_bytes / 2**30:,.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:,.0f} MiB"
 
 
-def estimate_bytes(neurons: np.ndarray, synapses: np.ndarray, n_populations: int = 0) -> np.ndarray:
-    """Peak host memory per rank (bytes) for the given loads, with the population tables of ``n_populations``."""
-    return BASE_BYTES + population_table_bytes(n_populations) + BYTES_PER_SYNAPSE * synapses + \
+def population_table_bytes(n_pairs: int) -> int:
+    """Host bytes every rank pays for ``n_pairs`` connected population pairs (`POPULATION_PAIR_BYTES`)."""
+    return POPULATION_PAIR_BYTES * int(n_pairs)
+
+
+def estimate_bytes(neurons: np.ndarray, synapses: np.ndarray, n_pairs: int = 0) -> np.ndarray:
+    """Peak host memory per rank (bytes) for the given loads, with the population tables of ``n_pairs``
+    connected population pairs (`Recipe.n_population_pairs`)."""
+    return BASE_BYTES + population_table_bytes(n_pairs) + BYTES_PER_SYNAPSE * synapses + \
         BYTES_PER_NEURON * neurons
 
 
@@ -83,20 +90,20 @@ def device_bytes(neurons, synapses, *, neuron_model: str, coded_weights: bool, e
     return DEVICE_BASE_BYTES + per_synapse * synapses + device_neuron_bytes(neuron_model, epoch_steps) * neurons
 
 
-def check_total(neurons: float, synapses: float, n_ranks: int, what: str, n_populations: int = 0) -> None:
+def check_total(neurons: float, synapses: float, n_ranks: int, what: str, n_pairs: int = 0) -> None:
     """Before a large recipe is even made or partitioned (an ensemble of many members): a `ResourceError` if even
     a perfectly balanced split of ``neurons`` and ``synapses`` over ``n_ranks`` ranks, with every rank's
-    population tables for ``n_populations``, exceeds each rank's memory here. Costs nothing that grows with the
-    network."""
-    need = float(estimate_bytes(neurons / n_ranks, synapses / n_ranks, n_populations))
+    population tables for ``n_pairs`` connected population pairs, exceeds each rank's memory here. Costs nothing
+    that grows with the network."""
+    need = float(estimate_bytes(neurons / n_ranks, synapses / n_ranks, n_pairs))
     per_rank = available_bytes() / ranks_per_node(n_ranks)
     if need <= per_rank:
         return
     gib = 2**30
-    fixed = BASE_BYTES + population_table_bytes(n_populations)  # what every rank pays, however many there are
+    fixed = BASE_BYTES + population_table_bytes(n_pairs)  # what every rank pays, however many there are
     if fixed >= per_rank:
-        raise ResourceError(f"not enough memory for {what}: its {n_populations:,} populations need dense population x "
-                            f"population tables of {population_table_bytes(n_populations) / gib:,.1f} GiB on every "
+        raise ResourceError(f"not enough memory for {what}: its {n_pairs:,} connected population pairs need "
+                            f"population tables of {_size_text(population_table_bytes(n_pairs))} on every "
                             f"rank, which has about {per_rank / gib:.1f} GiB; more ranks do not help: fewer "
                             "populations do (an ensemble: fewer members per job). (simulation.memory_check = false "
                             "skips this check)")
@@ -127,14 +134,14 @@ def preflight(recipe: Recipe, partition: Partition, what: str = "this run", devi
                                 f"{need[r] / gib:.1f} GiB on its GPU ({neurons[r]:,.0f} neurons, {synapses[r]:,.0f} "
                                 f"synapses), which has {device_free / gib:.1f} GiB free; about {enough:,} ranks with "
                                 "a GPU like it would do")
-    need = estimate_bytes(neurons, synapses, len(recipe.populations))
+    need = estimate_bytes(neurons, synapses, recipe.n_population_pairs)
     local = ranks_per_node(partition.n_ranks)
     per_rank = available_bytes() / local
     if need.max() <= per_rank:
         return
     r = int(np.argmax(need))
     # each rank still pays the base cost and the population tables, so more ranks help only above them
-    fixed = BASE_BYTES + population_table_bytes(len(recipe.populations))
+    fixed = BASE_BYTES + population_table_bytes(recipe.n_population_pairs)
     room = per_rank - fixed
     enough = math.ceil((need.sum() - fixed * len(need)) / room) if room > 0 else None
     gib = 2**30

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import scipy.sparse
 
 from dtb.context import Context
 from dtb.errors import ConfigError
@@ -65,8 +66,9 @@ class LocalNetwork:
         Weights (pA for iaf_psc_exp, trace jump for lif_cond) when they are not coded.
     weight_table : ndarray, shape (n_weights,) or (0,), float32
         The weights the codes stand for; empty when ``weight`` holds them.
-    synapse_counts : ndarray, shape (n_pop, n_pop), int64
-        Local synapses by [target population, source population].
+    synapse_counts : scipy.sparse.csr_array, shape (n_pop, n_pop), int64
+        Local synapses by [target population, source population], on the pattern of
+        `Recipe.expected_synapses` (the same on every rank, so ranks sum its ``data``).
     """
 
     recipe: Recipe
@@ -81,7 +83,7 @@ class LocalNetwork:
     post_bits: int
     weight: np.ndarray
     weight_table: np.ndarray
-    synapse_counts: np.ndarray
+    synapse_counts: scipy.sparse.csr_array
 
     @property
     def n_local(self) -> int:
@@ -315,7 +317,9 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
     # pass 1: distinct sources of every unit and how many synapses each has there
     n_pop = len(recipe.populations)
     proj_target = np.array([p.target for p in recipe.projections], dtype=np.int64)
-    synapse_counts = np.zeros((n_pop, n_pop), dtype=np.int64)
+    pattern = recipe.expected_synapses()  # every pair a synapse can join; memory linear in the pairs
+    pair_keys = np.repeat(np.arange(n_pop, dtype=np.int64), np.diff(pattern.indptr)) * n_pop + pattern.indices
+    pair_counts = np.zeros(pattern.nnz, dtype=np.int64)
     u_src_l, u_cnt_l, u_len_l = [], [], []
     for a, b in batches:
         sptr = units["unit_sptr"][a:b + 1]
@@ -332,8 +336,8 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
         # local synapse counts by [target population, source population]
         pair_index = (np.repeat(proj_target[proj], sizes) * n_pop
                       + np.searchsorted(offsets, u_src_l[-1], side="right") - 1)
-        synapse_counts += np.bincount(pair_index, weights=u_cnt_l[-1],
-                                      minlength=n_pop * n_pop).astype(np.int64).reshape(n_pop, n_pop)
+        pair_counts += np.bincount(np.searchsorted(pair_keys, pair_index), weights=u_cnt_l[-1],
+                                   minlength=pattern.nnz).astype(np.int64)
         update(len(src))
         del src, cnts, pair_index
     u_src = np.concatenate(u_src_l) if u_src_l else np.zeros(0, np.int64)
@@ -383,4 +387,6 @@ def build_local(ctx: Context, recipe: Recipe, partition: Partition, seed: int,
     slot_receptor = np.where(excitatory[slot_pop], 0, 1).astype(np.uint8)
     return LocalNetwork(recipe=recipe, gids=gids, pop=pop, slot_gids=slot_gids, slot_receptor=slot_receptor,
                         slot_row_ptr=slot_row_ptr, row_ptr=row_ptr, row_delay=row_delay, post=post,
-                        post_bits=post_bits, weight=weight, weight_table=table, synapse_counts=synapse_counts)
+                        post_bits=post_bits, weight=weight, weight_table=table,
+                        synapse_counts=scipy.sparse.csr_array((pair_counts, pattern.indices, pattern.indptr),
+                                                              shape=pattern.shape))

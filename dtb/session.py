@@ -28,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 
 from dtb.activity import RegionActivity, steps_per_ms
 from dtb.bold import Balloon, bold_params
@@ -410,7 +411,7 @@ class Session:
             raise ResourceError(f"--resume: the checkpoint was written by {ck.attrs['n_ranks']} rank(s); resume it "
                                 f"on as many (this job has {n_ranks})")
         if opts["memory_check"]:  # the population tables before partitioning allocates them; the loads after
-            check_total(0.0, 0.0, n_ranks, self.what, len(recipe.populations))
+            check_total(0.0, 0.0, n_ranks, self.what, recipe.n_population_pairs)
         part = make_partition(recipe, n_ranks, opts["partition"], seed=self.seed,
                               ranks_per_node=opts["ranks_per_node"] or 8)
         if opts["memory_check"]:
@@ -464,7 +465,9 @@ class Session:
         self.sim = Simulation(ctx, net, exchange, self.seed, gain, graphs=opts["cuda_graphs"])
         self.build_s = ctx.max(time.perf_counter() - t0)
         self.progress.close()
-        self.synapse_counts = ctx.sum(net.synapse_counts)
+        counts = net.synapse_counts  # sparse, on the recipe's pattern: the same on every rank
+        self.synapse_counts = scipy.sparse.csr_array((ctx.sum(counts.data), counts.indices, counts.indptr),
+                                                     shape=counts.shape)
         self.bytes_per_synapse = ctx.sum(net.synapse_bytes) / max(int(self.synapse_counts.sum()), 1)
         self.max_delay_steps = ctx.max(net.max_delay_steps)
         self.sinks = []
@@ -714,12 +717,7 @@ class Session:
         state = ckpt_io.rank_state(sim, self.activity)
         if self.recorder is not None:
             state.update(self.recorder.state())
-        failed = None
-        try:
-            ckpt_io.write_rank_state(folder, ctx.rank, k, state)
-        except WriteError as err:  # a full disk on one rank stops every rank here, not in their next collective
-            failed = err
-        ctx.raise_if_any(failed)
+        ctx.everywhere(lambda: ckpt_io.write_rank_state(folder, ctx.rank, k, state), WriteError)
         self.segment = k + 1
         if summary is None:
             summary = self.summary()

@@ -245,9 +245,10 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
         from dtb.context import launcher_size
         from dtb.memory import check_total
 
-        check_total(base.n_neurons * members, float(base.recipe().incoming_synapses().sum()) * members,
+        one = base.recipe()
+        check_total(base.n_neurons * members, float(one.incoming_synapses().sum()) * members,
                     ctx.size if ctx is not None else launcher_size(), "this assimilation",
-                    len(base.recipe().populations) * members)
+                    one.n_population_pairs * members)
     ensemble = Network.from_recipe(base.recipe().replicate(members), seed=sim_cfg.seed)
     # the filter checkpoints at TR boundaries itself (every_trs), not on the session's clock
     cfg_ens = dataclasses.replace(cfg, simulation=dataclasses.replace(sim_cfg, checkpoint_ms=0.0))

@@ -340,19 +340,7 @@ class Recorder:
                 self._append(f["rates"], rates)
             f.flush()
 
-        self._written_everywhere(self.file.filename, write)
-
-    def _written_everywhere(self, path, write):
-        """Collective: ``checked_write(path, write)`` on every rank; a failure on any raises a `WriteError` on all."""
-        error = result = None
-        try:
-            result = checked_write(path, write)
-        except WriteError as err:
-            error = err
-        if self.ctx.max(int(error is not None)):
-            raise error or WriteError("another rank could not write its part of the run (see its message); the "
-                                      "run stopped, its last checkpoint, if any, is kept")
-        return result
+        self.ctx.everywhere(lambda: checked_write(self.file.filename, write), WriteError)
 
     def state(self) -> dict:
         """What a resumed run needs (after a `flush`): unfinished rate bins and spike totals."""
@@ -539,7 +527,7 @@ class Recorder:
                 f.flush()  # raises on a failed write, which closing would ignore
             return counts
 
-        per_gid = self._written_everywhere(sorted_file, write)
+        per_gid = self.ctx.everywhere(lambda: checked_write(sorted_file, write), WriteError)
         # per range: (range start gid, first row, stop row, part length)
         first = np.searchsorted(per_gid[0], ranges.ravel()).reshape(-1, 2)
         rows = np.concatenate([[0], np.cumsum(per_gid[1])])[first]

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import scipy.sparse
 
 from dtb.errors import DataError, ResourceError, WriteError
 from dtb.io.hdf5 import open_data_file, open_dataset
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _STR = h5py.string_dtype()
 #: rows copied at a time when rates move from the segments into the final file
 _COPY_ROWS = 1 << 16
@@ -603,7 +604,11 @@ class RunWriter:
 
     def write_network(self, *, names, sizes, first_gids, excitatory, regions, region_names, synapse_counts,
                       neuron_model: str, min_delay_steps: int, max_delay_steps: int, bytes_per_synapse: float) -> None:
-        """The network description: populations, regions, synapse counts."""
+        """The network description: populations, regions, synapse counts.
+
+        ``synapse_counts`` (scipy sparse, shape (n_pop, n_pop), [target, source]) is stored as its pairs that hold
+        synapses (``target``, ``source``, ``count``, row-major): an ensemble's members are disjoint, and a
+        dense table would grow with the square of their number."""
         g = self.meta.create_group("network")
         g.create_dataset("populations/name", data=list(names), dtype=_STR)
         g.create_dataset("populations/size", data=np.asarray(sizes, dtype=np.int64))
@@ -611,9 +616,14 @@ class RunWriter:
         g.create_dataset("populations/excitatory", data=np.asarray(excitatory, dtype=bool))
         g.create_dataset("populations/region", data=np.asarray(regions, dtype=np.int32))
         g.create_dataset("regions", data=list(region_names), dtype=_STR)
-        g.create_dataset("synapse_counts", data=np.asarray(synapse_counts, dtype=np.int64))
-        g["synapse_counts"].attrs["axes"] = "target population, source population"
-        g.attrs.update(dict(n_neurons=int(np.sum(sizes)), n_synapses=int(np.sum(synapse_counts)),
+        pairs = scipy.sparse.coo_array(synapse_counts)
+        pairs.sum_duplicates()  # canonical: row-major, one entry per pair
+        held = pairs.data != 0
+        counts = g.create_group("synapse_counts")
+        for key, values in (("target", pairs.row), ("source", pairs.col), ("count", pairs.data)):
+            counts.create_dataset(key, data=np.asarray(values[held], dtype=np.int64))
+        counts.attrs["shape"] = np.asarray(pairs.shape, dtype=np.int64)
+        g.attrs.update(dict(n_neurons=int(np.sum(sizes)), n_synapses=int(pairs.data.sum()),
                             neuron_model=neuron_model, min_delay_steps=min_delay_steps,
                             max_delay_steps=max_delay_steps, bytes_per_synapse=bytes_per_synapse))
 
@@ -825,11 +835,13 @@ class RunWriter:
     @staticmethod
     def _copy_rates(f: h5py.File, rates) -> None:
         """Population rates from the segments, and region rates = spikes of a region's populations / its neurons."""
-        sizes = f["network/populations/size"][()]
+        sizes = f["network/populations/size"][()].astype(np.float64)
         region = f["network/populations/region"][()]
-        weights = np.zeros((len(sizes), len(f["network/regions"])))
-        weights[np.arange(len(sizes)), region] = sizes
-        weights /= weights.sum(axis=0, keepdims=True)
+        n_reg = len(f["network/regions"])
+        # [population, region]: the population's share of its region's neurons; sparse, as an ensemble has as many
+        # regions as members times the brain's
+        share = sizes / np.bincount(region, weights=sizes, minlength=n_reg)[region]
+        weights = scipy.sparse.csr_array((share, (np.arange(len(sizes)), region)), shape=(len(sizes), n_reg))
         n_rows = rates.n_rows
         chunk = (max(1, min(n_rows, (1 << 16) // max(len(sizes), 1))), len(sizes))
         pop = f.create_dataset("rates/population_hz", shape=(n_rows, len(sizes)), dtype=np.float32,
@@ -838,7 +850,7 @@ class RunWriter:
         at = 0
         for block in rates.blocks(_COPY_ROWS):
             pop[at:at + len(block)] = block
-            reg[at:at + len(block)] = (block.astype(np.float64) @ weights).astype(np.float32)
+            reg[at:at + len(block)] = (weights.T @ block.T.astype(np.float64)).T.astype(np.float32)
             at += len(block)
         for ds in (pop, reg):
             ds.attrs.update(dict(bin_ms=rates.bin_ms, units="Hz"))

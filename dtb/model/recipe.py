@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import scipy.sparse
 
 from dtb.model.neurons import LifCond
 
@@ -188,6 +189,12 @@ class Recipe:
             return None
         return (lo + step * np.arange(2**code_bits)).astype(np.float32), False
 
+    @property
+    def n_population_pairs(self) -> int:
+        """Population pairs the projections name (at least the stored pairs of `expected_synapses`): what the
+        sparse population tables grow with."""
+        return int(sum(len(q.sources) for q in self.projections))
+
     def incoming_synapses(self) -> np.ndarray:
         """Expected synapses onto each population, shape (n_pop,), float64 (memory linear in populations)."""
         out = np.zeros(len(self.populations))
@@ -195,13 +202,28 @@ class Recipe:
             out[proj.target] += proj.total if proj.total else proj.indegree * self.populations[proj.target].size
         return out
 
-    def expected_synapses(self) -> np.ndarray:
-        """Expected synapse counts between populations, shape (n_pop, n_pop) [target, source], float64."""
+    def expected_synapses(self) -> scipy.sparse.csr_array:
+        """Expected synapse counts between populations [target, source], sparse: memory scales with the
+        connected population pairs, not their square (an ensemble's members are disjoint).
+
+        Returns
+        -------
+        scipy.sparse.csr_array, shape (n_pop, n_pop), float64
+            Canonical (sorted indices, duplicates summed); a pair some projection names with probability 0 is
+            stored as an explicit 0, so the pattern holds every pair a synapse can join.
+        """
         n = len(self.populations)
-        out = np.zeros((n, n))
+        rows, cols, vals = [], [], []
         for proj in self.projections:
             count = proj.total if proj.total else proj.indegree * self.populations[proj.target].size
-            out[proj.target, proj.sources] += count * proj.source_p
+            rows.append(np.full(len(proj.sources), proj.target, dtype=np.int64))
+            cols.append(np.asarray(proj.sources, dtype=np.int64))
+            vals.append(count * np.asarray(proj.source_p, dtype=np.float64))
+        if not rows:
+            return scipy.sparse.csr_array((n, n))
+        out = scipy.sparse.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                                     shape=(n, n))
+        out.sum_duplicates()
         return out
 
     def replicate(self, members: int) -> "Recipe":

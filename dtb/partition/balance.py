@@ -79,27 +79,29 @@ def make_chunks(recipe: Recipe, n_ranks: int, per_rank: int = CHUNKS_PER_RANK) -
 
 def chunk_graph(recipe: Recipe, ch: Chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Undirected chunk graph as CSR: (xadj, adjncy, edge weights), int64; weights >= 1."""
-    syn = recipe.expected_synapses()
+    syn = recipe.expected_synapses().tocoo()  # row-major, canonical
     n_pop = len(recipe.populations)
     first = np.searchsorted(ch.pop, np.arange(n_pop))
     count = np.bincount(ch.pop, minlength=n_pop)
     sizes = np.array([p.size for p in recipe.populations], dtype=np.float64)
     rel = [(ch.start[first[p]:first[p] + count[p]] - recipe.offsets[p]) / sizes[p] for p in range(n_pop)]
     us, vs, ws = [], [], []
-    for i, j in zip(*np.nonzero(syn)):
+    for i, j, s_ij in zip(syn.row, syn.col, syn.data):
+        if s_ij == 0:
+            continue
         if i == j:
             if count[i] > 1:
                 a = first[i] + np.arange(count[i] - 1)
                 us.append(a)
                 vs.append(a + 1)
-                ws.append(np.full(len(a), syn[i, i] / count[i]))
+                ws.append(np.full(len(a), s_ij / count[i]))
             continue
         # elementary intervals of the merged relative boundaries of both populations
         bounds = np.union1d(rel[i], rel[j])
         width = np.diff(np.append(bounds, 1.0))
         us.append(first[i] + np.searchsorted(rel[i], bounds, side="right") - 1)
         vs.append(first[j] + np.searchsorted(rel[j], bounds, side="right") - 1)
-        ws.append(syn[i, j] * width)
+        ws.append(s_ij * width)
     if not us:
         return np.zeros(len(ch) + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
     u, v, w = np.concatenate(us), np.concatenate(vs), np.concatenate(ws)

@@ -39,6 +39,7 @@ spikes are balanced to one neuron. The result depends on the recipe, ``n_ranks``
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 
 from dtb.model.recipe import Recipe
 from dtb.partition.partition import Partition
@@ -48,24 +49,28 @@ from dtb.partition.report import destination_probabilities
 WEIGHT_SCALE = 1_000_000
 
 
-def region_graph(recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
+def region_graph(recipe: Recipe) -> tuple[scipy.sparse.csr_array, np.ndarray]:
     """The undirected region graph and each region's compute load.
 
     Returns
     -------
-    weights : ndarray, shape (R, R), float64
-        Expected synapses between regions a and b in both directions, zero diagonal.
+    weights : scipy.sparse.csr_array, shape (R, R), float64
+        Expected synapses between regions a and b in both directions; only connected pairs are stored, none on
+        the diagonal (canonical: sorted indices).
     load : ndarray, shape (R,), float64
         Neuron share + synapse share of each region (sums to 2).
     """
-    syn = recipe.expected_synapses()  # [target, source] over populations
+    syn = recipe.expected_synapses().tocoo()  # [target, source] over populations
     region = np.array([p.region for p in recipe.populations], dtype=np.int64)
-    one_hot = np.zeros((len(region), len(recipe.regions)))
-    one_hot[np.arange(len(region)), region] = 1.0
-    w = one_hot.T @ syn @ one_hot
-    w = w + w.T
-    np.fill_diagonal(w, 0.0)
-    return w, one_hot.T @ population_load(recipe)
+    n_reg = len(recipe.regions)
+    a, b = region[syn.row], region[syn.col]
+    off = a != b
+    w = scipy.sparse.csr_array((np.concatenate([syn.data[off], syn.data[off]]),
+                                (np.concatenate([a[off], b[off]]), np.concatenate([b[off], a[off]]))),
+                               shape=(n_reg, n_reg))
+    w.sum_duplicates()
+    w.eliminate_zeros()
+    return w, np.bincount(region, weights=population_load(recipe), minlength=n_reg)
 
 
 def population_load(recipe: Recipe) -> np.ndarray:
@@ -75,7 +80,8 @@ def population_load(recipe: Recipe) -> np.ndarray:
     return sizes / sizes.sum() + syn / max(syn.sum(), 1.0)
 
 
-def region_order(weights: np.ndarray, load: np.ndarray, n_ranks: int, ranks_per_node: int, seed: int = 0) -> np.ndarray:
+def region_order(weights: scipy.sparse.csr_array, load: np.ndarray, n_ranks: int, ranks_per_node: int,
+                 seed: int = 0) -> np.ndarray:
     """Regions in the order of a recursive bisection into ``n_ranks`` shares: first along node boundaries (each side
     a whole number of nodes), then inside a node (see the module text).
 
@@ -94,24 +100,27 @@ def region_order(weights: np.ndarray, load: np.ndarray, n_ranks: int, ranks_per_
             continue
         nodes = -(-ranks // ppn)
         left_ranks = (nodes // 2) * ppn if nodes > 1 else ranks // 2
-        left, right = _bisect(weights[np.ix_(regions, regions)], load[regions], left_ranks / ranks, seed)
+        left, right = _bisect(weights[regions][:, regions], load[regions], left_ranks / ranks, seed)
         # depth first, left subtree first: push the right one below it
         stack.append((regions[right], ranks - left_ranks))
         stack.append((regions[left], left_ranks))
     return np.array(out, dtype=np.int64)
 
 
-def _bisect(w: np.ndarray, load: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _bisect(w: scipy.sparse.csr_array, load: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the two sides of a METIS bisection with target fractions (frac, 1 - frac); the order-preserving
     split at ``frac`` of the load when METIS leaves a side empty (a graph without edges)."""
     import pymetis
 
     n = len(load)
-    u, v = np.nonzero(w)
+    w = scipy.sparse.csr_array(w)
+    w.sort_indices()  # a subgraph's columns come in the order of its regions
+    w = w.tocoo()
+    u, v = w.row, w.col  # row-major: the adjacency of each vertex in turn
     if len(u):
         xadj = np.zeros(n + 1, np.int64)
         np.cumsum(np.bincount(u, minlength=n), out=xadj[1:])
-        eweights = np.maximum(1, np.rint(w[u, v] / w.max() * WEIGHT_SCALE)).astype(np.int64)
+        eweights = np.maximum(1, np.rint(w.data / w.data.max() * WEIGHT_SCALE)).astype(np.int64)
         vweights = np.maximum(1, np.rint(load / load.sum() * WEIGHT_SCALE)).astype(np.int64)
         result = pymetis.part_graph(2, pymetis.CSRAdjacency(xadj, v.astype(np.int64)), vweights=vweights,
                                     eweights=eweights, tpwgts=[frac, 1.0 - frac], options=pymetis.Options(seed=seed))
@@ -187,8 +196,12 @@ def _diluted(pops: np.ndarray, send: np.ndarray, load: np.ndarray, limit: float)
     density = send / np.maximum(load, 1e-300)
     cap = limit * send.sum() / load.sum()
     groups = [[(int(p), 0.0, 1.0)] for p in pops]
+    # a heavy population is never taken as a neighbour, so it stays in its own group, at its place in the
+    # order: a neighbour taken whole leaves an empty group (dropped at the end) rather than shifting the others
+    place = np.empty(len(load), dtype=np.int64)
+    place[pops] = np.arange(len(pops))
     for p in sorted((int(p) for p in pops if density[p] > cap), key=lambda p: -density[p]):
-        i = next(k for k, g in enumerate(groups) if any(piece[0] == p for piece in g))
+        i = int(place[p])
         if len(groups[i]) > 1:
             continue  # already diluting another population
         s, w = send[p], load[p]
@@ -212,12 +225,8 @@ def _diluted(pops: np.ndarray, send: np.ndarray, load: np.ndarray, limit: float)
                 piece, rest = (n, lo, lo + take), (n, lo + take, hi)
                 groups[i].append(piece)
             s, w = s + send[n] * take, w + load[n] * take
-            if rest[2] - rest[1] > 1e-12:
-                groups[k] = [rest]
-            else:
-                del groups[k]
-                i -= k < i
-    return groups
+            groups[k] = [rest] if rest[2] - rest[1] > 1e-12 else []
+    return [g for g in groups if g]
 
 
 def _stripes(sizes: np.ndarray, pop_load: np.ndarray, groups: list, n_ranks: int) -> np.ndarray:

@@ -45,7 +45,9 @@ def destination_probabilities(recipe: Recipe, frac: np.ndarray) -> np.ndarray:
     approximation of the out-degree; connectivity is uniform inside a population pair), shape (n_pop, n_ranks),
     float64; ``frac`` as `population_fractions` gives it."""
     sizes = np.diff(recipe.offsets).astype(np.float64)
-    lam = (recipe.expected_synapses() / sizes[None, :]).T @ frac  # [j, r]: expected targets on r of one neuron of j
+    per_neuron = recipe.expected_synapses()
+    per_neuron.data /= sizes[per_neuron.indices]  # [i, j]: targets in i of one neuron of j
+    lam = per_neuron.T @ frac  # [j, r]: expected targets on r of one neuron of j
     return -np.expm1(-lam)
 
 
@@ -70,7 +72,8 @@ def cross_node_lower_bound(recipe: Recipe, n_ranks: int, *, rate_hz: float = 5.0
     if n_ranks <= ranks_per_node:
         return 0.0  # one node: nothing crosses
     sizes = np.diff(recipe.offsets).astype(np.float64)
-    rho = recipe.expected_synapses() / sizes[None, :] / sizes[:, None]  # [i, j]: targets in i per neuron pair
+    rho = recipe.expected_synapses().tocsc()  # [i, j]: targets in i per neuron pair, by source column
+    rho.data /= sizes[rho.indices] * np.repeat(sizes, np.diff(rho.indptr))
     region = np.array([p.region for p in recipe.populations], dtype=np.int64)
     cap = imbalance * sizes.sum() / n_ranks
     room = ranks_per_node * cap
@@ -88,9 +91,12 @@ def cross_node_lower_bound(recipe: Recipe, n_ranks: int, *, rate_hz: float = 5.0
 
     total = 0.0
     for j in range(len(sizes)):
-        same = region == region[j]
-        own, a = chord(rho[same, j], sizes[same])
-        other, b = chord(rho[~same, j], sizes[~same])
+        # the pairs that hold no synapse add nothing to either part (they sort last in `chord`)
+        i = rho.indices[rho.indptr[j]:rho.indptr[j + 1]]
+        r = rho.data[rho.indptr[j]:rho.indptr[j + 1]]
+        same = region[i] == region[j]
+        own, a = chord(r[same], sizes[i[same]])
+        other, b = chord(r[~same], sizes[i[~same]])
         total += sizes[j] * rates[j] * epoch_s * max(own + np.exp(-a) * other, other + np.exp(-b) * own)
     return float(total / n_ranks)
 
@@ -126,7 +132,7 @@ def quality(recipe: Recipe, partition: Partition, *, rate_hz: float = 5.0, ranks
     neurons = sizes @ frac
     synapses = syn.sum(axis=1) @ frac
     # synapses onto rank r whose source is on r: sum_ij S_ij frac_ir frac_jr
-    local = np.einsum("ij,ir,jr->", syn, frac, frac)
+    local = float(((syn @ frac) * frac).sum())
     cut = 1.0 - local / syn.sum()
     epoch_s = min(recipe.min_delay_steps, 64) * recipe.dt_ms * 1e-3
     rates = np.broadcast_to(np.asarray(rate_hz, dtype=np.float64), sizes.shape)  # Hz per population

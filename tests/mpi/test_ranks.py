@@ -54,7 +54,7 @@ def test_run_file_is_independent_of_rank_count(world, mpi_tmp_path, model, strat
         driver.run(cfg, ref, ctx=Context.serial(threads=1))
         with h5py.File(out) as a, h5py.File(ref) as b:
             for name in (f"spikes/{model}/timestamps", f"spikes/{model}/node_ids", "rates/population_hz",
-                         "rates/region_hz", "network/synapse_counts"):
+                         "rates/region_hz", *(f"network/synapse_counts/{k}" for k in ("target", "source", "count"))):
                 np.testing.assert_array_equal(a[name][()], b[name][()], err_msg=name)
             assert len(a[f"spikes/{model}/node_ids"]) > 100
             assert a["partition"].attrs["n_ranks"] == world.size

@@ -253,17 +253,19 @@ def test_a_first_run_says_that_it_compiles(tmp_path, monkeypatch, capsys):
 
 
 def test_population_tables_that_cannot_fit_are_refused_before_partitioning(tmp_path, monkeypatch):
-    """Every rank holds dense population x population tables while it partitions: a network of more populations
-    than those fit is refused before they are allocated, saying that more ranks would not help."""
+    """Every rank holds the sparse population tables while it partitions: a network of more connected population
+    pairs than they fit is refused before they are allocated, saying that more ranks would not help."""
     import dtb.memory
 
-    net = dtb.Network(seed=1)
-    pops = [net.population(f"P{k}", 2) for k in range(3000)]  # tables of 3000^2 x 24 bytes = 206 MiB
-    for a, b in zip(pops, pops[1:] + pops[:1]):
-        net.connect(a, b, k=1, weight=0.1, delay_ms=1.0)
-    net.drive(pops, rate_hz=5.0, weight=0.1)
-    monkeypatch.setattr(dtb.memory, "available_bytes", lambda: 300 * 2**20)  # base 200 MiB + tables > 300 MiB
-    with pytest.raises(dtb.errors.ResourceError, match="its 3,000 populations need dense population x population "
-                                                       "tables of 0.2 GiB.*more ranks do not help"):
+    from dtb.model.recipe import Population, Projection, Recipe
+
+    n = 1000  # every population from every other: a million pairs x 64 bytes = 61 MiB
+    every = np.arange(n)
+    net = Recipe(model="dense", populations=tuple(Population(f"P{k}", 2, True, 0) for k in range(n)),
+                 projections=tuple(Projection(k, every, np.full(n, 1 / n), indegree=1, weight_mean=0.1,
+                                              delay_ms=np.ones(n)) for k in range(n)), regions=("R",), dt_ms=0.1)
+    monkeypatch.setattr(dtb.memory, "available_bytes", lambda: 220 * 2**20)  # base 200 MiB + tables > 220 MiB
+    with pytest.raises(dtb.errors.ResourceError, match="its 1,000,000 connected population pairs need population "
+                                                       "tables of 61 MiB.*more ranks do not help"):
         dtb.Session(net, out=tmp_path / "r.h5", progress=False).run(1.0)
     assert list(tmp_path.iterdir()) == []

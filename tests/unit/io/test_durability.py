@@ -410,14 +410,20 @@ def test_a_damaged_checkpoint_or_segment_is_refused_before_anything_runs(tmp_pat
     assert driver.run(cfg, out, resume=True)["resumed_at_ms"] == 1000.0
 
 
-@pytest.mark.parametrize("members, says", [(100000, "not enough memory for this assimilation"),
-                                            (1000, "its 188,000 populations need dense population x population")])
-def test_a_huge_ensemble_is_refused_at_once(tmp_path, members, says):
-    """An ensemble too large for this machine is refused in well under a second, before its recipe is made or
-    partitioned: 100,000 members (18.8 million populations), and 1,000 members, whose dense population tables
-    alone (188,000 populations: 790 GiB) do not fit however many ranks there are."""
+@pytest.mark.parametrize("members, says", [
+    (100000, "its 1,786,000,000 connected population pairs need population tables of 106.5 GiB on every rank, "
+             "which has about 4.0 GiB; more ranks do not help"),
+    # 1e8 neurons: 150.3 GiB, of which every rank pays the 1.3 GiB of the tables and the base
+    (1000, r"not enough memory for this assimilation: 100,000,000 neurons and 1e\+10 synapses need at least "
+           r"150.3 GiB on each of 1 rank\(s\), which have about 4.0 GiB each; about 55 such ranks would do")])
+def test_a_huge_ensemble_is_refused_at_once(tmp_path, monkeypatch, members, says):
+    """An ensemble too large for a rank of 4 GiB is refused in well under a second, before its recipe is made or
+    partitioned: 1,000 members, which 55 such ranks would hold, and 100,000 members, whose population tables alone
+    (18 million populations, their 1.8e9 connected pairs) do not fit however many ranks there are."""
+    import dtb.memory
     from dtb.assimilation.driver import assimilate
 
+    monkeypatch.setattr(dtb.memory, "available_bytes", lambda: 4 * 2**30)
     t0 = time.perf_counter()
     with pytest.raises(ResourceError, match=says):
         assimilate(load_config(overrides=[f"assimilation.members={members}", "recording.progress=false"]),

@@ -24,7 +24,7 @@ def run_file(small_run):
 def test_schema(run_file):
     path, summary = run_file
     with h5py.File(path, "r") as f:
-        assert f.attrs["schema_version"] == 1
+        assert f.attrs["schema_version"] == 2
         assert f.attrs["model"] == "wholebrain" and f.attrs["seed"] == 1
         assert f.attrs["dt_ms"] == 0.1 and f.attrs["t_ms"] == 120.0
         ts = f["spikes/wholebrain/timestamps"]
@@ -47,7 +47,11 @@ def test_schema(run_file):
         sizes = net["populations/size"][()]
         assert sizes.sum() == 2000 and net.attrs["n_neurons"] == 2000
         assert np.array_equal(net["populations/first_gid"][()], np.concatenate([[0], np.cumsum(sizes)[:-1]]))
-        assert net["synapse_counts"][()].sum() == net.attrs["n_synapses"] == 2000 * 30
+        pairs = net["synapse_counts"]  # the population pairs that hold synapses, row-major
+        assert pairs["count"][()].sum() == net.attrs["n_synapses"] == 2000 * 30
+        assert pairs["count"][()].min() > 0 and list(pairs.attrs["shape"]) == [188, 188]
+        key = pairs["target"][()] * 188 + pairs["source"][()]
+        assert (np.diff(key) > 0).all()
         assert net["populations/name"][0].decode() == "Precentral_L.E"
         assert len(net["regions"]) == 94
         assert f["partition"].attrs["n_ranks"] == 1
