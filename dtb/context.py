@@ -23,8 +23,12 @@ from dtb.errors import DTBError, LauncherError
 #: seconds an aborting rank waits after flushing its output
 _ABORT_DRAIN_S = 0.5
 
+#: the PMI rank variables, which a shell can keep after its launcher is gone
+_PMI_RANK_VARS = ("PMI_RANK", "PMI_SIZE")
+#: what only a live launcher gives: its PMI socket or port, PMIx, Open MPI's or Hydra's own variables
+_LIVE_LAUNCHER_VARS = ("PMI_FD", "PMI_PORT", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "HYDI_CONTROL_FD")
 #: environment variables that MPI launchers set in every rank
-_LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "HYDI_CONTROL_FD")
+_LAUNCHER_VARS = (*_PMI_RANK_VARS, "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "HYDI_CONTROL_FD")
 
 
 def launched_by_mpi() -> bool:
@@ -90,8 +94,7 @@ def check_launcher() -> None:
 
 def stale_launcher() -> bool:
     """Whether PMI rank variables are set with nothing a launcher would also give (its socket, PMIx, Open MPI)."""
-    return any(v in os.environ for v in ("PMI_RANK", "PMI_SIZE")) and not any(
-        v in os.environ for v in ("PMI_FD", "PMI_PORT", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "HYDI_CONTROL_FD"))
+    return any(v in os.environ for v in _PMI_RANK_VARS) and not any(v in os.environ for v in _LIVE_LAUNCHER_VARS)
 
 
 def available_bytes() -> int:
