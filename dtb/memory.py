@@ -40,7 +40,7 @@ def rank_loads(recipe: Recipe, partition: Partition) -> tuple[np.ndarray, np.nda
 #: host bytes per connected population pair at the peak of partitioning and building: the recipe's projections,
 #: the sparse tables of expected and built synapse counts and the partitioners' copies of them (every rank holds
 #: them all); fitted to the peak RSS of ensembles of 25 to 200 members (``benchmarks/ensemble_memory.py``:
-#: 35 and 44 bytes in two runs, rounded up)
+#: 45 bytes measured, rounded up with room for the transients of other layouts)
 POPULATION_PAIR_BYTES = 64
 
 

@@ -70,3 +70,14 @@ class Stop(Exception):
 def stop_at_checkpoint(step):
     """An ``on_checkpoint`` callback that stops the run at its first checkpoint (its ``.partial`` stays)."""
     raise Stop
+
+
+def write_tvb_zip(path, areas: str):
+    """A TVB connectivity zip of 2 regions at ``path`` with ``areas`` as its areas.txt; returns ``path``."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("weights.txt", "0 1\n1 0\n")
+        z.writestr("tract_lengths.txt", "0 20\n20 0\n")
+        z.writestr("areas.txt", areas)
+    return path

@@ -190,12 +190,9 @@ def setup_huge_empty_mat73(d):
 def setup_tvb_areas(areas):
     """A TVB zip of 2 regions with ``areas`` as its areas.txt."""
     def make(d):
-        import zipfile
+        from helpers import write_tvb_zip
 
-        with zipfile.ZipFile(d / "tvb.zip", "w") as z:
-            z.writestr("weights.txt", "0 1\n1 0\n")
-            z.writestr("tract_lengths.txt", "0 20\n20 0\n")
-            z.writestr("areas.txt", areas)
+        write_tvb_zip(d / "tvb.zip", areas)
     return make
 
 

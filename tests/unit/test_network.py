@@ -205,8 +205,8 @@ def test_a_stack_of_brains_that_differ_in_parameters(connectome):
 
 def test_an_ensembles_population_tables_grow_linearly_in_its_members():
     """An ensemble's members are disjoint, so the population tables that every rank holds while it partitions,
-    reports and builds are sparse: twice the members cost at most about twice the memory (the dense tables they
-    replace cost 3.5 times: 246 and 857 MiB for 16 and 32 members of this brain, 45 and 69 MiB now)."""
+    reports and builds are sparse: twice the members cost less than twice the memory (the dense tables they
+    replaced grew with the square of the members)."""
     import tracemalloc
 
     from dtb.config import load_config

@@ -230,12 +230,10 @@ def test_quoted_cells_read_as_a_spreadsheet_writes_them(tmp_path):
 
 
 def test_tvb_areas_one_per_line_read_and_other_shapes_refused(tmp_path):
+    from helpers import write_tvb_zip
+
     def tvb(areas):
-        with zipfile.ZipFile(tmp_path / "tvb.zip", "w") as z:
-            z.writestr("weights.txt", "0 1\n1 0\n")
-            z.writestr("tract_lengths.txt", "0 20\n20 0\n")
-            z.writestr("areas.txt", areas)
-        return tmp_path / "tvb.zip"
+        return write_tvb_zip(tmp_path / "tvb.zip", areas)
 
     assert np.array_equal(_load(tvb("10\n20\n"))[0].nvoxel, [10, 20])
     for areas in ("1 2\n3 4\n", "10 20\n", "1 2 3 4\n"):  # a matrix, a row, four values for two regions
