@@ -47,10 +47,11 @@ def test_balance_on_the_bundled_brain(brain, strategy, limit):
 
 def test_hierarchical_keeps_coupled_regions_on_a_node(brain):
     """At 64 ranks (8 nodes of 8) regions are smaller than a node: grouping coupled regions on nodes sends fewer
-    spikes across nodes than gid order does, with the same balance and no more messages."""
+    spikes across nodes than gid order does (19 % fewer at this size, 20 to 21 % from 1e6 neurons on), with the
+    same balance and no more messages."""
     hier = quality(brain, partition(brain, 64, "hierarchical", ranks_per_node=8), ranks_per_node=8)
     cont = quality(brain, partition(brain, 64, "contiguous"), ranks_per_node=8)
-    assert hier["cross_node_spikes_per_rank_epoch"] < 0.9 * cont["cross_node_spikes_per_rank_epoch"]
+    assert hier["cross_node_spikes_per_rank_epoch"] < 0.82 * cont["cross_node_spikes_per_rank_epoch"]
     assert hier["spikes_sent_per_rank_epoch"] < cont["spikes_sent_per_rank_epoch"]
     assert hier["spikes_sent_per_rank_epoch_max"] < cont["spikes_sent_per_rank_epoch_max"]
     assert hier["messages_two_level"] <= cont["messages_two_level"] + 1e-9
@@ -66,11 +67,33 @@ def test_hierarchical_keeps_coupled_regions_on_a_node(brain):
         assert ranks.max() - ranks.min() == len(ranks) - 1
 
 
+@pytest.mark.parametrize("n_ranks", [16, 64, 1000])
+def test_the_refinement_lowers_the_cross_node_records_it_models(brain, n_ranks):
+    """`refine_order` swaps blocks of the bisection's order on the saturating record count itself: cut evenly,
+    its order sends fewer records across nodes than the bisection's (by more than 3 % at 16 and 64 ranks, where
+    a node holds several regions; at 1,000 ranks a region spans nodes and it can do little), never more, and
+    keeps every population once."""
+    from dtb.partition import hierarchical as h
+
+    order = h.region_order(*h.region_graph(brain), n_ranks, 8)
+    members = h._region_members(brain)
+    pops = np.concatenate([h._placed(members, order, k) for k in range(len(order))])
+    refined = h.refine_order(brain, h._blocks(brain, pops, [[(int(p), 0.0, 1.0)] for p in pops]), n_ranks, 8)
+    np.testing.assert_array_equal(np.sort(refined), np.arange(len(brain.populations)))
+
+    def cross(seq):
+        bounds = h._send_balanced(brain, seq, n_ranks, np.inf)[1]
+        return quality(brain, h._from_bounds(brain, bounds))["cross_node_spikes_per_rank_epoch"]
+
+    before, after = cross(pops), cross(refined)
+    assert after <= (0.97 if n_ranks < 1000 else 1.0) * before
+
+
 @pytest.mark.parametrize("n_ranks", [64, 1000])
 def test_hierarchical_balances_the_worst_rank_s_sends(brain, n_ranks):
     """Hub populations send up to three times the mean records per neuron: the hierarchical layout dilutes them,
     so that no rank sends much over SEND_LIMIT (1.4) x the mean, where the order alone leaves 1.5 to 3 x; the
-    total traffic and the messages stay those of the undiluted order (within 2 %)."""
+    total traffic and the messages stay near those of the undiluted layout (within 4 %)."""
     from dtb.partition.hierarchical import hierarchical
 
     hier = quality(brain, partition(brain, n_ranks, "hierarchical"))
@@ -79,8 +102,9 @@ def test_hierarchical_balances_the_worst_rank_s_sends(brain, n_ranks):
     assert cont["spikes_sent_per_rank_epoch_max"] > 1.8 * cont["spikes_sent_per_rank_epoch"]
     assert plain["spikes_sent_per_rank_epoch_max"] > 1.5 * plain["spikes_sent_per_rank_epoch"]
     assert hier["spikes_sent_per_rank_epoch_max"] <= 1.45 * hier["spikes_sent_per_rank_epoch"]
-    for key in ("spikes_sent_per_rank_epoch", "cross_node_spikes_per_rank_epoch", "messages_two_level"):
-        assert hier[key] <= 1.02 * plain[key], key
+    for key, limit in (("spikes_sent_per_rank_epoch", 1.03), ("cross_node_spikes_per_rank_epoch", 1.04),
+                       ("messages_two_level", 1.01)):
+        assert hier[key] <= limit * plain[key], key
     assert hier["messages_two_level"] <= cont["messages_two_level"]
     assert hier["imbalance_neurons"] <= 1.01 and hier["imbalance_synapses"] <= 1.01
 
