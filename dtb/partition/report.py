@@ -51,6 +51,10 @@ def destination_probabilities(recipe: Recipe, frac: np.ndarray) -> np.ndarray:
     return -np.expm1(-lam)
 
 
+#: splits of a node's room between a spike's own region and the others that the floor tries
+ROOM_SPLITS = 64
+
+
 def cross_node_lower_bound(recipe: Recipe, n_ranks: int, *, rate_hz: float = 5.0, ranks_per_node: int = 8,
                            imbalance: float = 1.03) -> float:
     """A floor under the cross-node spike records per rank-epoch of *every* partition whose ranks hold at most
@@ -60,9 +64,12 @@ def cross_node_lower_bound(recipe: Recipe, n_ranks: int, *, rate_hz: float = 5.0
     ``f(x) = 1 - exp(-x)`` and ``lam_r`` its expected targets on rank r. Split ``lam_r = a_r + b_r`` into targets in
     its own region and in the others: ``f(a + b) = f(a) + exp(-a) f(b)``. For either part, a rank holds at most
     ``c = imbalance x N / P`` neurons, so ``x <= A = c x`` (the part's densest target population), and below that
-    chord ``f(x) >= x f(A) / A``; the part's targets off the node are at least its out-degree less what
-    ``ranks_per_node x c`` neurons of its densest target populations can hold. Both orders of the split give a
-    bound; the larger counts. Nothing here is partition-specific: a partitioner cannot go below it.
+    chord ``f(x) >= x f(A) / A``; the part's targets off the node are at least its out-degree less what the
+    node's neurons of its densest target populations can hold. The node holds at most ``ranks_per_node x c``
+    neurons of both parts together: if ``s`` of them are the own region's, the own part's bound falls and the
+    other part's rises in ``s``, so on each of ``ROOM_SPLITS`` intervals of ``s`` their ends bound both, and
+    the least over the intervals holds whatever ``s`` is. Both orders of the split give a bound; the larger
+    counts. Nothing here is partition-specific: a partitioner cannot go below it.
 
     Returns
     -------
@@ -76,18 +83,20 @@ def cross_node_lower_bound(recipe: Recipe, n_ranks: int, *, rate_hz: float = 5.0
     rho.data /= sizes[rho.indices] * np.repeat(sizes, np.diff(rho.indptr))
     region = np.array([p.region for p in recipe.populations], dtype=np.int64)
     cap = imbalance * sizes.sum() / n_ranks
-    room = ranks_per_node * cap
+    rooms = np.linspace(0.0, ranks_per_node * cap, ROOM_SPLITS + 1)  # the own region's share of the node
     epoch_s = min(recipe.min_delay_steps, 64) * recipe.dt_ms * 1e-3
     rates = np.broadcast_to(np.asarray(rate_hz, dtype=np.float64), sizes.shape)
 
-    def chord(r: np.ndarray, n: np.ndarray) -> tuple[float, float]:
+    def chord(r: np.ndarray, n: np.ndarray, room: np.ndarray) -> tuple[np.ndarray, float]:
+        """The part's floor for each node room in ``room``, and its densest targets on one rank."""
         if not r.size or r.max() <= 0:
-            return 0.0, 0.0
+            return np.zeros(len(room)), 0.0
         order = np.argsort(-r, kind="stable")
-        held = np.clip(room - np.concatenate([[0.0], np.cumsum(n[order])[:-1]]), 0.0, n[order])
-        off_node = (r * n).sum() - (r[order] * held).sum()
+        before = np.concatenate([[0.0], np.cumsum(n[order])[:-1]])
+        held = np.clip(room[:, None] - before[None, :], 0.0, n[order][None, :])
+        off_node = np.maximum((r * n).sum() - held @ r[order], 0.0)
         top = cap * r.max()
-        return -np.expm1(-top) / top * max(off_node, 0.0), top
+        return -np.expm1(-top) / top * off_node, top
 
     total = 0.0
     for j in range(len(sizes)):
@@ -95,9 +104,11 @@ def cross_node_lower_bound(recipe: Recipe, n_ranks: int, *, rate_hz: float = 5.0
         i = rho.indices[rho.indptr[j]:rho.indptr[j + 1]]
         r = rho.data[rho.indptr[j]:rho.indptr[j + 1]]
         same = region[i] == region[j]
-        own, a = chord(r[same], sizes[i[same]])
-        other, b = chord(r[~same], sizes[i[~same]])
-        total += sizes[j] * rates[j] * epoch_s * max(own + np.exp(-a) * other, other + np.exp(-b) * own)
+        own, a = chord(r[same], sizes[i[same]], rooms)
+        other, b = chord(r[~same], sizes[i[~same]], rooms[-1] - rooms)
+        # own room s in [rooms[k], rooms[k + 1]]: own part >= own[k + 1], other part >= other[k]
+        own, other = own[1:], other[:-1]
+        total += sizes[j] * rates[j] * epoch_s * np.maximum(own + np.exp(-a) * other, other + np.exp(-b) * own).min()
     return float(total / n_ranks)
 
 
