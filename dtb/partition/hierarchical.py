@@ -152,33 +152,34 @@ def _placed(members: list[np.ndarray], order: np.ndarray, k: int) -> np.ndarray:
     return members[order[k]][::1 - 2 * (k % 2)]
 
 
-#: the refinement tries each region in the place of every region up to this many nodes' worth further on
+#: the refinement tries each block in the place of every block up to this many nodes' worth further on
 REFINE_NODES = 2
 #: sweeps of the refinement at most (it stops earlier once a sweep changes nothing)
 REFINE_SWEEPS = 4
 #: the refinement stops after this many swaps tried or (population, rank) cells evaluated, whichever comes
-#: first: on one core a swap costs about 0.3 ms and 1e8 cells about 4 s, so it takes 12 s at most
+#: first, so that its time is bounded whatever the recipe (a sweep at 64 ranks of the bundled brain tries
+#: about 2,000 swaps)
 REFINE_SWAPS = 10_000
 REFINE_CELLS = 2e8
 
 
 def refine_order(recipe: Recipe, blocks: list[np.ndarray], n_ranks: int, ranks_per_node: int) -> np.ndarray:
-    """An order of ``blocks`` (runs of populations laid one after another) that lowers the modelled cross-node
-    spike records, by pairwise swaps, starting from their given order.
+    """The populations of ``blocks`` (runs of populations, in their order) in an order of the blocks that lowers
+    the modelled cross-node spike records, found by pairwise swaps from the given order.
 
     The bisection minimises synapses cut between nodes, but a spike costs one record per rank that holds one of
     its targets, which saturates: two targets on one rank cost one record. This search works on that cost
-    itself (`dtb.partition.quality`'s ``cross_node_spikes_per_rank_epoch``, at a uniform rate; the populations
-    cut evenly along the order, fractions of neurons unrounded). For each place in the order in turn, the swaps
-    with the blocks up to ``REFINE_NODES`` nodes' worth further on are tried, and each that lowers the cost is
-    made; sweeps repeat until one changes nothing (``REFINE_SWEEPS`` at most, ``REFINE_CELLS`` evaluated cells
-    in all, ``REFINE_SWAPS`` tried). A swap moves only the ranks between the two places, so only their nodes are evaluated.
-    Deterministic.
+    itself (`dtb.partition.quality`'s ``cross_node_spikes_per_rank_epoch`` at a uniform rate, with the
+    populations cut evenly along the order and the neurons' fractions unrounded). For each place in the order
+    in turn, the swaps with the blocks up to ``REFINE_NODES`` nodes' worth further on are tried, and each that
+    lowers the cost is made at once; sweeps repeat until one changes nothing (``REFINE_SWEEPS`` at most, and
+    at most ``REFINE_SWAPS`` swaps tried and ``REFINE_CELLS`` cells evaluated in all). A swap moves only the
+    ranks between its two places, so only their nodes are evaluated. Deterministic.
 
     Returns
     -------
-    ndarray, shape (len(blocks),), int64
-        A permutation of the blocks.
+    ndarray, shape (n_pop,), int64
+        Every population once: the blocks, each in its own order, one after another.
     """
     ppn = max(1, ranks_per_node)
     n_nodes = -(-n_ranks // ppn)
