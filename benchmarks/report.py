@@ -225,8 +225,11 @@ def _heldout(rows: list[dict]) -> list[str]:
         m = d["metrics"]
         spec = d.get("heldout_specificity") or {}
         best = max(spec.get("other_r", {}).values(), default=float("nan"))
+        label = _label(d, toml)
+        if (d["machine"]["cpu"], d["machine"]["date"]) != (d0["machine"]["cpu"], d0["machine"]["date"]):
+            label += f" ({_machine(d['machine'])})"  # not the table's machine
         out.append(
-            f"| {_label(d, toml)} | **{m['heldout_fc_r']:.3f}** | {m['baseline_sc_fc_r']:.3f} | "
+            f"| {label} | **{m['heldout_fc_r']:.3f}** | {m['baseline_sc_fc_r']:.3f} | "
             f"{m['baseline_log_sc_fc_r']:.3f} | {m['baseline_unfitted_fc_r']:.3f} | {m['baseline_group_fc_r']:.3f} | "
             f"{m['retest_fc_r']:.3f} | {'yes' if m['specific'] else 'no'} (best other {best:.3f}) | "
             f"{n(m, 'heldout_forecast_r'):.3f} / {n(m, 'heldout_persistence_r'):.3f} / {n(m, 'heldout_ar1_r'):.3f} | "
