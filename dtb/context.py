@@ -28,7 +28,7 @@ _PMI_RANK_VARS = ("PMI_RANK", "PMI_SIZE")
 #: what only a live launcher gives: its PMI socket or port, PMIx, Open MPI's or Hydra's own variables
 _LIVE_LAUNCHER_VARS = ("PMI_FD", "PMI_PORT", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "HYDI_CONTROL_FD")
 #: environment variables that MPI launchers set in every rank
-_LAUNCHER_VARS = (*_PMI_RANK_VARS, "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "HYDI_CONTROL_FD")
+_LAUNCHER_VARS = (*_PMI_RANK_VARS, *_LIVE_LAUNCHER_VARS, "MPI_LOCALNRANKS")
 
 
 def launched_by_mpi() -> bool:
@@ -272,27 +272,22 @@ class Context:
         if err is not None:
             raise err
 
-    def everywhere(self, fn, catch: type[DTBError]):
+    def everywhere(self, fn, catch: type[BaseException], kind: type[DTBError] | None = None):
         """Collective: ``fn()`` on every rank, returning its result; if it raised ``catch`` on any rank, every
-        rank raises (`raise_if_any`): a full disk on one rank stops all of them here."""
+        rank raises (`raise_if_any`; the others a ``kind``, by default ``catch``): a full disk on one rank stops
+        all of them here."""
         failed = result = None
         try:
             result = fn()
         except catch as err:
             failed = err
-        self.raise_if_any(failed, catch)
+        self.raise_if_any(failed, kind or catch)
         return result
 
     def on_root(self, fn) -> None:
         """Collective: ``fn()`` on rank 0 alone (the run file's writes), and every rank learns whether it failed:
         rank 0 raises its exception, the others a `DTBError` naming it (`raise_if_any`)."""
-        failed = None
-        if self.is_root:
-            try:
-                fn()
-            except BaseException as err:
-                failed = err
-        self.raise_if_any(failed)
+        self.everywhere(lambda: fn() if self.is_root else None, BaseException, DTBError)
 
     def sum(self, value):
         """Collective: the sum over ranks of a number or array, on every rank."""

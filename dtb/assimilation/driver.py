@@ -241,15 +241,15 @@ def assimilate(cfg: Config, out: str | Path, data: str | Path | None = None, sub
     if unfitted_net is not None:
         replay_net = unfitted_net if sweep is None else \
             network_from_config(cfg, n_neurons=val.n_neurons or cfg.wholebrain.n_neurons)
+    one = base.recipe()
     if sim_cfg.memory_check:  # before the ensemble's recipe is made: its size is members times the brain's
         from dtb.context import launcher_size
         from dtb.memory import check_total
 
-        one = base.recipe()
         check_total(base.n_neurons * members, float(one.incoming_synapses().sum()) * members,
                     ctx.size if ctx is not None else launcher_size(), "this assimilation",
                     one.n_population_pairs * members)
-    ensemble = Network.from_recipe(base.recipe().replicate(members), seed=sim_cfg.seed)
+    ensemble = Network.from_recipe(one.replicate(members), seed=sim_cfg.seed)
     # the filter checkpoints at TR boundaries itself (every_trs), not on the session's clock
     cfg_ens = dataclasses.replace(cfg, simulation=dataclasses.replace(sim_cfg, checkpoint_ms=0.0))
     others = {}

@@ -33,8 +33,8 @@ ways), as a domain decomposition does on a mesh:
    saturates, and which regions share a node decides how much. The order is cut into blocks
    that neither a region nor a group of step 3 spans, and pairs of blocks up to two nodes'
    worth apart are swapped while that lowers the modelled cross-node records
-   (`refine_order`); step 3 then runs again on the new order. At 64 ranks (8 nodes) this
-   takes the cross-node records from 18 % to 20 or 21 % below contiguous ranges'.
+   (`refine_order`); step 3 then runs again on the new order. At 64 ranks (8 nodes) the
+   cross-node records end 20 to 21 % below contiguous ranges' (``benchmarks/RESULTS.md``).
 
 Compute load = neurons / all neurons + expected incoming synapses / all synapses (the
 expected incoming spikes at a uniform rate are proportional to the synapses). With the
@@ -50,7 +50,7 @@ import scipy.sparse
 
 from dtb.model.recipe import Recipe
 from dtb.partition.partition import Partition
-from dtb.partition.report import destination_probabilities
+from dtb.partition.report import destination_probabilities, targets_per_neuron
 
 #: METIS wants integer vertex weights: loads are scaled to this total
 WEIGHT_SCALE = 1_000_000
@@ -189,8 +189,7 @@ def refine_order(recipe: Recipe, blocks: list[np.ndarray], n_ranks: int, ranks_p
     sizes = np.diff(recipe.offsets).astype(np.float64)
     pop_load = population_load(recipe)
     block_load = np.array([pop_load[m].sum() for m in blocks])
-    per_neuron = recipe.expected_synapses()
-    per_neuron.data /= sizes[per_neuron.indices]  # [i, j]: targets in i of one neuron of j
+    per_neuron = targets_per_neuron(recipe)  # [i, j]: targets in i of one neuron of j
     unit = pop_load.sum() / n_ranks  # load per rank
     cuts = np.arange(n_ranks + 1) * unit
 

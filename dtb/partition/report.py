@@ -18,6 +18,7 @@ on rank r. From it and the expected synapse counts ``S[i, j]`` (target i, source
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 
 from dtb.model.recipe import Recipe
 from dtb.partition.partition import Partition
@@ -40,14 +41,19 @@ def population_fractions(recipe: Recipe, partition: Partition) -> np.ndarray:
     return frac / np.diff(offsets)[:, None]
 
 
+def targets_per_neuron(recipe: Recipe) -> scipy.sparse.csr_array:
+    """``[i, j]``: expected targets in population i of one neuron of population j, shape (n_pop, n_pop), float64
+    (`Recipe.expected_synapses` over the source sizes)."""
+    per_neuron = recipe.expected_synapses()
+    per_neuron.data /= np.diff(recipe.offsets).astype(np.float64)[per_neuron.indices]
+    return per_neuron
+
+
 def destination_probabilities(recipe: Recipe, frac: np.ndarray) -> np.ndarray:
     """``p_dest[j, r]``: probability that rank r holds at least one target of a neuron of population j (Poisson
     approximation of the out-degree; connectivity is uniform inside a population pair), shape (n_pop, n_ranks),
     float64; ``frac`` as `population_fractions` gives it."""
-    sizes = np.diff(recipe.offsets).astype(np.float64)
-    per_neuron = recipe.expected_synapses()
-    per_neuron.data /= sizes[per_neuron.indices]  # [i, j]: targets in i of one neuron of j
-    lam = per_neuron.T @ frac  # [j, r]: expected targets on r of one neuron of j
+    lam = targets_per_neuron(recipe).T @ frac  # [j, r]: expected targets on r of one neuron of j
     return -np.expm1(-lam)
 
 
